@@ -1,0 +1,10 @@
+"""keras_homeostasis: homeostatic synaptic scaling for Keras 3."""
+
+from keras_homeostasis import layers
+from keras_homeostasis import metrics
+from keras_homeostasis.synaptic_scaling_callback import SynapticScalingCallback
+from keras_homeostasis.unit_state import UnitState
+
+__version__ = "0.1.0"
+
+__all__ = ["SynapticScalingCallback", "UnitState", "layers", "metrics", "__version__"]

@@ -1,0 +1,107 @@
+"""Runs the rule once per optimizer step, inside the compiled train function.
+
+Keras applies each variable's `constraint` right after the optimizer update,
+in replica context, once per optimizer step, whatever `steps_per_execution`
+is and also under `jit_compile=True`. The engine hangs its work on those
+constraints: the first constrained variable in the optimizer's order triggers
+one synchronised step for every layer it serves (one all-reduce of all their
+statistics), then each kernel and bias constraint applies its layer's factor.
+"""
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+
+def all_reduce_sum(value):
+    """Sums `value` over replicas in replica context; identity otherwise."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return value
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
+class HomeostasisEngine:
+    """One synchronised homeostatic step over several layers' states.
+
+    Args:
+        bindings: list of `(UnitState, settings dict)` pairs.
+    """
+
+    def __init__(self, bindings):
+        self.bindings = list(bindings)
+
+    def step(self):
+        accumulators = [state.accumulator for state, _ in self.bindings]
+        sizes = [int(a.shape[0]) for a in accumulators]
+        packed = all_reduce_sum(
+            ops.concatenate([ops.convert_to_tensor(a) for a in accumulators], axis=0)
+        )
+        offset = 0
+        for (state, settings), size in zip(self.bindings, sizes):
+            state.update(packed[offset : offset + size], settings)
+            offset += size
+
+
+class KernelScaling(keras.constraints.Constraint):
+    """Multiplies a kernel's last axis (its units) by the layer's factors.
+
+    `inner` is the user's own constraint, applied first. When `engine` is set,
+    this constraint triggers the engine's step before scaling.
+    """
+
+    def __init__(self, state, inner=None, engine=None):
+        self.state = state
+        self.inner = inner
+        self.engine = engine
+
+    def __call__(self, w):
+        if self.inner is not None:
+            w = self.inner(w)
+        if self.engine is not None:
+            self.engine.step()
+        return self.state.scale_kernel(w)
+
+
+class BiasScaling(keras.constraints.Constraint):
+    """Scales a bias by the layer's factors (if `scale`) and adds the revive shift."""
+
+    def __init__(self, state, scale=True, inner=None, engine=None):
+        self.state = state
+        self.scale = scale
+        self.inner = inner
+        self.engine = engine
+
+    def __call__(self, b):
+        if self.inner is not None:
+            b = self.inner(b)
+        if self.engine is not None:
+            self.engine.step()
+        if self.scale:
+            b = b * ops.cast(self.state.factor, b.dtype)
+        return b + ops.cast(self.state.shift, b.dtype)
+
+
+def attach_constraints(pairs, engine):
+    """Installs scaling constraints on `(layer, state, settings)` triples.
+
+    `pairs` must be in the optimizer's variable order; the first constrained
+    variable gets the engine trigger. Returns the variables' former
+    constraints so they can be restored.
+    """
+    saved = []
+    first = True
+    for layer, state, settings in pairs:
+        kernel = layer.kernel
+        saved.append((kernel, kernel.constraint))
+        kernel.constraint = KernelScaling(
+            state, inner=kernel.constraint, engine=engine if first else None
+        )
+        first = False
+        bias = getattr(layer, "bias", None)
+        if bias is not None:
+            saved.append((bias, bias.constraint))
+            bias.constraint = BiasScaling(
+                state, scale=settings["scale_bias"], inner=bias.constraint
+            )
+    return saved

@@ -1,0 +1,103 @@
+"""Load-balancing metrics: how equally a layer's units are used.
+
+For per-unit mean activities `a_i` (mean |output| over a data set, conv
+channels pooled over space): usage `p_i = a_i / sum_j a_j`; normalised usage
+entropy `H(p) / log(n)` (1.0 = perfectly balanced); coefficient of variation
+`std(a) / mean(a)`; Gini coefficient of `a`; dead fraction = share of units
+never positive on the data set.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_homeostasis import layer_selection
+from keras_homeostasis import rule
+
+
+def usage_entropy(activity):
+    """Normalised entropy of the usage distribution, in [0, 1]."""
+    a = ops.maximum(ops.cast(activity, "float32"), 0.0)
+    n = a.shape[-1]
+    if n < 2:
+        return 1.0
+    p = a / ops.maximum(ops.sum(a), rule.EPSILON)
+    h = -ops.sum(ops.where(p > 0, p * ops.log(ops.maximum(p, rule.EPSILON)), 0.0))
+    return float(h / np.log(n))
+
+
+def coefficient_of_variation(activity):
+    """Standard deviation over mean of the per-unit activities."""
+    a = ops.cast(activity, "float32")
+    return float(ops.std(a) / ops.maximum(ops.mean(a), rule.EPSILON))
+
+
+def gini(activity):
+    """Gini coefficient of the per-unit activities (0 = equal use)."""
+    a = ops.sort(ops.maximum(ops.cast(activity, "float32"), 0.0))
+    n = a.shape[-1]
+    ranks = ops.arange(1, n + 1, dtype="float32")
+    total = ops.maximum(ops.sum(a), rule.EPSILON)
+    return float(ops.sum((2.0 * ranks - n - 1.0) * a) / (n * total))
+
+
+def dead_fraction(positive_counts):
+    """Fraction of units that were never positive (counts of `y > 0`)."""
+    counts = ops.cast(positive_counts, "float32")
+    return float(ops.mean(ops.cast(counts <= 0, "float32")))
+
+
+def sorted_activity(activity):
+    """Per-unit activities sorted from most to least used (numpy array)."""
+    return np.sort(np.asarray(ops.convert_to_numpy(activity), "float64"))[::-1]
+
+
+def layer_statistics(model, data, layers=None, batch_size=256, steps=None):
+    """Per-layer `(mean |y| per unit, count of y > 0 per unit)` on `data`.
+
+    `data` is an array of inputs, a `(x, y)` tuple or a `tf.data.Dataset` of
+    inputs or `(x, y)` pairs. `layers` defaults to every Dense/Conv layer
+    except the output layers.
+    """
+    chosen = _layers_to_probe(model, layers)
+    probe = keras.Model(model.inputs, [layer.output for layer in chosen])
+    sums = [None] * len(chosen)
+    for batch in _batches(data, batch_size, steps):
+        outputs = probe(batch, training=False)
+        if len(chosen) == 1:
+            outputs = [outputs]
+        for k, (layer, y) in enumerate(zip(chosen, outputs)):
+            packed = rule.unit_axis_reduction(y, layer_selection.unit_axis(layer))
+            packed = ops.convert_to_numpy(packed).astype("float64")
+            sums[k] = packed if sums[k] is None else sums[k] + packed
+    result = {}
+    for layer, packed in zip(chosen, sums):
+        n = (packed.shape[0] - 1) // 2
+        result[layer.name] = (packed[:n] / max(packed[-1], 1.0), packed[n : 2 * n])
+    return result
+
+
+def _layers_to_probe(model, layers):
+    if layers is not None:
+        names = set(layers)
+        return [x for x in layer_selection.all_layers(model) if x.name in names]
+    excluded = {id(x) for x in layer_selection.output_layers(model)}
+    return [
+        x
+        for x in layer_selection.all_layers(model)
+        if isinstance(x, layer_selection.ELIGIBLE_TYPES) and id(x) not in excluded
+    ]
+
+
+def _batches(data, batch_size, steps):
+    import tensorflow as tf
+
+    if isinstance(data, tf.data.Dataset):
+        iterator = iter(data)
+    else:
+        x = data[0] if isinstance(data, tuple) else data
+        iterator = (x[i : i + batch_size] for i in range(0, len(x), batch_size))
+    for k, batch in enumerate(iterator):
+        if steps is not None and k >= steps:
+            break
+        yield batch[0] if isinstance(batch, tuple) else batch

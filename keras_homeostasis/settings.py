@@ -1,0 +1,93 @@
+"""Validation of the homeostatic hyper-parameters, shared by layers and callback."""
+
+import math
+import numbers
+
+DEFAULTS = {
+    "target": None,
+    "rate": 0.05,
+    "momentum": 0.99,
+    "max_step": 0.05,
+    "min_gain": 0.01,
+    "max_gain": 100.0,
+    "period": 1,
+    "warmup": 10,
+    "scale_bias": True,
+    "revive": 0.01,
+    "silent_rate": 1e-3,
+}
+
+
+def _number(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"Expected a number for `{name}`. Received: {name}={value!r} "
+            f"of type {type(value).__name__}"
+        )
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(
+            f"Received an invalid value for `{name}`, expected a finite "
+            f"number. Received: {name}={value!r}"
+        )
+    return value
+
+
+def _integer(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"Expected an integer for `{name}`. Received: {name}={value!r} "
+            f"of type {type(value).__name__}"
+        )
+    if value < minimum:
+        raise ValueError(
+            f"Received an invalid value for `{name}`, expected an integer "
+            f">= {minimum}. Received: {name}={value!r}"
+        )
+    return int(value)
+
+
+def _in_range(name, value, low, high, low_open=False, high_open=False):
+    value = _number(name, value)
+    too_low = value <= low if low_open else value < low
+    too_high = value >= high if high_open else value > high
+    if too_low or too_high:
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        raise ValueError(
+            f"Received an invalid value for `{name}`, expected a number in "
+            f"{left}{low}, {high}{right}. Received: {name}={value!r}"
+        )
+    return value
+
+
+def validate_settings(**settings):
+    """Returns the full, validated settings dict; raises on any bad value.
+
+    Unknown names raise `TypeError`; bad values raise `ValueError` naming the
+    argument and echoing the value, as Keras layers do.
+    """
+    unknown = sorted(set(settings) - set(DEFAULTS))
+    if unknown:
+        raise TypeError(
+            f"Unknown synaptic scaling argument(s) {unknown}. "
+            f"Expected some of {sorted(DEFAULTS)}."
+        )
+    s = {**DEFAULTS, **settings}
+    if s["target"] is not None:
+        s["target"] = _in_range("target", s["target"], 0.0, math.inf, True, True)
+    s["rate"] = _in_range("rate", s["rate"], 0.0, 1.0, low_open=True)
+    s["momentum"] = _in_range("momentum", s["momentum"], 0.0, 1.0, high_open=True)
+    s["max_step"] = _in_range("max_step", s["max_step"], 0.0, 1.0, low_open=True)
+    s["min_gain"] = _in_range("min_gain", s["min_gain"], 0.0, 1.0, low_open=True)
+    s["max_gain"] = _in_range("max_gain", s["max_gain"], 1.0, math.inf, False, True)
+    s["period"] = _integer("period", s["period"], 1)
+    s["warmup"] = _integer("warmup", s["warmup"], 0)
+    if not isinstance(s["scale_bias"], bool):
+        raise TypeError(
+            "Expected a bool for `scale_bias`. "
+            f"Received: scale_bias={s['scale_bias']!r}"
+        )
+    s["revive"] = _in_range("revive", s["revive"], 0.0, 1.0)
+    s["silent_rate"] = _in_range("silent_rate", s["silent_rate"], 0.0, 1.0, False, True)
+    return s

@@ -1,0 +1,173 @@
+"""`SynapticScalingCallback`: homeostatic scaling for an unchanged Keras model."""
+
+import keras
+
+from keras_homeostasis import engine
+from keras_homeostasis import layer_selection
+from keras_homeostasis.settings import validate_settings
+from keras_homeostasis.unit_state import UnitState
+
+STATE_ATTRIBUTE = "homeostasis"
+
+
+@keras.saving.register_keras_serializable(package="keras_homeostasis")
+class SynapticScalingCallback(keras.callbacks.Callback):
+    """Homeostatic synaptic scaling of a model's Dense and Conv layers.
+
+    After every optimizer step, each unit's incoming weights (its kernel
+    column or convolution filter, and its bias) are multiplied by a factor
+    `s_i` that moves the unit's mean activity `a_i` toward a set point:
+
+        log s_i = clip(rate * (log rho_i - log a_i), -max_step, max_step)
+
+    `rho_i` is `target` or, by default, the layer's mean activity (pure load
+    balancing). See `keras_homeostasis.rule` for the whole rule.
+
+    The work runs inside the compiled train function (through the kernel and
+    bias constraints, which Keras applies once per optimizer step), so it
+    costs no per-batch Python work, works for any `steps_per_execution`, under
+    `jit_compile=True`, and under `tf.distribute` strategies, where the
+    statistics of all layers are summed across replicas in one all-reduce.
+
+    The state (traces, gains, counters) lives in `UnitState` variables attached
+    to each layer as `layer.homeostasis`: `save_weights`, `ModelCheckpoint`,
+    `BackupAndRestore` and `.keras` files include it. The state is created in
+    `set_model`, before any `on_train_begin`, so the order relative to
+    `BackupAndRestore` does not matter. To resume from a file with a fresh
+    model, call `callback.set_model(model)` before `model.load_weights(path)`.
+
+    Args:
+        layers: optional list of layer names and/or layer classes to scale.
+            By default, every trainable `Dense`, `Conv1D`, `Conv2D` and
+            `Conv3D` layer except the model's output layers.
+        target: set point of the mean |activity|, or None (default) for the
+            layer's mean activity (load balancing).
+        rate: fraction of the log error corrected per step, in (0, 1].
+        momentum: momentum of the activity traces, in [0, 1).
+        max_step: bound on |log s_i| per step, in (0, 1].
+        min_gain: lower bound on a unit's cumulative factor, in (0, 1].
+        max_gain: upper bound on a unit's cumulative factor, >= 1.
+        period: scale every `period` optimizer steps.
+        warmup: optimizer steps to observe before the first scaling.
+        scale_bias: whether biases are scaled with the kernels.
+        revive: bias increment of silent units per step, in units of the
+            layer's mean activity (0 disables).
+        silent_rate: firing rate at or below which a unit counts as silent.
+
+    Example:
+
+    ```python
+    model.fit(x, y, epochs=5, callbacks=[SynapticScalingCallback()])
+    ```
+    """
+
+    def __init__(self, layers=None, **settings):
+        super().__init__()
+        self.settings = validate_settings(**settings)
+        self.layers = layer_selection.validate_selection(layers)
+        self._bindings = []
+        self._saved_constraints = []
+        self._saved_calls = []
+
+    @property
+    def bindings(self):
+        """`(layer, UnitState)` pairs of the scaled layers, in optimizer order."""
+        return [(layer, state) for layer, state, _ in self._bindings]
+
+    def set_model(self, model):
+        super().set_model(model)
+        if model.built:
+            self._bind(model)
+
+    def _bind(self, model):
+        chosen = layer_selection.select_layers(model, self.layers)
+        order = {id(v): i for i, v in enumerate(model.trainable_variables)}
+        chosen.sort(key=lambda layer: order.get(id(layer.kernel), len(order)))
+        self._bindings = []
+        with model.distribute_strategy.scope():
+            for layer in chosen:
+                self._bindings.append((layer, self._state_of(layer), self.settings))
+
+    def _state_of(self, layer):
+        state = getattr(layer, STATE_ATTRIBUTE, None)
+        if isinstance(state, UnitState):
+            return state
+        state = UnitState(int(layer.kernel.shape[-1]), name=f"{layer.name}_homeostasis")
+        # Bypass Keras' tracking: the model's weights stay those of the plain
+        # layer, while saving still walks this attribute and keeps the state.
+        object.__setattr__(layer, STATE_ATTRIBUTE, state)
+        return state
+
+    def on_train_begin(self, logs=None):
+        if not self.model.built:
+            raise ValueError(
+                "SynapticScalingCallback needs a built model: call the model on "
+                "data or build it before `fit`."
+            )
+        if not self._bindings:
+            self._bind(self.model)
+        self._install()
+        self._set_collecting(1.0)
+
+    def on_train_end(self, logs=None):
+        self._uninstall()
+
+    def on_test_begin(self, logs=None):
+        self._set_collecting(0.0)
+
+    def on_test_end(self, logs=None):
+        self._set_collecting(1.0)
+
+    def on_predict_begin(self, logs=None):
+        self._set_collecting(0.0)
+
+    def on_predict_end(self, logs=None):
+        self._set_collecting(1.0)
+
+    def _set_collecting(self, value):
+        for _, state, _ in self._bindings:
+            state.collecting.assign(value)
+
+    def _install(self):
+        self._uninstall()
+        for layer, state, _ in self._bindings:
+            self._wrap_call(layer, state)
+        self._saved_constraints = engine.attach_constraints(
+            self._bindings,
+            engine.HomeostasisEngine(
+                [(state, settings) for _, state, settings in self._bindings]
+            ),
+        )
+        # Retrace so the compiled step contains the new statistics and constraints.
+        self.model.make_train_function(force=True)
+
+    def _wrap_call(self, layer, state):
+        original = layer.call
+        unit_axis = layer_selection.unit_axis(layer)
+
+        def call(*args, **kwargs):
+            outputs = original(*args, **kwargs)
+            if kwargs.get(
+                "training"
+            ) is not False and not keras.backend.is_keras_tensor(outputs):
+                state.accumulate(outputs, unit_axis)
+            return outputs
+
+        object.__setattr__(layer, "call", call)
+        self._saved_calls.append(layer)
+
+    def _uninstall(self):
+        for layer in self._saved_calls:
+            object.__delattr__(layer, "call")
+        for variable, constraint in self._saved_constraints:
+            variable.constraint = constraint
+        if self._saved_calls and self.model is not None:
+            self.model.train_function = None
+        self._saved_calls = []
+        self._saved_constraints = []
+
+    def __deepcopy__(self, memo):
+        return type(self)(**self.get_config())
+
+    def get_config(self):
+        return {"layers": self.layers, **self.settings}
