@@ -64,7 +64,6 @@ class UnitState(keras.layers.Layer):
         self.log_gain = self._vector("log_gain", 0.0)
         self.factor = self._vector("factor", 1.0)
         self.shift = self._vector("shift", 0.0)
-        self.reference_norm = self._vector("reference_norm", 0.0)
         self.steps = self.add_weight(
             shape=(), initializer="zeros", trainable=False, dtype="int64", name="steps"
         )
@@ -134,24 +133,8 @@ class UnitState(keras.layers.Layer):
         return log_s, shift
 
     def scale_kernel(self, kernel):
-        """The kernel with each unit's norm set to `reference_norm * exp(G)`.
-
-        The optimizer may turn a unit's incoming weights but not change their
-        total strength: after every update the column is projected back to the
-        norm that homeostasis sets. This is what stops the gradient and the
-        rescale from fighting (an additive optimizer step would otherwise grow
-        a shrunken unit back, faster the more it was shrunk).
-        """
-        w = ops.cast(kernel, "float32")
-        axes = tuple(range(len(w.shape) - 1))
-        norm = ops.sqrt(ops.sum(ops.square(w), axis=axes))
-        fresh = self.reference_norm <= 0.0
-        self.reference_norm.assign(ops.where(fresh, norm, self.reference_norm))
-        wanted = self.reference_norm * ops.exp(self.log_gain)
-        factor = ops.where(
-            norm > rule.EPSILON, wanted / ops.maximum(norm, rule.EPSILON), 1.0
-        )
-        return ops.cast(w * factor, kernel.dtype)
+        """The kernel with each unit's incoming weights (last axis) scaled."""
+        return kernel * ops.cast(self.factor, kernel.dtype)
 
     def get_config(self):
         return {**super().get_config(), "units": self.units}
