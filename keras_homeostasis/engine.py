@@ -12,6 +12,22 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from keras_homeostasis import rule
+
+# The rule's math, compiled by XLA on its own. Keras turns `jit_compile` off
+# under tf.distribute strategies; this keeps the rescale math compiled there
+# (it holds no collective and writes no variable, so XLA accepts it).
+compiled_step = tf.function(rule.homeostatic_step, jit_compile=True)
+
+
+def step_function():
+    """The compiled rule under a strategy; the plain one otherwise.
+
+    On one device the whole train step is already compiled when the user
+    asks for `jit_compile=True`, so the plain function is inlined there.
+    """
+    return compiled_step if tf.distribute.has_strategy() else rule.homeostatic_step
+
 
 def all_reduce_sum(value):
     """Sums `value` over replicas in replica context; identity otherwise."""
@@ -38,8 +54,9 @@ class HomeostasisEngine:
             ops.concatenate([ops.convert_to_tensor(a) for a in accumulators], axis=0)
         )
         offset = 0
+        step_fn = step_function()
         for (state, settings), size in zip(self.bindings, sizes):
-            state.update(packed[offset : offset + size], settings)
+            state.update(packed[offset : offset + size], settings, step_fn)
             offset += size
 
 

@@ -122,3 +122,58 @@ def revive_shift(activity, firing_rate, silent_rate, revive):
     silent = firing_rate <= silent_rate
     scale = ops.mean(activity)
     return ops.where(silent, revive * scale, ops.zeros_like(activity))
+
+
+def homeostatic_step(packed, activity, firing_rate, log_gain, steps, settings):
+    """One whole step of the rule, as a pure function of the state.
+
+    Args:
+        packed: globally summed statistics from `unit_axis_reduction`.
+        activity, firing_rate, log_gain: the unit traces and cumulative gains.
+        steps: int64 count of steps taken so far.
+        settings: the validated settings dict (`settings.validate_settings`).
+
+    Returns a dict with the new `activity`, `firing_rate`, `log_gain`,
+    `steps`, and this step's `factor` (s_i) and bias `shift`. A batch whose
+    statistics are not finite leaves the state unchanged (factor 1, shift 0).
+    """
+    usable = is_usable(packed)
+    mean_activity, rate, _ = split_statistics(packed)
+    initialized = steps > 0
+    momentum = settings["momentum"]
+    new_activity = update_trace(activity, mean_activity, momentum, initialized)
+    new_firing = update_trace(firing_rate, rate, momentum, initialized)
+    new_steps = steps + 1
+    due = ops.logical_and(
+        new_steps > settings["warmup"], ops.mod(new_steps, settings["period"]) == 0
+    )
+    log_s, shift = _factors(new_activity, new_firing, log_gain, settings)
+    apply_now = ops.logical_and(usable, due)
+    log_s = ops.where(apply_now, log_s, 0.0)
+    shift = ops.where(apply_now, shift, 0.0)
+    factor = ops.exp(log_s)
+    return {
+        # The trace follows the rescale at once (compensation, no lag).
+        "activity": ops.where(usable, new_activity * factor, activity),
+        "firing_rate": ops.where(usable, new_firing, firing_rate),
+        "log_gain": log_gain + log_s,
+        "steps": ops.where(usable, new_steps, steps),
+        "factor": factor,
+        "shift": shift,
+    }
+
+
+def _factors(activity, firing_rate, log_gain, settings):
+    silent_rate = settings["silent_rate"]
+    rho = set_point(activity, settings["target"])
+    log_s = log_factors(
+        activity, firing_rate, rho, settings["rate"], settings["max_step"], silent_rate
+    )
+    if settings["target"] is None:
+        live = is_live(activity, firing_rate, silent_rate)
+        log_s = preserve_total(log_s, activity, live)
+    _, log_s = bound_cumulative(
+        log_gain, log_s, settings["min_gain"], settings["max_gain"]
+    )
+    shift = revive_shift(activity, firing_rate, silent_rate, settings["revive"])
+    return log_s, shift

@@ -83,54 +83,20 @@ class UnitState(keras.layers.Layer):
         packed = ops.where(rule.is_usable(packed), packed, ops.zeros_like(packed))
         self.accumulator.assign_add(packed * self.collecting)
 
-    def update(self, packed, settings):
-        """One homeostatic step from globally summed statistics `packed`."""
-        usable = rule.is_usable(packed)
-        mean_activity, rate, _ = rule.split_statistics(packed)
-        initialized = self.steps > 0
-        activity = rule.update_trace(
-            self.activity, mean_activity, settings["momentum"], initialized
-        )
-        firing = rule.update_trace(
-            self.firing_rate, rate, settings["momentum"], initialized
-        )
-        steps = self.steps + 1
-        due = ops.logical_and(
-            steps > settings["warmup"], ops.mod(steps, settings["period"]) == 0
-        )
-        log_s, shift = self._factors(activity, firing, settings)
-        apply_now = ops.logical_and(usable, due)
-        log_s = ops.where(apply_now, log_s, ops.zeros_like(log_s))
-        shift = ops.where(apply_now, shift, ops.zeros_like(shift))
-        factor = ops.exp(log_s)
-        self.activity.assign(ops.where(usable, activity * factor, self.activity))
-        self.firing_rate.assign(ops.where(usable, firing, self.firing_rate))
-        self.log_gain.assign(self.log_gain + log_s)
-        self.factor.assign(factor)
-        self.shift.assign(shift)
-        self.steps.assign(ops.where(usable, steps, self.steps))
-        self.accumulator.assign(ops.zeros_like(self.accumulator))
+    def update(self, packed, settings, step_fn=rule.homeostatic_step):
+        """One homeostatic step from globally summed statistics `packed`.
 
-    def _factors(self, activity, firing, settings):
-        rho = rule.set_point(activity, settings["target"])
-        log_s = rule.log_factors(
-            activity,
-            firing,
-            rho,
-            settings["rate"],
-            settings["max_step"],
-            settings["silent_rate"],
-        )
-        if settings["target"] is None:
-            live = rule.is_live(activity, firing, settings["silent_rate"])
-            log_s = rule.preserve_total(log_s, activity, live)
-        _, log_s = rule.bound_cumulative(
-            self.log_gain, log_s, settings["min_gain"], settings["max_gain"]
-        )
-        shift = rule.revive_shift(
-            activity, firing, settings["silent_rate"], settings["revive"]
-        )
-        return log_s, shift
+        `step_fn` is the pure rule (`rule.homeostatic_step`), or an
+        XLA-compiled version of it; the variable writes stay outside it.
+        """
+        state = [
+            ops.convert_to_tensor(v.value)
+            for v in (self.activity, self.firing_rate, self.log_gain, self.steps)
+        ]
+        new = step_fn(packed, *state, settings)
+        for name in ("activity", "firing_rate", "log_gain", "factor", "shift", "steps"):
+            getattr(self, name).assign(new[name])
+        self.accumulator.assign(ops.zeros_like(self.accumulator))
 
     def scale_kernel(self, kernel):
         """The kernel with each unit's incoming weights (last axis) scaled."""
