@@ -1,0 +1,156 @@
+"""Tiny real models, real data and state snapshots shared by the core tests.
+
+Every builder seeds Keras first, so two calls give bit-identical models. The
+data are the scikit-learn digits (bundled with scikit-learn, no download) or
+seeded uniform noise; a few hundred samples keep each `fit` under a second.
+"""
+
+import functools
+
+import keras
+import numpy as np
+
+import keras_homeostasis.layers
+from keras_homeostasis.unit_state import UnitState
+
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+# Input shape of each layer kind's tiny model (channels_last).
+INPUT_SHAPES = {
+    "Dense": (8,),
+    "Conv1D": (8, 2),
+    "Conv2D": (6, 6, 1),
+    "Conv3D": (4, 4, 4, 1),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _digits():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return (d.images / 16.0).astype("float32"), d.target.astype("int32")
+
+
+def digits(n=256):
+    """The first `n` scikit-learn digits as `(images (n, 8, 8), labels (n,))`."""
+    x, y = _digits()
+    return x[:n], y[:n]
+
+
+def noise(shape, n=256, classes=3, seed=0):
+    """Seeded uniform inputs of `shape` with random integer labels."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, *shape)).astype("float32")
+    y = rng.integers(0, classes, n).astype("int32")
+    return x, y
+
+
+def hidden_layer(kind, units, homeostatic=False, **kwargs):
+    """A ReLU hidden layer of `kind` (Dense/Conv1D/2D/3D), plain or homeostatic."""
+    if homeostatic:
+        cls = getattr(keras_homeostasis.layers, "Homeostatic" + kind)
+    else:
+        cls = getattr(keras.layers, kind)
+    if kind == "Dense":
+        return cls(units, activation="relu", **kwargs)
+    return cls(units, 2, activation="relu", **kwargs)
+
+
+def model_of(
+    kind,
+    hidden=(6, 5),
+    classes=3,
+    functional=False,
+    homeostatic=False,
+    seed=0,
+    names=None,
+    **layer_kwargs,
+):
+    """A small classifier: `hidden` layers of `kind`, then Dense(`classes`)."""
+    keras.utils.set_random_seed(seed)
+    names = names or [f"hidden{i}" for i in range(len(hidden))]
+    layers = [
+        hidden_layer(kind, units, homeostatic, name=name, **layer_kwargs)
+        for units, name in zip(hidden, names)
+    ]
+    if kind != "Dense":
+        layers.append(keras.layers.Flatten(name="flatten"))
+    layers.append(keras.layers.Dense(classes, name="output"))
+    inputs = keras.Input(INPUT_SHAPES[kind])
+    if not functional:
+        return keras.Sequential([inputs, *layers], name=f"{kind.lower()}_seq")
+    x = inputs
+    for layer in layers:
+        x = layer(x)
+    return keras.Model(inputs, x, name=f"{kind.lower()}_functional")
+
+
+def compiled(model, optimizer=None, **compile_kwargs):
+    """`model`, compiled for classification with Adam unless told otherwise."""
+    model.compile(
+        optimizer=optimizer or keras.optimizers.Adam(1e-2),
+        loss=LOSS,
+        **compile_kwargs,
+    )
+    return model
+
+
+def all_layers(model):
+    """Every layer of `model`, nested models included."""
+    found = []
+    for layer in model.layers:
+        found.append(layer)
+        if isinstance(layer, keras.Model):
+            found.extend(all_layers(layer))
+    return found
+
+
+def states(model):
+    """`(layer, UnitState)` of every layer carrying homeostatic state."""
+    found = []
+    for layer in all_layers(model):
+        state = getattr(layer, "homeostasis", None)
+        if isinstance(state, UnitState):
+            found.append((layer, state))
+    return found
+
+
+def state_arrays(state):
+    """A UnitState's variables as `{name: numpy array}`."""
+    return {v.name: np.array(v.numpy()) for v in state.variables}
+
+
+def snapshot(model, optimizer=True):
+    """Every variable of `model`, its homeostatic states and its optimizer.
+
+    Returns `{key: numpy array}` with keys that do not depend on the model's
+    auto-generated name, so snapshots of two separately built models compare.
+    """
+    out = {}
+    for i, v in enumerate(model.variables):
+        out[f"model/{i}/{v.name}"] = np.array(v.numpy())
+    for layer, state in states(model):
+        for name, value in state_arrays(state).items():
+            out[f"{layer.name}/homeostasis/{name}"] = value
+    if optimizer and model.optimizer is not None and model.optimizer.built:
+        for i, v in enumerate(model.optimizer.variables):
+            out[f"optimizer/{i}/{v.name}"] = np.array(v.numpy())
+    return out
+
+
+def assert_bit_equal(a, b):
+    """Two snapshots hold the same keys and bit-identical arrays."""
+    assert sorted(a) == sorted(b)
+    differ = [k for k in a if not np.array_equal(a[k], b[k], equal_nan=True)]
+    assert not differ, f"variables differ: {differ}"
+
+
+def assert_close(a, b, atol):
+    """Two snapshots hold the same keys and arrays within `atol`."""
+    assert sorted(a) == sorted(b)
+    worst = {
+        k: float(np.max(np.abs(a[k].astype("float64") - b[k]))) for k in a if a[k].size
+    }
+    bad = {k: d for k, d in worst.items() if not d <= atol}
+    assert not bad, f"variables differ by more than {atol}: {bad}"
