@@ -1,0 +1,196 @@
+"""Small classifiers and optimizers for the command line and the comparisons.
+
+Every hidden block is `linear -> [normalization] -> ReLU`. Each block's
+post-ReLU output comes from a layer named `hidden_<k>` (k = 1, 2, ...), the
+layer whose units the usage metrics measure:
+
+- `none`, `scaling`, `weightnorm`, `homeostatic_layers`: the Dense/Conv layer
+  itself (ReLU inside it, so its output is the post-ReLU activity that
+  synaptic scaling senses) is `hidden_<k>`;
+- `batchnorm`, `layernorm`, `groupnorm`: `hidden_<k>_linear` (no bias: the
+  normalization's offset replaces it) -> `hidden_<k>_norm` -> the ReLU layer
+  `hidden_<k>`.
+
+`scaling` builds plain layers: the `SynapticScalingCallback` is added at fit
+time. For convolutions, `layernorm` normalizes each sample over all positions
+and channels (`GroupNormalization(groups=1)`, Wu & He 2018), since Keras'
+`LayerNormalization` over channels alone would be a per-pixel norm.
+"""
+
+import math
+import re
+
+import keras
+
+from keras_homeostasis.layers import HomeostaticConv2D
+from keras_homeostasis.layers import HomeostaticDense
+from keras_homeostasis.weight_normalization import WeightNormalization
+
+ARCHITECTURES = ("mlp", "cnn")
+NORMALIZATIONS = (
+    "none",
+    "batchnorm",
+    "layernorm",
+    "groupnorm",
+    "weightnorm",
+    "scaling",
+    "homeostatic_layers",
+)
+NORM_LAYERS = ("batchnorm", "layernorm", "groupnorm")
+DEFAULT_HIDDEN = (256, 256)
+CNN_FILTERS = (32, 64)
+CNN_DENSE_UNITS = 128
+# Wu & He use 32 groups for wide layers; 8 suits the small widths used here.
+DEFAULT_GROUPS = 8
+OPTIMIZER_DEFAULTS = {
+    "sgd": {"learning_rate": 0.05, "momentum": 0.9},
+    "adam": {"learning_rate": 1e-3},
+    "adamw": {"learning_rate": 1e-3},
+}
+_HIDDEN_NAME = re.compile(r"hidden_\d+")
+
+
+def build_model(
+    architecture,
+    normalization,
+    input_shape,
+    num_classes,
+    hidden=None,
+    groups=DEFAULT_GROUPS,
+    scaling_settings=None,
+    name=None,
+):
+    """Builds a classifier with softmax outputs.
+
+    Args:
+        architecture: `"mlp"` (Flatten, then one Dense block per entry of
+            `hidden`) or `"cnn"` (Conv(32, 3)-MaxPool-Conv(64, 3)-MaxPool-
+            Flatten-Dense(128), "same" padding).
+        normalization: one of `none`, `batchnorm`, `layernorm`, `groupnorm`,
+            `weightnorm`, `scaling`, `homeostatic_layers`.
+        input_shape: shape of one sample, e.g. `(28, 28, 1)`.
+        num_classes: number of output classes.
+        hidden: hidden widths of the MLP (default `[256, 256]`); ignored by
+            the CNN.
+        groups: groups of `groupnorm` (reduced to a divisor of each width).
+        scaling_settings: homeostatic settings passed to the layers of
+            `homeostatic_layers` (see `SynapticScalingCallback`).
+        name: model name (default `<architecture>_<normalization>`).
+
+    Returns:
+        An uncompiled `keras.Model`.
+    """
+    _check_choice("architecture", architecture, ARCHITECTURES)
+    _check_choice("normalization", normalization, NORMALIZATIONS)
+    num_classes = _positive_int("num_classes", num_classes)
+    hidden = [
+        _positive_int("hidden", h)
+        for h in (DEFAULT_HIDDEN if hidden is None else hidden)
+    ]
+    block = _Block(normalization, groups, scaling_settings or {})
+    inputs = keras.Input(tuple(input_shape))
+    if architecture == "mlp":
+        x = keras.layers.Flatten(name="flatten")(inputs)
+        for k, units in enumerate(hidden, start=1):
+            x = block.dense(x, units, k)
+    else:
+        x = inputs
+        for k, filters in enumerate(CNN_FILTERS, start=1):
+            x = block.conv(x, filters, k)
+            x = keras.layers.MaxPooling2D(2, padding="same", name=f"pool_{k}")(x)
+        x = keras.layers.Flatten(name="flatten")(x)
+        x = block.dense(x, CNN_DENSE_UNITS, len(CNN_FILTERS) + 1)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="output")(x)
+    return keras.Model(inputs, outputs, name=name or f"{architecture}_{normalization}")
+
+
+def hidden_layer_names(model):
+    """Names of the layers whose outputs are the hidden blocks' post-ReLU units."""
+    return [layer.name for layer in model.layers if _HIDDEN_NAME.fullmatch(layer.name)]
+
+
+def build_optimizer(name, learning_rate=None, **kwargs):
+    """Builds `sgd` (momentum 0.9, lr 0.05), `adam` (lr 1e-3) or `adamw` (1e-3).
+
+    Other keyword arguments go to the Keras optimizer (e.g. `momentum`,
+    `nesterov`, `weight_decay`, `beta_1`, `clipnorm`).
+    """
+    _check_choice("name", name, tuple(OPTIMIZER_DEFAULTS))
+    settings = {**OPTIMIZER_DEFAULTS[name], **kwargs}
+    if learning_rate is not None:
+        settings["learning_rate"] = learning_rate
+    classes = {
+        "sgd": keras.optimizers.SGD,
+        "adam": keras.optimizers.Adam,
+        "adamw": keras.optimizers.AdamW,
+    }
+    return classes[name](**settings)
+
+
+class _Block:
+    """Builds `linear -> norm -> ReLU` blocks for one normalization method."""
+
+    def __init__(self, normalization, groups, scaling_settings):
+        self.normalization = normalization
+        self.groups = _positive_int("groups", groups)
+        self.scaling_settings = dict(scaling_settings)
+
+    def dense(self, x, units, k):
+        if self.normalization == "homeostatic_layers":
+            layer = HomeostaticDense(
+                units, activation="relu", name=f"hidden_{k}", **self.scaling_settings
+            )
+            return layer(x)
+        return self._block(x, keras.layers.Dense, (units,), units, k)
+
+    def conv(self, x, filters, k):
+        if self.normalization == "homeostatic_layers":
+            layer = HomeostaticConv2D(
+                filters,
+                3,
+                padding="same",
+                activation="relu",
+                name=f"hidden_{k}",
+                **self.scaling_settings,
+            )
+            return layer(x)
+        return self._block(x, keras.layers.Conv2D, (filters, 3), filters, k, True)
+
+    def _block(self, x, cls, args, units, k, spatial=False):
+        extra = {"padding": "same"} if spatial else {}
+        if self.normalization not in NORM_LAYERS:
+            if self.normalization == "weightnorm":
+                inner = cls(*args, activation="relu", name=f"hidden_{k}_v", **extra)
+                return WeightNormalization(inner, name=f"hidden_{k}")(x)
+            return cls(*args, activation="relu", name=f"hidden_{k}", **extra)(x)
+        x = cls(*args, use_bias=False, name=f"hidden_{k}_linear", **extra)(x)
+        x = self._norm(units, spatial, f"hidden_{k}_norm")(x)
+        return keras.layers.Activation("relu", name=f"hidden_{k}")(x)
+
+    def _norm(self, units, spatial, name):
+        if self.normalization == "batchnorm":
+            return keras.layers.BatchNormalization(name=name)
+        if self.normalization == "layernorm":
+            if spatial:
+                return keras.layers.GroupNormalization(groups=1, name=name)
+            return keras.layers.LayerNormalization(name=name)
+        return keras.layers.GroupNormalization(
+            groups=math.gcd(units, self.groups), name=name
+        )
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(
+            f"Received an invalid value for `{name}`, expected one of "
+            f"{list(choices)}. Received: {name}={value!r}"
+        )
+
+
+def _positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"Received an invalid value for `{name}`, expected a positive "
+            f"integer. Received: {name}={value!r}"
+        )
+    return value
