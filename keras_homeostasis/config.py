@@ -1,0 +1,436 @@
+"""Experiment configs: YAML files validated against one schema.
+
+`SCHEMA` below is the single place where every key, its default and its
+meaning are defined (`docs/configs.md` documents the same keys). Unknown keys
+and wrong types raise `ConfigError` naming the key by its path, e.g.
+`training.epochs`, and listing the allowed keys.
+
+Relative paths: `data.dataset`, when it names a file, is looked up relative
+to the current directory, then the config file's folder, then that folder's
+parent (the project root when configs live in `configs/`); the first that
+exists wins. `output.run_dir` is relative to the current directory and
+defaults to `runs/<config file name without .yaml>`.
+"""
+
+import copy
+import math
+import numbers
+import os
+
+from keras_homeostasis import models
+from keras_homeostasis.data import CHOICES as DATASET_CHOICES
+from keras_homeostasis.settings import DEFAULTS as SCALING_DEFAULTS
+from keras_homeostasis.settings import validate_settings
+
+
+class ConfigError(ValueError):
+    """A config key is unknown, of the wrong type or out of range."""
+
+
+class Key:
+    """One config key: its default, its checker and its meaning."""
+
+    def __init__(self, default, check, doc):
+        self.default = default
+        self.check = check
+        self.doc = doc
+
+
+def _fail(path, expected, value):
+    raise ConfigError(
+        f"Invalid config value for `{path}`: expected {expected}. "
+        f"Received: {path}={value!r} (of type {type(value).__name__})"
+    )
+
+
+def integer(minimum=None, optional=False):
+    def check(path, value):
+        if value is None and optional:
+            return None
+        bad = isinstance(value, bool) or not isinstance(value, numbers.Integral)
+        if bad or (minimum is not None and value < minimum):
+            bound = "" if minimum is None else f" >= {minimum}"
+            _fail(path, f"an integer{bound}" + (" or null" if optional else ""), value)
+        return int(value)
+
+    return check
+
+
+def number(low=-math.inf, high=math.inf, low_open=False, optional=False):
+    def check(path, value):
+        if value is None and optional:
+            return None
+        parsed = value
+        # PyYAML reads `1e-3` (no dot) as a string: accept numeric strings.
+        if isinstance(value, str):
+            try:
+                parsed = float(value)
+            except ValueError:
+                parsed = None
+        bad = isinstance(parsed, bool) or not isinstance(parsed, numbers.Real)
+        if not bad:
+            parsed = float(parsed)
+            too_low = parsed <= low if low_open else parsed < low
+            bad = not math.isfinite(parsed) or too_low or parsed > high
+        if bad:
+            left = "(" if low_open else "["
+            _fail(path, f"a number in {left}{low}, {high}]", value)
+        return parsed
+
+    return check
+
+
+def boolean(optional=False):
+    def check(path, value):
+        if value is None and optional:
+            return None
+        if not isinstance(value, bool):
+            _fail(path, "true or false" + (" or null" if optional else ""), value)
+        return value
+
+    return check
+
+
+def choice(options, optional=False):
+    def check(path, value):
+        if value is None and optional:
+            return None
+        if not isinstance(value, str) or value not in options:
+            _fail(path, f"one of {list(options)}", value)
+        return value
+
+    return check
+
+
+def text(path, value):
+    if not isinstance(value, str) or not value:
+        _fail(path, "a non-empty string", value)
+    return value
+
+
+def list_of(item, optional=False, unique=False):
+    def check(path, value):
+        if value is None and optional:
+            return None
+        if not isinstance(value, list) or not value:
+            _fail(path, "a non-empty list", value)
+        items = [item(f"{path}[{i}]", v) for i, v in enumerate(value)]
+        if unique and len(set(map(repr, items))) != len(items):
+            _fail(path, "a list without repeated entries", value)
+        return items
+
+    return check
+
+
+def jit(path, value):
+    if value != "auto" and not isinstance(value, bool):
+        _fail(path, "true, false or 'auto'", value)
+    return value
+
+
+def dataset(path, value):
+    if not isinstance(value, str) or not value:
+        _fail(path, f"one of {list(DATASET_CHOICES)} or a path to a .npz file", value)
+    return value
+
+
+def scaling_setting(name):
+    def check(path, value):
+        try:
+            return validate_settings(**{name: value})[name]
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"Invalid config value for `{path}`: {e}") from None
+
+    return check
+
+
+OPTIMIZER_SCHEMA = {
+    "name": Key("adam", choice(tuple(models.OPTIMIZER_DEFAULTS)), "optimizer"),
+    "learning_rate": Key(
+        None,
+        number(0.0, low_open=True, optional=True),
+        "learning rate; null for the optimizer's default (sgd 0.05, adam and "
+        "adamw 1e-3)",
+    ),
+    "momentum": Key(None, number(0.0, 1.0, optional=True), "sgd momentum (0.9)"),
+    "nesterov": Key(None, boolean(optional=True), "sgd Nesterov momentum"),
+    "weight_decay": Key(
+        None, number(0.0, optional=True), "decoupled weight decay (adamw 0.004)"
+    ),
+    "beta_1": Key(None, number(0.0, 1.0, optional=True), "adam/adamw beta_1"),
+    "beta_2": Key(None, number(0.0, 1.0, optional=True), "adam/adamw beta_2"),
+    "epsilon": Key(None, number(0.0, low_open=True, optional=True), "adam epsilon"),
+    "clipnorm": Key(
+        None, number(0.0, low_open=True, optional=True), "clip each gradient's norm"
+    ),
+}
+
+SCALING_SCHEMA = {
+    name: Key(
+        default,
+        scaling_setting(name),
+        "synaptic scaling setting (see SynapticScalingCallback)",
+    )
+    for name, default in SCALING_DEFAULTS.items()
+}
+SCALING_SCHEMA["layers"] = Key(
+    None,
+    list_of(text, optional=True),
+    "names of the layers to scale; null for every hidden Dense/Conv layer",
+)
+
+
+# Keys of the optimizer section that only some optimizers take.
+OPTIMIZER_ONLY = {
+    "momentum": ("sgd",),
+    "nesterov": ("sgd",),
+    "beta_1": ("adam", "adamw"),
+    "beta_2": ("adam", "adamw"),
+    "epsilon": ("adam", "adamw"),
+}
+
+
+def optimizer_section(raw, path="optimizer"):
+    """Validates one optimizer mapping, including keys its optimizer lacks."""
+    section = _section(raw, OPTIMIZER_SCHEMA, path)
+    for name, owners in OPTIMIZER_ONLY.items():
+        if section[name] is not None and section["name"] not in owners:
+            raise ConfigError(
+                f"Invalid config key `{path}.{name}`: only {list(owners)} take it, "
+                f"and `{path}.name` is {section['name']!r}."
+            )
+    return section
+
+
+def _optimizer_entry(path, value):
+    if isinstance(value, str):
+        return optimizer_section({"name": value}, path)
+    if isinstance(value, dict):
+        return optimizer_section(value, path)
+    _fail(path, "an optimizer name or a mapping like the `optimizer` section", value)
+
+
+SCHEMA = {
+    "data": {
+        "dataset": Key(
+            "digits",
+            dataset,
+            f"one of {list(DATASET_CHOICES)} or a path to a .npz file",
+        ),
+        "limit": Key(None, integer(1, optional=True), "training samples to keep"),
+        "batch_size": Key(128, integer(1), "batch size"),
+    },
+    "model": {
+        "architecture": Key("mlp", choice(models.ARCHITECTURES), "mlp or cnn"),
+        "hidden": Key(
+            list(models.DEFAULT_HIDDEN), list_of(integer(1)), "MLP hidden widths"
+        ),
+        "normalization": Key(
+            "none", choice(models.NORMALIZATIONS), "normalization method"
+        ),
+        "groups": Key(models.DEFAULT_GROUPS, integer(1), "groups of groupnorm"),
+    },
+    "optimizer": OPTIMIZER_SCHEMA,
+    "training": {
+        "epochs": Key(5, integer(1), "training epochs"),
+        "seed": Key(0, integer(0), "random seed (weights, shuffling)"),
+        "steps_per_execution": Key(1, integer(1), "steps per compiled call"),
+        "jit_compile": Key("auto", jit, "XLA compilation: true, false or 'auto'"),
+    },
+    "scaling": SCALING_SCHEMA,
+    "output": {
+        "run_dir": Key(
+            None,
+            lambda path, v: None if v is None else text(path, v),
+            "run folder (train) or results folder (compare); default "
+            "runs/<config name>",
+        ),
+    },
+    "compare": {
+        "methods": Key(
+            list(models.NORMALIZATIONS),
+            list_of(choice(models.NORMALIZATIONS), unique=True),
+            "normalization methods to compare",
+        ),
+        "optimizers": Key(
+            None,
+            list_of(_optimizer_entry, optional=True),
+            "optimizer names or mappings; null for the `optimizer` section",
+        ),
+        "seeds": Key([0], list_of(integer(0), unique=True), "seeds per setting"),
+        "architectures": Key(
+            None,
+            list_of(choice(models.ARCHITECTURES), optional=True, unique=True),
+            "architectures; null for `model.architecture`",
+        ),
+        "accuracy_threshold": Key(
+            0.9,
+            number(0.0, 1.0, low_open=True),
+            "test accuracy whose first epoch is reported",
+        ),
+    },
+}
+
+
+def defaults():
+    """The full default config (a fresh copy)."""
+    return {
+        section: {name: copy.deepcopy(key.default) for name, key in keys.items()}
+        for section, keys in SCHEMA.items()
+    }
+
+
+def _section(raw, keys, path):
+    if not isinstance(raw, dict):
+        _fail(path, "a mapping of keys to values", raw)
+    unknown = sorted(set(map(str, raw)) - set(keys))
+    if unknown:
+        raise ConfigError(
+            f"Unknown config key `{path}.{unknown[0]}`. "
+            f"Allowed keys in `{path}`: {sorted(keys)}"
+        )
+    resolved = {}
+    for name, key in keys.items():
+        if name in raw:
+            resolved[name] = key.check(f"{path}.{name}", raw[name])
+        else:
+            resolved[name] = copy.deepcopy(key.default)
+    return resolved
+
+
+def validate_config(raw, config_path=None):
+    """Validates a config mapping; returns the full config with defaults.
+
+    Args:
+        raw: the parsed YAML (a dict, or None for an empty file).
+        config_path: the YAML file, used to resolve relative paths and the
+            default run folder.
+    """
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            "A config must be a mapping of sections to keys. "
+            f"Allowed sections: {sorted(SCHEMA)}. Received: {raw!r}"
+        )
+    unknown = sorted(set(map(str, raw)) - set(SCHEMA))
+    if unknown:
+        raise ConfigError(
+            f"Unknown config section `{unknown[0]}`. Allowed sections: {sorted(SCHEMA)}"
+        )
+    config = {
+        name: _section({} if raw.get(name) is None else raw[name], keys, name)
+        for name, keys in SCHEMA.items()
+    }
+    config["optimizer"] = optimizer_section(config["optimizer"])
+    config["scaling"] = _full_scaling(config["scaling"])
+    _resolve_paths(config, config_path)
+    compare = config["compare"]
+    compare["architectures"] = compare["architectures"] or [
+        config["model"]["architecture"]
+    ]
+    compare["optimizers"] = compare["optimizers"] or [dict(config["optimizer"])]
+    return config
+
+
+def _full_scaling(scaling):
+    settings = {k: v for k, v in scaling.items() if k != "layers"}
+    try:
+        full = validate_settings(**settings)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"Invalid config section `scaling`: {e}") from None
+    return {**full, "layers": scaling["layers"]}
+
+
+def _resolve_paths(config, config_path):
+    data = config["data"]
+    if data["dataset"] not in DATASET_CHOICES:
+        data["dataset"] = resolve_path(data["dataset"], config_path)
+    if config["output"]["run_dir"] is None:
+        stem = "run"
+        if config_path is not None:
+            stem = os.path.splitext(os.path.basename(config_path))[0]
+        config["output"]["run_dir"] = os.path.join("runs", stem)
+
+
+def resolve_path(path, config_path=None):
+    """Finds a relative data file: CWD, then the config's folder, then its parent.
+
+    Returns the first existing candidate as an absolute path, or, when none
+    exists, the path relative to the current directory (the loader then
+    reports it as missing).
+    """
+    path = os.path.expanduser(path)
+    if os.path.isabs(path):
+        return path
+    candidates = [os.path.abspath(path)]
+    if config_path is not None:
+        folder = os.path.dirname(os.path.abspath(config_path))
+        candidates += [
+            os.path.join(folder, path),
+            os.path.join(os.path.dirname(folder), path),
+        ]
+    for candidate in candidates:
+        if os.path.exists(candidate):
+            return os.path.normpath(candidate)
+    return candidates[0]
+
+
+def load_config(path, overrides=None):
+    """Reads and validates a YAML config file.
+
+    Args:
+        path: the YAML file.
+        overrides: optional `{section: {key: value}}` applied over the file
+            before validation (what command-line flags set).
+
+    Returns:
+        The full config: every section and key, defaults filled in.
+    """
+    import yaml
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Config file not found: {path!r}")
+    with open(path, encoding="utf-8") as f:
+        try:
+            raw = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"Could not parse {path!r} as YAML: {e}") from None
+    raw = {} if raw is None else raw
+    if isinstance(raw, dict):
+        for section, values in (overrides or {}).items():
+            merged = dict(raw.get(section) or {})
+            merged.update(values)
+            raw[section] = merged
+    return validate_config(raw, config_path=path)
+
+
+def dump_config(config, path):
+    """Writes a config as YAML (the resolved config of a run)."""
+    import yaml
+
+    class NoAliases(yaml.SafeDumper):
+        # Repeated sections are written out in full, not as YAML anchors.
+        def ignore_aliases(self, data):
+            return True
+
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.dump(config, f, Dumper=NoAliases, sort_keys=False)
+
+
+def optimizer_kwargs(section):
+    """`build_optimizer` arguments from an optimizer section (nulls dropped)."""
+    return {k: v for k, v in section.items() if v is not None}
+
+
+def optimizer_label(section):
+    """A short label such as `sgd` or `sgd(learning_rate=0.1)`."""
+    extra = {k: v for k, v in optimizer_kwargs(section).items() if k != "name"}
+    if not extra:
+        return section["name"]
+    inside = ",".join(f"{k}={v}" for k, v in sorted(extra.items()))
+    return f"{section['name']}({inside})"
+
+
+def scaling_kwargs(config):
+    """Settings of the scaling section without `layers` (for the layers)."""
+    return {k: v for k, v in config["scaling"].items() if k != "layers"}
