@@ -110,15 +110,24 @@ def attach_constraints(pairs, engine):
     first = True
     for layer, state, settings in pairs:
         kernel = layer.kernel
-        saved.append((kernel, kernel.constraint))
+        inner = user_constraint(kernel.constraint)
+        saved.append((kernel, inner))
         kernel.constraint = KernelScaling(
-            state, inner=kernel.constraint, engine=engine if first else None
+            state, inner=inner, engine=engine if first else None
         )
         first = False
         bias = getattr(layer, "bias", None)
         if bias is not None:
-            saved.append((bias, bias.constraint))
+            inner = user_constraint(bias.constraint)
+            saved.append((bias, inner))
             bias.constraint = BiasScaling(
-                state, scale=settings["scale_bias"], inner=bias.constraint
+                state, scale=settings["scale_bias"], inner=inner
             )
     return saved
+
+
+def user_constraint(constraint):
+    """The user's own constraint, under any scaling left by a fit that raised."""
+    while isinstance(constraint, (KernelScaling, BiasScaling)):
+        constraint = constraint.inner
+    return constraint

@@ -71,13 +71,19 @@ def is_scalable(layer):
 def select_layers(model, selection):
     """The layers to scale; raises `ValueError` when there are none."""
     candidates = [x for x in all_layers(model) if is_scalable(x) and x.trainable]
+    excluded = {id(x) for x in output_layers(model)}
+    hidden = [x for x in candidates if id(x) not in excluded]
     if selection is None:
-        excluded = {id(x) for x in output_layers(model)}
-        chosen = [x for x in candidates if id(x) not in excluded]
+        chosen = hidden
     else:
+        # A class selects among the hidden layers; only a name selects an output.
         names = {x for x in selection if isinstance(x, str)}
         types = tuple(x for x in selection if isinstance(x, type))
-        chosen = [x for x in candidates if x.name in names or isinstance(x, types)]
+        chosen = [
+            x
+            for x in candidates
+            if x.name in names or (isinstance(x, types) and id(x) not in excluded)
+        ]
         missing = names - {x.name for x in chosen}
         if missing:
             raise ValueError(

@@ -1,5 +1,7 @@
 """`SynapticScalingCallback`: homeostatic scaling for an unchanged Keras model."""
 
+import inspect
+
 import keras
 
 from keras_homeostasis import engine
@@ -39,7 +41,9 @@ class SynapticScalingCallback(keras.callbacks.Callback):
     Args:
         layers: optional list of layer names and/or layer classes to scale.
             By default, every trainable `Dense`, `Conv1D`, `Conv2D` and
-            `Conv3D` layer except the model's output layers.
+            `Conv3D` layer except the model's output layers. A class selects
+            the hidden layers of that class; an output layer is scaled only
+            when named.
         target: set point of the mean |activity|, or None (default) for the
             layer's mean activity (load balancing).
         rate: fraction of the log error corrected per step, in (0, 1].
@@ -142,17 +146,25 @@ class SynapticScalingCallback(keras.callbacks.Callback):
         self.model.make_train_function(force=True)
 
     def _wrap_call(self, layer, state):
+        # A fit that raised never reached on_train_end: drop its wrapper.
+        if hasattr(vars(layer).get("call"), "homeostasis_original"):
+            object.__delattr__(layer, "call")
         original = layer.call
         unit_axis = layer_selection.unit_axis(layer)
+        # Keras passes `training` only to layers whose call() takes it
+        # (Dense): there a missing flag means inference, as for
+        # BatchNormalization. Conv layers never receive it; `collecting`
+        # keeps their evaluate/predict passes out of the statistics.
+        takes_training = "training" in inspect.signature(original).parameters
 
         def call(*args, **kwargs):
             outputs = original(*args, **kwargs)
-            if kwargs.get(
-                "training"
-            ) is not False and not keras.backend.is_keras_tensor(outputs):
+            training = kwargs.get("training", None if takes_training else True)
+            if training and not keras.backend.is_keras_tensor(outputs):
                 state.accumulate(outputs, unit_axis)
             return outputs
 
+        call.homeostasis_original = original
         object.__setattr__(layer, "call", call)
         self._saved_calls.append(layer)
 
@@ -162,7 +174,10 @@ class SynapticScalingCallback(keras.callbacks.Callback):
         for variable, constraint in self._saved_constraints:
             variable.constraint = constraint
         if self._saved_calls and self.model is not None:
+            # Functions traced with the hooks would keep counting: retrace.
             self.model.train_function = None
+            self.model.test_function = None
+            self.model.predict_function = None
         self._saved_calls = []
         self._saved_constraints = []
 
