@@ -57,6 +57,11 @@ class SynapticScalingCallback(keras.callbacks.Callback):
         revive: bias increment of silent units per step, in units of the
             layer's mean activity (0 disables).
         silent_rate: firing rate at or below which a unit counts as silent.
+        log_dir: optional directory for TensorBoard's Homeostasis dashboard:
+            when given, a `keras_homeostasis.tensorboard.HomeostasisLogger`
+            writes each scaled unit's activity and factor there.
+        log_freq: log every `log_freq` optimizer steps and at epoch ends, or
+            `"epoch"` for epoch ends only.
 
     Example:
 
@@ -65,10 +70,13 @@ class SynapticScalingCallback(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, layers=None, **settings):
+    def __init__(self, layers=None, log_dir=None, log_freq=100, **settings):
         super().__init__()
         self.settings = validate_settings(**settings)
         self.layers = layer_selection.validate_selection(layers)
+        self._logger = _make_logger(log_dir, log_freq, self.settings)
+        self.log_dir = None if self._logger is None else self._logger.log_dir
+        self.log_freq = log_freq
         self._bindings = []
         self._saved_constraints = []
         self._saved_calls = []
@@ -82,6 +90,7 @@ class SynapticScalingCallback(keras.callbacks.Callback):
         super().set_model(model)
         if model.built:
             self._bind(model)
+        self._forward("set_model", model)
 
     def _bind(self, model):
         chosen = layer_selection.select_layers(model, self.layers)
@@ -112,9 +121,21 @@ class SynapticScalingCallback(keras.callbacks.Callback):
             self._bind(self.model)
         self._install()
         self._set_collecting(1.0)
+        self._forward("on_train_begin", logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._forward("on_train_batch_end", batch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._forward("on_epoch_end", epoch, logs)
 
     def on_train_end(self, logs=None):
         self._uninstall()
+        self._forward("on_train_end", logs)
+
+    def _forward(self, hook, *args):
+        if self._logger is not None:
+            getattr(self._logger, hook)(*args)
 
     def on_test_begin(self, logs=None):
         self._set_collecting(0.0)
@@ -185,4 +206,21 @@ class SynapticScalingCallback(keras.callbacks.Callback):
         return type(self)(**self.get_config())
 
     def get_config(self):
-        return {"layers": self.layers, **self.settings}
+        return {
+            "layers": self.layers,
+            "log_dir": self.log_dir,
+            "log_freq": self.log_freq,
+            **self.settings,
+        }
+
+
+def _make_logger(log_dir, log_freq, settings):
+    # Imported here to keep the logging code out of the core import path.
+    from keras_homeostasis.tensorboard import homeostasis_logger
+
+    log_freq = homeostasis_logger.validate_update_freq(log_freq, "log_freq")
+    if log_dir is None:
+        return None
+    return homeostasis_logger.HomeostasisLogger(
+        log_dir, update_freq=log_freq, settings=settings
+    )

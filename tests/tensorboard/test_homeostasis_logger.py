@@ -1,0 +1,210 @@
+"""`HomeostasisLogger` and `SynapticScalingCallback(log_dir=...)` on real MNIST."""
+
+import copy
+import inspect
+import json
+import types
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_homeostasis import SynapticScalingCallback
+from keras_homeostasis import metrics
+from keras_homeostasis.layers import HomeostaticDense
+from keras_homeostasis.tensorboard import HomeostasisLogger
+from keras_homeostasis.tensorboard import homeostasis_logger
+from keras_homeostasis.tensorboard import metadata
+
+
+def logged(run_dir):
+    """`({tag: {step: packed vector}}, {tag: metadata dict})` of a run."""
+    values, contents = {}, {}
+    for path in sorted(run_dir.glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name:
+                    raw = value.metadata.plugin_data.content
+                    contents[value.tag] = metadata.parse_content(raw)
+                steps = values.setdefault(value.tag, {})
+                assert event.step not in steps, f"step {event.step} logged twice"
+                steps[event.step] = tf.make_ndarray(value.tensor)
+    return values, contents
+
+
+def unpacked(values, contents, tag, step):
+    units = contents[tag]["units"]
+    split = metadata.unpack(values[tag][step][None, :], units)
+    return {name: array[0] for name, array in split.items()}
+
+
+def test_scaling_callback_logs_its_layers(tmp_path, mnist_slice, make_mlp):
+    x, y = mnist_slice
+    model = make_mlp()
+    callback = SynapticScalingCallback(log_dir=tmp_path / "scaling", log_freq=5)
+    model.fit(
+        x[:512], y[:512], batch_size=32, epochs=2, verbose=0, callbacks=[callback]
+    )
+
+    values, contents = logged(tmp_path / "scaling")
+    assert set(values) == {"hidden_0", "hidden_1"}
+    assert contents["hidden_0"] == {"units": 32, "scaled": True}
+    # Every 5 optimizer steps and at both epoch ends (16 steps per epoch);
+    # nothing at step 0, before the traces hold a measurement.
+    assert sorted(values["hidden_0"]) == [5, 10, 15, 16, 20, 25, 30, 32]
+    for layer, state in callback.bindings:
+        last = unpacked(values, contents, layer.name, 32)
+        activity = keras.ops.convert_to_numpy(state.activity)
+        np.testing.assert_allclose(last["activity"], activity, rtol=1e-6)
+        gain = np.exp(keras.ops.convert_to_numpy(state.log_gain))
+        np.testing.assert_allclose(last["factor"], gain, rtol=1e-6)
+        np.testing.assert_allclose(last["target"], np.mean(activity), rtol=1e-5)
+        assert last["entropy"] == pytest.approx(metrics.usage_entropy(activity))
+
+
+def test_probe_measures_a_batchnorm_model(tmp_path, mnist_slice, make_mlp):
+    x, y = mnist_slice
+    model = make_mlp(batchnorm=True)
+    logger = HomeostasisLogger(tmp_path / "bn", update_freq=8, probe_data=(x[:128], y))
+    model.fit(x[:512], y[:512], batch_size=32, epochs=2, verbose=0, callbacks=[logger])
+
+    values, contents = logged(tmp_path / "bn")
+    assert set(values) == {"hidden_0", "hidden_1"}
+    assert contents["hidden_1"] == {"units": 16, "scaled": False}
+    assert sorted(values["hidden_0"]) == [0, 8, 16, 24, 32]
+    expected = metrics.layer_statistics(model, x[:128], layers=["hidden_0", "hidden_1"])
+    for name, (activity, positive) in expected.items():
+        last = unpacked(values, contents, name, 32)
+        np.testing.assert_allclose(last["activity"], activity, rtol=1e-5)
+        np.testing.assert_allclose(last["factor"], 1.0)
+        assert last["dead_fraction"] == pytest.approx(np.mean(positive <= 0))
+    first = unpacked(values, contents, "hidden_0", 0)
+    assert not np.allclose(first["activity"], values["hidden_0"][32][:32])
+
+
+def test_named_layers_epoch_frequency_and_resume(tmp_path, mnist_slice, make_mlp):
+    x, y = mnist_slice
+    model = make_mlp(batchnorm=True)
+    logger = HomeostasisLogger(
+        str(tmp_path / "bn"), update_freq="epoch", probe_data=x[:64], layers=["bn_0"]
+    )
+    model.fit(x[:256], y[:256], batch_size=32, epochs=2, verbose=0, callbacks=[logger])
+    model.fit(x[:256], y[:256], batch_size=32, epochs=1, verbose=0, callbacks=[logger])
+    values, _ = logged(tmp_path / "bn")
+    assert set(values) == {"bn_0"}
+    # Train begin, two epoch ends, then the resumed fit's epoch end only.
+    assert sorted(values["bn_0"]) == [0, 8, 16, 24]
+
+
+def test_homeostatic_layers_use_their_own_target(tmp_path, mnist_slice):
+    x, y = mnist_slice
+    model = keras.Sequential(
+        [
+            keras.Input((784,)),
+            HomeostaticDense(8, activation="relu", target=0.25, name="h"),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    logger = HomeostasisLogger(tmp_path / "run", update_freq=4)
+    model.fit(x[:128], y[:128], batch_size=32, epochs=1, verbose=0, callbacks=[logger])
+    values, contents = logged(tmp_path / "run")
+    assert sorted(values["h"]) == [4]
+    np.testing.assert_allclose(unpacked(values, contents, "h", 4)["target"], 0.25)
+
+
+def test_a_plain_model_without_probe_data_is_an_error(tmp_path, mnist_slice, make_mlp):
+    x, y = mnist_slice
+    logger = HomeostasisLogger(tmp_path / "run")
+    with pytest.raises(ValueError, match="probe_data"):
+        make_mlp().fit(x[:64], y[:64], epochs=1, verbose=0, callbacks=[logger])
+    logger = HomeostasisLogger(tmp_path / "run", probe_data=x[:8], layers=["nope"])
+    with pytest.raises(ValueError, match="nope"):
+        make_mlp().fit(x[:64], y[:64], epochs=1, verbose=0, callbacks=[logger])
+
+
+def test_deep_copies_and_config(tmp_path, mnist_slice, make_mlp):
+    x, y = mnist_slice
+    logger = HomeostasisLogger(
+        tmp_path / "run", update_freq=3, probe_data=x[:4], layers=["hidden_0"]
+    )
+    config = logger.get_config()
+    json.dumps(config)
+    arguments = set(inspect.signature(HomeostasisLogger.__init__).parameters)
+    assert arguments - {"self"} == set(config)
+    rebuilt = HomeostasisLogger(**config)
+    assert json.dumps(rebuilt.get_config()) == json.dumps(config)
+    make_mlp().fit(x[:64], y[:64], epochs=1, verbose=0, callbacks=[logger])
+    clone = copy.deepcopy(logger)
+    assert clone.get_config() == logger.get_config()
+    assert clone._writer is None and clone.model is None
+
+    scaling = SynapticScalingCallback(log_dir=tmp_path / "s", log_freq=7, rate=0.1)
+    config = scaling.get_config()
+    assert (config["log_dir"], config["log_freq"]) == (str(tmp_path / "s"), 7)
+    clone = copy.deepcopy(scaling)
+    assert clone.get_config() == config
+    assert clone._logger.update_freq == 7
+    assert clone._logger.settings["rate"] == 0.1
+    assert SynapticScalingCallback().get_config()["log_dir"] is None
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, name",
+    [
+        ({"log_dir": 3}, TypeError, "log_dir"),
+        ({"log_dir": ""}, ValueError, "log_dir"),
+        ({"update_freq": 0}, ValueError, "update_freq"),
+        ({"update_freq": 1.5}, TypeError, "update_freq"),
+        ({"update_freq": "batch"}, TypeError, "update_freq"),
+        ({"probe_data": np.zeros((0, 4))}, ValueError, "probe_data"),
+        ({"probe_data": 3.0}, ValueError, "probe_data"),
+        ({"layers": [1]}, TypeError, "layers"),
+        ({"layers": []}, TypeError, "layers"),
+        ({"settings": {"rate": -1.0}}, ValueError, "rate"),
+        ({"settings": {"nope": 1}}, TypeError, "nope"),
+    ],
+)
+def test_bad_arguments_name_themselves(kwargs, error, name):
+    with pytest.raises(error, match=name):
+        HomeostasisLogger(**{"log_dir": "runs/x", **kwargs})
+
+
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        ({"log_dir": "runs/x", "log_freq": 0}, ValueError),
+        ({"log_freq": "batch"}, TypeError),
+        ({"log_dir": 3}, TypeError),
+    ],
+)
+def test_bad_logging_arguments_of_the_scaling_callback(kwargs, error):
+    name = "log_freq" if "log_freq" in kwargs else "log_dir"
+    with pytest.raises(error, match=f"`{name}`"):
+        SynapticScalingCallback(**kwargs)
+
+
+def holder(resolver):
+    """A stand-in for `model`, exposing only `distribute_strategy.cluster_resolver`."""
+    strategy = types.SimpleNamespace(cluster_resolver=resolver)
+    return types.SimpleNamespace(distribute_strategy=strategy)
+
+
+def resolver(task_type, task_id, chief=False):
+    cluster = {"worker": ["localhost:1", "localhost:2"]}
+    if chief:
+        cluster["chief"] = ["localhost:3"]
+    return tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec(cluster), task_type=task_type, task_id=task_id
+    )
+
+
+def test_only_the_chief_writes():
+    is_chief = homeostasis_logger._is_chief
+    assert is_chief(holder(None))
+    assert is_chief(holder(resolver("worker", 0)))
+    assert not is_chief(holder(resolver("worker", 1)))
+    assert not is_chief(holder(resolver("worker", 0, chief=True)))
+    assert is_chief(holder(resolver("chief", 0, chief=True)))
+    assert is_chief(types.SimpleNamespace(distribute_strategy=None))
