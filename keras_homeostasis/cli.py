@@ -1,0 +1,132 @@
+"""The `keras-homeostasis` command line: `train` and `compare`.
+
+    keras-homeostasis train CONFIG [--run-dir DIR] [--epochs N]
+    keras-homeostasis compare CONFIG [--out DIR] [--epochs N] [--seeds S ...]
+
+Configs are YAML files (see `docs/configs.md`). The work is done by
+`keras_homeostasis.training` and `keras_homeostasis.comparison`.
+"""
+
+import argparse
+import os
+import sys
+
+# Exit status of a run stopped with Ctrl-C (128 + SIGINT), as shells report it.
+INTERRUPTED = 130
+BAD_INPUT = 2
+
+
+def _positive(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _seed(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a seed >= 0, got {text}")
+    return value
+
+
+def build_parser():
+    from keras_homeostasis import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="keras-homeostasis",
+        description="Train and compare models with homeostatic synaptic scaling.",
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="train one model and write a run folder")
+    train.add_argument("config", help="YAML experiment config")
+    train.add_argument("--run-dir", help="run folder (default: output.run_dir)")
+    train.add_argument("--epochs", type=_positive, help="override training.epochs")
+    train.add_argument(
+        "--quiet", action="store_true", help="no progress bar, summary only"
+    )
+    compare = commands.add_parser(
+        "compare", help="compare normalization methods over seeds and optimizers"
+    )
+    compare.add_argument("config", help="YAML experiment config with `compare`")
+    compare.add_argument("--out", help="results folder (default: output.run_dir)")
+    compare.add_argument("--epochs", type=_positive, help="override training.epochs")
+    compare.add_argument(
+        "--seeds", type=_seed, nargs="+", help="override compare.seeds"
+    )
+    return parser
+
+
+def _overrides(args):
+    overrides = {}
+    if args.epochs is not None:
+        overrides["training"] = {"epochs": args.epochs}
+    if getattr(args, "seeds", None):
+        overrides["compare"] = {"seeds": args.seeds}
+    return overrides
+
+
+def _train(args, config, data):
+    from keras_homeostasis import training
+
+    result = training.train(
+        config, run_dir=args.run_dir, verbose=0 if args.quiet else 1, data=data
+    )
+    print(result["report"].to_markdown())
+    status = " (diverged: NaN loss)" if result["diverged"] else ""
+    print(
+        f"Test accuracy {result['test_accuracy']:.4f}{status}; trained in "
+        f"{result['seconds']:.1f} s. Run folder: {result['run_dir']}"
+    )
+    return 0
+
+
+def _compare(args, config, data):
+    from keras_homeostasis import comparison
+
+    out = args.out or config["output"]["run_dir"]
+    try:
+        comparison.run_comparison(
+            config, out_dir=out, data=data, log=lambda s: print(s, flush=True)
+        )
+    except KeyboardInterrupt:
+        print(
+            f"\nInterrupted. Finished runs are in {os.path.join(out, 'results.csv')}; "
+            "run the same command again to resume.",
+            file=sys.stderr,
+        )
+        return INTERRUPTED
+    print(f"Results: {os.path.join(out, 'results.csv')} and results.md")
+    return 0
+
+
+def _fail(error):
+    print(f"keras-homeostasis: error: {error}", file=sys.stderr)
+    return BAD_INPUT
+
+
+def main(argv=None):
+    """Runs the command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    # Quiet TensorFlow's C++ start-up logging unless the user chose a level.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from keras_homeostasis import config as config_lib
+    from keras_homeostasis import training
+
+    try:
+        config = config_lib.load_config(args.config, overrides=_overrides(args))
+    except (config_lib.ConfigError, FileNotFoundError) as e:
+        return _fail(e)
+    try:
+        # Missing files, bad .npz files and failed downloads end here cleanly.
+        data = training.load_data(config)
+    except (FileNotFoundError, ImportError, RuntimeError, ValueError) as e:
+        return _fail(e)
+    if args.command == "train":
+        return _train(args, config, data)
+    return _compare(args, config, data)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
