@@ -37,5 +37,9 @@ setup(
     },
     entry_points={
         "console_scripts": ["keras-homeostasis=keras_homeostasis.cli:main"],
+        "tensorboard_plugins": [
+            "homeostasis = "
+            "keras_homeostasis.tensorboard.homeostasis_loader:HomeostasisLoader",
+        ],
     },
 )

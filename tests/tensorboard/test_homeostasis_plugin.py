@@ -1,0 +1,247 @@
+"""The plugin's routes, in-process on TensorBoard's own WSGI app."""
+
+import logging
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorboard.compat.proto import summary_pb2
+
+from keras_homeostasis.tensorboard import metadata
+from keras_homeostasis.tensorboard import summary
+
+PLUGIN = "/data/plugin/homeostasis"
+
+
+@pytest.fixture(scope="module")
+def logdir(tmp_path_factory, run_writer):
+    path = tmp_path_factory.mktemp("logs")
+    run_writer(path / "scaling", {"dense": 48, "dense_1": 16}, range(0, 200, 10))
+    run_writer(path / "batchnorm", {"dense": 48}, range(0, 200, 20), scaled=False)
+    return path
+
+
+def get_json(client, path):
+    response = client.get(path)
+    return response.status_code, response.get_json(), response
+
+
+def test_listing_and_runs(logdir, plugin_client):
+    client = plugin_client(logdir)
+    _, listing, _ = get_json(client, "/data/plugins_listing")
+    entry = listing["homeostasis"]
+    assert entry["enabled"] is True
+    assert entry["tab_name"] == "Homeostasis"
+    assert entry["loading_mechanism"] == {
+        "type": "IFRAME",
+        "module_path": PLUGIN + "/index.js",
+    }
+    status, body, _ = get_json(client, PLUGIN + "/runs")
+    assert status == 200
+    assert body == {
+        "runs": [
+            {
+                "run": "batchnorm",
+                "layers": [
+                    {"layer": "dense", "units": 48, "scaled": False, "last_step": 180}
+                ],
+            },
+            {
+                "run": "scaling",
+                "layers": [
+                    {"layer": "dense", "units": 48, "scaled": True, "last_step": 190},
+                    {"layer": "dense_1", "units": 16, "scaled": True, "last_step": 190},
+                ],
+            },
+        ]
+    }
+
+
+def test_each_view(logdir, plugin_client, run_writer, tmp_path):
+    written = run_writer(tmp_path / "exact", {"d": 8}, [5, 15], seed=3)
+    client = plugin_client(logdir)
+    query = "?run=scaling&layer=dense"
+    status, heatmap, _ = get_json(client, PLUGIN + "/heatmap" + query + "&rows=12")
+    assert status == 200
+    assert heatmap["steps"] == list(range(0, 200, 10))
+    assert heatmap["units"] == 48 and heatmap["rows"] == 12
+    assert len(heatmap["values"]) == 12 and len(heatmap["values"][0]) == 20
+
+    exact = plugin_client(tmp_path)
+    status, curve, _ = get_json(exact, PLUGIN + "/sorted?run=exact&layer=d&step=4")
+    assert status == 200 and curve["step"] == 5
+    expected = np.sort(written["d"][5])[::-1]
+    np.testing.assert_allclose(curve["activity"], expected, rtol=1e-3)
+
+    status, factors, _ = get_json(client, PLUGIN + "/factors" + query + "&steps=5")
+    assert status == 200 and len(factors["steps"]) == 5
+    assert len(factors["bands"]) == len(factors["quantiles"]) == 7
+    _, plain, _ = get_json(client, PLUGIN + "/factors?run=batchnorm&layer=dense")
+    assert all(v == 1.0 for band in plain["bands"] for v in band)
+
+    status, stats, _ = get_json(client, PLUGIN + "/stats" + query)
+    assert status == 200
+    assert set(stats) == {"steps", "entropy", "cv", "dead_fraction"}
+    assert all(0.0 < v <= 1.0 for v in stats["entropy"])
+
+
+@pytest.mark.parametrize(
+    "path, status, message",
+    [
+        ("/heatmap?run=nope&layer=dense", 404, "Unknown run: 'nope'"),
+        ("/sorted?run=scaling&layer=nope", 404, "no homeostasis data for layer"),
+        ("/factors?run=batchnorm&layer=dense_1", 404, "no homeostasis data"),
+        ("/stats?layer=dense", 400, "Missing query argument `run`"),
+        ("/stats?run=scaling", 400, "Missing query argument `layer`"),
+        ("/heatmap?run=scaling&layer=dense&rows=0", 400, "`rows`"),
+        ("/heatmap?run=scaling&layer=dense&steps=9999", 400, "`steps`"),
+        ("/sorted?run=scaling&layer=dense&step=x", 400, "`step`"),
+    ],
+)
+def test_bad_requests_answer_with_a_message(
+    logdir, plugin_client, path, status, message
+):
+    code, body, response = get_json(plugin_client(logdir), PLUGIN + path)
+    assert code == status
+    assert message in body["error"]
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_frontend_files_are_served_with_security_headers(logdir, plugin_client, caplog):
+    client = plugin_client(logdir)
+    with caplog.at_level(logging.WARNING):
+        for path in ["/index.js", "/static/index.js", "/static/heatmap.js"]:
+            response = client.get(PLUGIN + path)
+            assert response.status_code == 200, path
+            assert response.headers["Content-Type"].startswith("text/javascript")
+            assert response.headers["X-Content-Type-Options"] == "nosniff"
+        css = client.get(PLUGIN + "/static/style.css")
+        assert css.headers["Content-Type"].startswith("text/css")
+        assert b"export async function render" in client.get(PLUGIN + "/index.js").data
+        get_json(client, PLUGIN + "/runs")
+    # TensorBoard's security validator warns about any response lacking headers.
+    assert "will become an error" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/static/../homeostasis_plugin.py",
+        "/static/..%2fhomeostasis_plugin.py",
+        "/static/%2e%2e/homeostasis_plugin.py",
+        "/static/%2e%2e%2f%2e%2e%2f__init__.py",
+        "/static/..\\metadata.py",
+        "/static/static/index.js",
+        "/static/./index.js",
+        "/static//etc/passwd",
+        "/static/%2fetc%2fpasswd",
+        "/static/",
+        "/static/index.js%00.css",
+        "/static/INDEX.JS",
+    ],
+)
+def test_static_routes_refuse_path_traversal(logdir, plugin_client, path):
+    response = plugin_client(logdir).get(PLUGIN + path)
+    assert response.status_code == 404
+    assert b"import" not in response.data and b"def " not in response.data
+
+
+def write_raw(run_dir, tag, tensor, content):
+    """A summary with the plugin's name but arbitrary content and tensor."""
+    meta = summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(
+            plugin_name=metadata.PLUGIN_NAME, content=content
+        ),
+        data_class=summary_pb2.DATA_CLASS_TENSOR,
+    )
+    writer = tf.summary.create_file_writer(str(run_dir))
+    with writer.as_default():
+        tf.summary.write(tag, tensor, step=1, metadata=meta)
+    writer.close()
+
+
+def test_malformed_and_partial_files_never_break_the_dashboard(
+    logdir, plugin_client, run_writer, tmp_path
+):
+    # A truncated copy of a real event file, garbage, and foreign summaries.
+    source = next((logdir / "scaling").glob("events.out.tfevents.*"))
+    data = source.read_bytes()
+    (tmp_path / "partial").mkdir()
+    (tmp_path / "partial" / source.name).write_bytes(data[: len(data) // 2 + 7])
+    (tmp_path / "garbage").mkdir()
+    (tmp_path / "garbage" / "events.out.tfevents.1.garbage").write_bytes(
+        b"\x00\xffnot an event file" * 50
+    )
+    write_raw(tmp_path / "foreign", "bad_json", tf.zeros(3), b"{not json")
+    write_raw(tmp_path / "foreign", "new_version", tf.zeros(3), b'{"version": 2}')
+    write_raw(tmp_path / "foreign", "short", tf.zeros(5), metadata.content(4, True))
+    write_raw(
+        tmp_path / "foreign", "strings", tf.constant(["a"]), metadata.content(1, 0)
+    )
+    writer = tf.summary.create_file_writer(str(tmp_path / "foreign"))
+    with writer.as_default():
+        summary.unit_usage("good", [1.0, 2.0], step=3)
+    writer.close()
+
+    client = plugin_client(tmp_path)
+    status, body, _ = get_json(client, PLUGIN + "/runs")
+    assert status == 200
+    runs = {r["run"]: [x["layer"] for x in r["layers"]] for r in body["runs"]}
+    assert runs["foreign"] == ["good", "short", "strings"]
+    assert "partial" in runs and "garbage" not in runs
+    partial = [x for x in runs["partial"]]
+    for view in ["heatmap", "sorted", "factors", "stats"]:
+        code, _, _ = get_json(client, f"{PLUGIN}/{view}?run=foreign&layer=good")
+        assert code == 200
+        code, body, _ = get_json(client, f"{PLUGIN}/{view}?run=foreign&layer=short")
+        assert code == 404 and "no readable homeostasis data" in body["error"]
+        code, _, _ = get_json(client, f"{PLUGIN}/{view}?run=foreign&layer=strings")
+        assert code == 404
+        code, _, _ = get_json(client, f"{PLUGIN}/{view}?run=foreign&layer=bad_json")
+        assert code == 404
+        for layer in partial:
+            code, _, _ = get_json(client, f"{PLUGIN}/{view}?run=partial&layer={layer}")
+            assert code == 200
+
+
+def test_non_finite_values_become_null(tmp_path, plugin_client):
+    writer = tf.summary.create_file_writer(str(tmp_path / "run"))
+    with writer.as_default():
+        summary.unit_usage("d", [1.0, np.nan, 2.0], factor=[1.0, np.inf, 1.0], step=1)
+    writer.close()
+    client = plugin_client(tmp_path)
+    for view in ["heatmap", "sorted", "factors", "stats"]:
+        response = client.get(f"{PLUGIN}/{view}?run=run&layer=d")
+        assert response.status_code == 200
+        assert b"NaN" not in response.data and b"Infinity" not in response.data
+    _, curve, _ = get_json(client, f"{PLUGIN}/sorted?run=run&layer=d")
+    assert curve["activity"] == [2.0, 1.0, None]
+
+
+@pytest.mark.slow
+def test_ten_thousand_steps_of_four_wide_layers_serve_within_a_second(
+    tmp_path, plugin_client
+):
+    # 10,000 training steps logged every 10: the 1,000 samples TensorBoard keeps.
+    rng = np.random.default_rng(0)
+    writer = tf.summary.create_file_writer(str(tmp_path / "long"))
+    base = rng.gamma(0.7, 1.0, (4, 1024)).astype("float32")
+    meta = summary.summary_metadata(1024, scaled=True)
+    with writer.as_default():
+        for step in range(0, 10_000, 10):
+            for k in range(4):
+                packed = metadata.pack(base[k], np.ones(1024), base[k], [0.9, 1.0, 0.0])
+                tf.summary.write(f"layer_{k}", packed, step=step, metadata=meta)
+    writer.close()
+    client = plugin_client(tmp_path)
+    start = time.perf_counter()
+    total = 0
+    for k in range(4):
+        for view in ["heatmap", "sorted", "factors", "stats"]:
+            response = client.get(f"{PLUGIN}/{view}?run=long&layer=layer_{k}")
+            assert response.status_code == 200
+            total += len(response.data)
+    elapsed = time.perf_counter() - start
+    assert elapsed < 1.0, f"{elapsed:.2f} s for the four views of four layers"
+    assert total < 1_000_000
