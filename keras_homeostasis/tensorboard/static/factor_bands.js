@@ -1,0 +1,41 @@
+// View 3: how the scale factors of a layer's units spread over training:
+// 5-95 % and 25-75 % quantile bands and the median, one colour per run.
+
+import {getJson} from './api.js';
+import {bandPath, extent, frame, legend, linePath, svg} from './charts.js';
+
+export const factorView = {
+  name: 'factors',
+  title: 'Scale factors over training',
+  help: 'Distribution over units of the cumulative scale factor exp(G): ' +
+      'light band 5–95 %, dark band 25–75 %, line: median. Unscaled runs ' +
+      '(BatchNorm, plain) stay at 1.',
+  async draw(card, layer, runs) {
+    const results = await Promise.all(
+        runs.map((r) => getJson('factors', {run: r.run, layer})));
+    const steps = extent(results.map((d) => d.steps)) || [0, 1];
+    const values = extent(results.flatMap((d) => d.bands.slice(1, 6)), true);
+    const [lo, hi] = values || [1, 1];
+    const chart = frame(card, {
+      x: steps, y: [Math.min(lo, 1) / 1.2, Math.max(hi, 1) * 1.2], yLog: true,
+      xLabel: 'step', yLabel: 'scale factor', label: `scale factors of ${layer}`,
+    });
+    results.forEach((data, i) => drawRun(chart, runs[i], data));
+    legend(card, runs.map((r) => ({label: r.run, color: r.color})));
+  },
+};
+
+function drawRun(chart, run, data) {
+  const q = (p) => data.bands[data.quantiles.indexOf(p)];
+  const common = {fill: run.color, 'data-run': run.run};
+  svg('path', {...common, d: bandPath(data.steps, q(0.05), q(0.95), chart.x, chart.y),
+    class: 'band outer', 'data-role': 'band-5-95'}, chart.plot);
+  svg('path', {...common, d: bandPath(data.steps, q(0.25), q(0.75), chart.x, chart.y),
+    class: 'band inner', 'data-role': 'band-25-75'}, chart.plot);
+  const median = svg('path', {
+    d: linePath(data.steps, q(0.5), chart.x, chart.y), class: 'line',
+    stroke: run.color, 'data-run': run.run, 'data-role': 'median',
+    'data-points': data.steps.length, 'data-units': data.units,
+  }, chart.plot);
+  svg('title', {}, median, `${run.run}: median scale factor`);
+}
