@@ -1,0 +1,90 @@
+"""Which parts of the homeostatic step XLA compiles, on one device and under
+MirroredStrategy (two logical CPUs), read from the traced train step."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from graph_inspection import calls_to
+from graph_inspection import installed_callback
+from graph_inspection import mirrored
+from graph_inspection import mlp
+from graph_inspection import one_device_step_graph
+from graph_inspection import op_types
+from graph_inspection import replica_step_graph
+from graph_inspection import xla_functions
+
+from keras_homeostasis import engine
+from keras_homeostasis import rule
+from keras_homeostasis.settings import validate_settings
+
+WRITE_OPS = {"AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp"}
+COLLECTIVE_OPS = {"CollectiveReduceV2", "CollectiveReduce", "NcclAllReduce"}
+
+
+def mirrored_graph(scaling):
+    strategy = mirrored()
+    with strategy.scope():
+        model = mlp(scaling)
+    if scaling == "callback":
+        installed_callback(model)
+    return replica_step_graph(model, strategy)
+
+
+@pytest.mark.multi_device
+@pytest.mark.parametrize("scaling", ["callback", "layers"])
+def test_rule_math_is_xla_compiled_under_mirrored_strategy(scaling):
+    graph = mirrored_graph(scaling)
+    compiled = {
+        name: f
+        for name, f in xla_functions(graph).items()
+        if "homeostatic_step" in name
+    }
+    # One compiled rule call per scaled layer (2) and replica (2).
+    assert len(calls_to(graph, set(compiled))) == 4
+    for function in compiled.values():
+        body = {node.op for node in function.node_def}
+        # The compiled part is the math: no variable write, no collective.
+        assert not body & (WRITE_OPS | COLLECTIVE_OPS), body
+        assert {"Log", "Exp"} <= body
+
+
+@pytest.mark.multi_device
+def test_plain_model_has_no_compiled_function_under_mirrored_strategy():
+    # The control: the compiled calls above come from the homeostatic path.
+    assert not xla_functions(mirrored_graph(None))
+
+
+def test_one_device_inlines_the_rule():
+    # On one device the rule is plain graph code, so `jit_compile=True`
+    # compiles the whole step as one cluster with the rule inside it.
+    assert engine.step_function() is rule.homeostatic_step
+    model = mlp("callback")
+    installed_callback(model)
+    graph = one_device_step_graph(model)
+    assert not xla_functions(graph)
+    assert {"Log", "Exp"} <= op_types(graph)
+
+
+@pytest.mark.multi_device
+def test_strategy_selects_the_compiled_step():
+    with mirrored().scope():
+        assert engine.step_function() is engine.compiled_step
+
+
+def test_compiled_step_lowers_to_hlo():
+    units = 5
+    settings = validate_settings(warmup=0)
+    packed = tf.constant(
+        np.r_[np.arange(1.0, units + 1), np.full(units, 3.0), 4.0], "float32"
+    )
+    zeros = tf.zeros((units,), "float32")
+    steps = tf.constant(3, "int64")
+    args = (packed, zeros + 1.0, zeros + 0.5, zeros, steps, settings)
+    hlo = engine.compiled_step.experimental_get_compiler_ir(*args)(stage="hlo")
+    assert "HloModule" in hlo and "log" in hlo
+    compiled = engine.compiled_step(*args)
+    plain = rule.homeostatic_step(*args)
+    for name in ("activity", "factor", "log_gain", "shift"):
+        np.testing.assert_allclose(
+            compiled[name], plain[name], rtol=1e-5, atol=1e-9, err_msg=name
+        )
