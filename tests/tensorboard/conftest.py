@@ -1,6 +1,7 @@
 """Fixtures of the TensorBoard plugin tests: event files, an in-process app,
 a real `tensorboard` server on 127.0.0.1, and a small MNIST slice."""
 
+import http.client
 import json
 import os
 import pathlib
@@ -8,8 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 
 import numpy as np
 import pytest
@@ -84,15 +83,6 @@ def free_port():
         return s.getsockname()[1]
 
 
-def get(url, timeout=10):
-    """`(status, headers, body bytes)` of a GET, errors included."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status, response.headers, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.headers, error.read()
-
-
 class TensorBoardServer:
     """`tensorboard --logdir DIR --host 127.0.0.1 --port P --reload_interval 0`."""
 
@@ -110,8 +100,19 @@ class TensorBoardServer:
             env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"},
         )
 
+    def get(self, path):
+        """`(status, headers, body)`; `path` is sent as is, never normalised."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
+        try:
+            connection.putrequest("GET", path, skip_accept_encoding=True)
+            connection.endheaders()
+            response = connection.getresponse()
+            return response.status, response.headers, response.read()
+        finally:
+            connection.close()
+
     def json(self, path):
-        status, _, body = get(self.url + path)
+        status, _, body = self.get(path)
         return status, json.loads(body) if body else None
 
     def wait_for_runs(self, runs, timeout=90):
@@ -140,18 +141,18 @@ class TensorBoardServer:
         self.log.close()
 
 
-@pytest.fixture
-def tensorboard_server(tmp_path):
+@pytest.fixture(scope="module")
+def tensorboard_server(tmp_path_factory, installed_plugins):
     """`start(logdir)`: a real TensorBoard with the installed plugin, stopped after."""
     servers = []
 
     def start(logdir):
-        if not plugin_installed():
+        if "homeostasis" not in installed_plugins:
             pytest.skip(
                 "keras_homeostasis is not installed with its tensorboard_plugins "
                 "entry point: run `pip install -e .`"
             )
-        server = TensorBoardServer(logdir, tmp_path)
+        server = TensorBoardServer(logdir, tmp_path_factory.mktemp("tensorboard"))
         servers.append(server)
         return server
 
@@ -160,25 +161,27 @@ def tensorboard_server(tmp_path):
         server.stop()
 
 
-def plugin_installed():
-    """Entry points as a fresh process sees them (not this checkout's egg-info)."""
-    return "homeostasis" in entry_points_seen_elsewhere()
-
-
-def entry_points_seen_elsewhere():
+@pytest.fixture(scope="session")
+def installed_plugins():
+    """`tensorboard_plugins` entry points as a fresh process outside the checkout
+    sees them (a stale egg-info in the working tree would shadow them here)."""
     code = (
-        "import json; from importlib.metadata import entry_points; "
+        "import json; from importlib import metadata; "
         "print(json.dumps({e.name: e.value for e in "
-        "entry_points(group='tensorboard_plugins')}))"
+        "metadata.entry_points(group='tensorboard_plugins')}))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd="/",
-        capture_output=True,
-        text=True,
-        check=True,
+        [sys.executable, "-c", code], cwd="/", capture_output=True, text=True
     )
+    assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
+
+
+@pytest.fixture(scope="session")
+def package_installed():
+    code = "from importlib import metadata; metadata.version('keras-homeostasis')"
+    out = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True)
+    return out.returncode == 0
 
 
 @pytest.fixture(scope="session")
