@@ -27,7 +27,7 @@ class ConfigError(ValueError):
     """A config key is unknown, of the wrong type or out of range."""
 
 
-class Key:
+class _Key:
     """One config key: its default, its checker and its meaning."""
 
     def __init__(self, default, check, doc):
@@ -145,35 +145,35 @@ def scaling_setting(name):
 
 
 OPTIMIZER_SCHEMA = {
-    "name": Key("adam", choice(tuple(models.OPTIMIZER_DEFAULTS)), "optimizer"),
-    "learning_rate": Key(
+    "name": _Key("adam", choice(tuple(models.OPTIMIZER_DEFAULTS)), "optimizer"),
+    "learning_rate": _Key(
         None,
         number(0.0, low_open=True, optional=True),
         "learning rate; null for the optimizer's default (sgd 0.05, adam and "
         "adamw 1e-3)",
     ),
-    "momentum": Key(None, number(0.0, 1.0, optional=True), "sgd momentum (0.9)"),
-    "nesterov": Key(None, boolean(optional=True), "sgd Nesterov momentum"),
-    "weight_decay": Key(
+    "momentum": _Key(None, number(0.0, 1.0, optional=True), "sgd momentum (0.9)"),
+    "nesterov": _Key(None, boolean(optional=True), "sgd Nesterov momentum"),
+    "weight_decay": _Key(
         None, number(0.0, optional=True), "decoupled weight decay (adamw 0.004)"
     ),
-    "beta_1": Key(None, number(0.0, 1.0, optional=True), "adam/adamw beta_1"),
-    "beta_2": Key(None, number(0.0, 1.0, optional=True), "adam/adamw beta_2"),
-    "epsilon": Key(None, number(0.0, low_open=True, optional=True), "adam epsilon"),
-    "clipnorm": Key(
+    "beta_1": _Key(None, number(0.0, 1.0, optional=True), "adam/adamw beta_1"),
+    "beta_2": _Key(None, number(0.0, 1.0, optional=True), "adam/adamw beta_2"),
+    "epsilon": _Key(None, number(0.0, low_open=True, optional=True), "adam epsilon"),
+    "clipnorm": _Key(
         None, number(0.0, low_open=True, optional=True), "clip each gradient's norm"
     ),
 }
 
 SCALING_SCHEMA = {
-    name: Key(
+    name: _Key(
         default,
         scaling_setting(name),
         "synaptic scaling setting (see SynapticScalingCallback)",
     )
     for name, default in SCALING_DEFAULTS.items()
 }
-SCALING_SCHEMA["layers"] = Key(
+SCALING_SCHEMA["layers"] = _Key(
     None,
     list_of(text, optional=True),
     "names of the layers to scale; null for every hidden Dense/Conv layer",
@@ -212,34 +212,34 @@ def _optimizer_entry(path, value):
 
 SCHEMA = {
     "data": {
-        "dataset": Key(
+        "dataset": _Key(
             "digits",
             dataset,
             f"one of {list(DATASET_CHOICES)} or a path to a .npz file",
         ),
-        "limit": Key(None, integer(1, optional=True), "training samples to keep"),
-        "batch_size": Key(128, integer(1), "batch size"),
+        "limit": _Key(None, integer(1, optional=True), "training samples to keep"),
+        "batch_size": _Key(128, integer(1), "batch size"),
     },
     "model": {
-        "architecture": Key("mlp", choice(models.ARCHITECTURES), "mlp or cnn"),
-        "hidden": Key(
+        "architecture": _Key("mlp", choice(models.ARCHITECTURES), "mlp or cnn"),
+        "hidden": _Key(
             list(models.DEFAULT_HIDDEN), list_of(integer(1)), "MLP hidden widths"
         ),
-        "normalization": Key(
+        "normalization": _Key(
             "none", choice(models.NORMALIZATIONS), "normalization method"
         ),
-        "groups": Key(models.DEFAULT_GROUPS, integer(1), "groups of groupnorm"),
+        "groups": _Key(models.DEFAULT_GROUPS, integer(1), "groups of groupnorm"),
     },
     "optimizer": OPTIMIZER_SCHEMA,
     "training": {
-        "epochs": Key(5, integer(1), "training epochs"),
-        "seed": Key(0, integer(0), "random seed (weights, shuffling)"),
-        "steps_per_execution": Key(1, integer(1), "steps per compiled call"),
-        "jit_compile": Key("auto", jit, "XLA compilation: true, false or 'auto'"),
+        "epochs": _Key(5, integer(1), "training epochs"),
+        "seed": _Key(0, integer(0), "random seed (weights, shuffling)"),
+        "steps_per_execution": _Key(1, integer(1), "steps per compiled call"),
+        "jit_compile": _Key("auto", jit, "XLA compilation: true, false or 'auto'"),
     },
     "scaling": SCALING_SCHEMA,
     "output": {
-        "run_dir": Key(
+        "run_dir": _Key(
             None,
             lambda path, v: None if v is None else text(path, v),
             "run folder (train) or results folder (compare); default "
@@ -247,23 +247,23 @@ SCHEMA = {
         ),
     },
     "compare": {
-        "methods": Key(
+        "methods": _Key(
             list(models.NORMALIZATIONS),
             list_of(choice(models.NORMALIZATIONS), unique=True),
             "normalization methods to compare",
         ),
-        "optimizers": Key(
+        "optimizers": _Key(
             None,
             list_of(_optimizer_entry, optional=True),
             "optimizer names or mappings; null for the `optimizer` section",
         ),
-        "seeds": Key([0], list_of(integer(0), unique=True), "seeds per setting"),
-        "architectures": Key(
+        "seeds": _Key([0], list_of(integer(0), unique=True), "seeds per setting"),
+        "architectures": _Key(
             None,
             list_of(choice(models.ARCHITECTURES), optional=True, unique=True),
             "architectures; null for `model.architecture`",
         ),
-        "accuracy_threshold": Key(
+        "accuracy_threshold": _Key(
             0.9,
             number(0.0, 1.0, low_open=True),
             "test accuracy whose first epoch is reported",

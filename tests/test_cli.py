@@ -91,6 +91,23 @@ def test_compare_writes_csv_and_markdown_then_resumes(tmp_path, capsys):
     assert len((out / "results.csv").read_text().splitlines()) == 3
 
 
+def test_an_interrupted_comparison_keeps_finished_runs_and_resumes(tmp_path):
+    config = config_lib.load_config(str(_tiny_compare_config(tmp_path)))
+    out = str(tmp_path / "out")
+
+    def interrupt(line):
+        raise KeyboardInterrupt  # Ctrl-C right after the first run.
+
+    with pytest.raises(KeyboardInterrupt):
+        comparison.run_comparison(config, out_dir=out, log=interrupt)
+    with open(tmp_path / "out" / "results.csv") as f:
+        assert [r["method"] for r in csv.DictReader(f)] == ["none"]
+    lines = []
+    rows = comparison.run_comparison(config, out_dir=out, log=lines.append)
+    assert lines[0].startswith("Resuming: 1 of 2")
+    assert [r["method"] for r in rows] == ["none", "batchnorm"]
+
+
 def test_compare_refuses_a_results_file_of_another_comparison(tmp_path):
     config = config_lib.load_config(str(_tiny_compare_config(tmp_path)))
     csv_path = tmp_path / "results.csv"
