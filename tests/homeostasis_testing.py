@@ -135,20 +135,20 @@ def snapshot(model, optimizer=True):
             out[f"{layer.name}/homeostasis/{name}"] = value
     if optimizer and model.optimizer is not None and model.optimizer.built:
         for i, v in enumerate(model.optimizer.variables):
-            out[f"optimizer/{i}/{v.name}"] = np.array(v.numpy())
+            out[f"optimizer/{i}"] = np.array(v.numpy())
     return out
 
 
 def assert_bit_equal(a, b):
     """Two snapshots hold the same keys and bit-identical arrays."""
-    assert sorted(a) == sorted(b)
+    assert sorted(a) == sorted(b), f"keys differ: {sorted(set(a) ^ set(b))}"
     differ = [k for k in a if not np.array_equal(a[k], b[k], equal_nan=True)]
     assert not differ, f"variables differ: {differ}"
 
 
 def assert_close(a, b, atol):
     """Two snapshots hold the same keys and arrays within `atol`."""
-    assert sorted(a) == sorted(b)
+    assert sorted(a) == sorted(b), f"keys differ: {sorted(set(a) ^ set(b))}"
     worst = {
         k: float(np.max(np.abs(a[k].astype("float64") - b[k]))) for k in a if a[k].size
     }
