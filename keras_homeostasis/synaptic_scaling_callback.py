@@ -4,6 +4,7 @@ import inspect
 
 import keras
 
+from keras_homeostasis import distribute_compat
 from keras_homeostasis import engine
 from keras_homeostasis import layer_selection
 from keras_homeostasis.settings import validate_settings
@@ -30,6 +31,11 @@ class SynapticScalingCallback(keras.callbacks.Callback):
     costs no per-batch Python work, works for any `steps_per_execution`, under
     `jit_compile=True`, and under `tf.distribute` strategies, where the
     statistics of all layers are summed across replicas in one all-reduce.
+    Keras 3.15 itself cannot run `steps_per_execution > 1` under a strategy
+    with several replicas (keras-team/keras#19246); the callback raises a
+    `ValueError` saying so at `on_train_begin`. Under
+    `MultiWorkerMirroredStrategy`, call
+    `keras_homeostasis.distribute_compat.enable_multi_worker_fit()` first.
 
     The state (traces, gains, counters) lives in `UnitState` variables attached
     to each layer as `layer.homeostasis`: `save_weights`, `ModelCheckpoint`,
@@ -117,6 +123,7 @@ class SynapticScalingCallback(keras.callbacks.Callback):
                 "SynapticScalingCallback needs a built model: call the model on "
                 "data or build it before `fit`."
             )
+        distribute_compat.check_steps_per_execution(self.model)
         if not self._bindings:
             self._bind(self.model)
         self._install()
