@@ -60,7 +60,9 @@ def layer_statistics(model, data, layers=None, batch_size=256, steps=None):
     except the output layers.
     """
     chosen = _layers_to_probe(model, layers)
-    probe = keras.Model(model.inputs, [layer.output for layer in chosen])
+    # A single-input model is probed with a bare tensor, so give it one input.
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    probe = keras.Model(inputs, [layer.output for layer in chosen])
     sums = [None] * len(chosen)
     for batch in _batches(data, batch_size, steps):
         outputs = probe(batch, training=False)

@@ -1,0 +1,37 @@
+"""The callback on plain layers and the homeostatic layers are the same rule.
+
+The comparison configs rely on this to leave `homeostatic_layers` out.
+"""
+
+import homeostasis_testing as ht
+import numpy as np
+import pytest
+
+from keras_homeostasis import SynapticScalingCallback
+
+
+def _kernels(model):
+    return [
+        np.array(layer.kernel.numpy())
+        for layer in model.layers
+        if hasattr(layer, "kernel")
+    ]
+
+
+@pytest.mark.parametrize("kind", ["Dense", "Conv2D"])
+def test_callback_and_layers_train_bit_identically(kind):
+    x, y = ht.noise(ht.INPUT_SHAPES[kind], n=128)
+    settings = {"warmup": 0, "rate": 0.2}
+    plain = ht.compiled(ht.model_of(kind, seed=3))
+    homeostatic = ht.compiled(ht.model_of(kind, homeostatic=True, seed=3, **settings))
+    fit = dict(epochs=2, batch_size=32, verbose=0, shuffle=False)
+    plain.fit(x, y, callbacks=[SynapticScalingCallback(**settings)], **fit)
+    homeostatic.fit(x, y, **fit)
+    for a, b in zip(_kernels(plain), _kernels(homeostatic)):
+        np.testing.assert_array_equal(a, b)
+    plain_states = [s for _, s in ht.states(plain)]
+    layer_states = [s for _, s in ht.states(homeostatic)]
+    assert len(plain_states) == len(layer_states) == 2
+    for a, b in zip(plain_states, layer_states):
+        np.testing.assert_array_equal(a.log_gain.numpy(), b.log_gain.numpy())
+        assert a.steps.numpy() == b.steps.numpy() == 8
