@@ -35,7 +35,7 @@ function drawStatistic(parent, statistic, steps, runs, results) {
   const top = Math.max(range[1] * 1.1, statistic.least || 1e-3);
   const y = statistic.fixed || [0, top];
   const chart = frame(box, {
-    width: 148, height: 130, x: steps, y, xTicks: 2, yTicks: 3,
+    width: 140, height: 130, x: steps, y, xTicks: 3, yTicks: 3,
     margin: {left: 34, right: 14, bottom: 22}, label: statistic.label,
   });
   results.forEach((data, i) => {

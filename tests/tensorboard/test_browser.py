@@ -1,0 +1,201 @@
+"""End to end: real training runs, a real TensorBoard, Debian's headless Chromium.
+
+Trains a small MNIST MLP with `SynapticScalingCallback(log_dir=...)` and a
+BatchNorm twin logged by `HomeostasisLogger`, opens the Homeostasis tab and
+checks that every view draws both runs for every layer. Screenshots of the
+tab and of each view go to `test-artifacts/` and are copied to
+`docs/images/` for the README.
+"""
+
+import pathlib
+import shutil
+import tempfile
+import time
+
+import pytest
+
+from keras_homeostasis import SynapticScalingCallback
+from keras_homeostasis.tensorboard import HomeostasisLogger
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+DOCS_IMAGES = ROOT / "docs" / "images"
+CHROMIUM = pathlib.Path("/usr/bin/chromium")
+CHROMEDRIVER = pathlib.Path("/usr/bin/chromedriver")
+UNITS = {"hidden_0": 64, "hidden_1": 32}
+RUNS = ("batchnorm", "scaling")
+VIEWS = ("heatmap", "sorted", "factors", "stats")
+
+# What the page drew, read from the DOM (data attributes and canvas pixels).
+INSPECT = """
+const all = (s) => [...document.querySelectorAll(s)];
+const where = (e) => ({layer: e.closest('.card').dataset.layer, run: e.dataset.run});
+const painted = (canvas) => {
+  const data = canvas.getContext('2d').getImageData(
+      0, 0, canvas.width, canvas.height).data;
+  let opaque = 0, coloured = 0;
+  for (let k = 0; k < data.length; k += 4) {
+    if (data[k + 3] === 255) opaque++;
+    if (data[k] < 250 || data[k + 1] < 250 || data[k + 2] < 250) coloured++;
+  }
+  return {opaque, coloured, pixels: data.length / 4};
+};
+const ys = (path) => [...path.getAttribute('d').matchAll(/[ML][-\\d.]+,([-\\d.]+)/g)]
+    .map((m) => Number(m[1]));
+return {
+  status: document.body.dataset.status,
+  errors: all('[data-error]').map((e) => e.textContent),
+  heatmaps: all('[data-view=heatmap] canvas.heatmap').map((c) => ({
+    ...where(c), rows: +c.dataset.rows, cols: +c.dataset.cols,
+    units: +c.dataset.units, ...painted(c)})),
+  curves: all('[data-view=sorted] path[data-role=activity]').map((p) => ({
+    ...where(p), points: ys(p).length, units: +p.dataset.units})),
+  targets: all('[data-view=sorted] path[data-role=target]').map(where),
+  medians: all('[data-view=factors] path[data-role=median]').map((p) => ({
+    ...where(p), points: ys(p).length, distinct: new Set(ys(p)).size})),
+  bands: all('[data-view=factors] path.band').map(where),
+  stats: all('[data-view=stats] path.line').map((p) => ({
+    ...where(p), stat: p.dataset.role, points: ys(p).length})),
+};
+"""
+
+
+def train_runs(logdir, x, y, make_mlp):
+    """Two short MNIST runs; returns the logged steps of each run."""
+    scaled = make_mlp(units=tuple(UNITS.values()))
+    scaling = SynapticScalingCallback(log_dir=logdir / "scaling", log_freq=4)
+    scaled.fit(x, y, batch_size=32, epochs=3, verbose=0, callbacks=[scaling])
+    plain = make_mlp(batchnorm=True, units=tuple(UNITS.values()))
+    logger = HomeostasisLogger(logdir / "batchnorm", update_freq=4, probe_data=x[:256])
+    plain.fit(x, y, batch_size=32, epochs=3, verbose=0, callbacks=[logger])
+    # 16 steps per epoch: every 4 steps; the BatchNorm run also at step 0.
+    return {"scaling": 12, "batchnorm": 13}
+
+
+def chromium_driver(width, height):
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}",
+        f"--window-size={width},{height}",
+    ]:
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+
+
+def wait_for(condition, what, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def wait_for_page(driver):
+    """The dashboard's final status: "ready", "empty" or "error"."""
+
+    def status():
+        value = driver.execute_script("return document.body.dataset.status")
+        return value if value in ("ready", "empty", "error") else None
+
+    return wait_for(status, "the dashboard to load")
+
+
+def check_views(drawn, logged):
+    assert drawn["errors"] == []
+    pairs = {(layer, run) for layer in UNITS for run in RUNS}
+    heatmaps = {(h["layer"], h["run"]): h for h in drawn["heatmaps"]}
+    assert set(heatmaps) == pairs
+    for (layer, run), h in heatmaps.items():
+        assert h["units"] == h["rows"] == UNITS[layer]
+        assert h["cols"] == logged[run]
+        assert h["opaque"] == h["pixels"] and h["coloured"] > h["pixels"] // 4
+    curves = {(c["layer"], c["run"]): c for c in drawn["curves"]}
+    assert set(curves) == pairs
+    assert all(c["points"] == c["units"] == UNITS[k[0]] for k, c in curves.items())
+    assert sorted((t["layer"], t["run"]) for t in drawn["targets"]) == sorted(pairs)
+    medians = {(m["layer"], m["run"]): m for m in drawn["medians"]}
+    assert set(medians) == pairs
+    for (_, run), m in medians.items():
+        assert m["points"] == logged[run]
+        # BatchNorm units are never scaled: a flat median at factor 1.
+        assert (m["distinct"] == 1) == (run == "batchnorm")
+    assert len(drawn["bands"]) == 2 * len(pairs)
+    stats = {(s["layer"], s["run"], s["stat"]): s["points"] for s in drawn["stats"]}
+    for statistic in ("entropy", "cv", "dead_fraction"):
+        for layer, run in pairs:
+            assert stats[(layer, run, statistic)] == logged[run]
+
+
+def save_png(element_or_driver, name):
+    """Saves a screenshot to test-artifacts/ and copies it to docs/images/."""
+    from PIL import Image
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    if hasattr(element_or_driver, "save_screenshot"):
+        element_or_driver.save_screenshot(str(path))
+    else:
+        element_or_driver.screenshot(str(path))
+    Image.open(path).convert("RGB").save(path, optimize=True)
+    DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
+    shutil.copy(path, DOCS_IMAGES / name)
+    return path
+
+
+@pytest.mark.slow
+def test_the_dashboard_draws_every_view(
+    tmp_path, mnist_slice, make_mlp, tensorboard_server
+):
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.skip("Debian chromium and chromium-driver are not installed")
+    x, y = mnist_slice
+    logged = train_runs(tmp_path / "runs", x[:512], y[:512], make_mlp)
+    server = tensorboard_server(tmp_path / "runs")
+    server.wait_for_runs(RUNS)
+
+    driver = chromium_driver(1200, 900)
+    try:
+        # TensorBoard's own page: the tab, and the plugin in its iframe.
+        driver.get(server.url + "/#homeostasis")
+        frame = wait_for(
+            lambda: driver.find_elements(
+                "css selector", "iframe[src*='plugin_entry.html?name=homeostasis']"
+            ),
+            "the plugin's iframe",
+        )[0]
+        tab = driver.execute_script(
+            "return [...document.querySelectorAll('.mat-mdc-tab, .mat-tab-label, a')]"
+            ".map((e) => e.textContent.trim()).filter((t) => /homeostasis/i.test(t))"
+        )
+        assert tab, "no Homeostasis tab in TensorBoard's tab bar"
+        driver.switch_to.frame(frame)
+        assert wait_for_page(driver) == "ready"
+        check_views(driver.execute_script(INSPECT), logged)
+        driver.switch_to.default_content()
+        save_png(driver, "homeostasis_tab.png")
+
+        # The plugin page alone, one screenshot per view.
+        driver.set_window_size(1000, 1300)
+        driver.get(server.url + "/data/plugin_entry.html?name=homeostasis")
+        assert wait_for_page(driver) == "ready"
+        check_views(driver.execute_script(INSPECT), logged)
+        for view in VIEWS:
+            section = driver.find_element("css selector", f"[data-view={view}]")
+            driver.execute_script("arguments[0].scrollIntoView()", section)
+            path = save_png(section, f"homeostasis_{view}.png")
+            assert path.stat().st_size < 150_000
+    finally:
+        driver.quit()
