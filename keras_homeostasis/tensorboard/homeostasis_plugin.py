@@ -45,6 +45,8 @@ class HomeostasisPlugin(base_plugin.TBPlugin):
     - `/sorted?run=&layer=[&step=&points=]`: sorted activity and target;
     - `/factors?run=&layer=[&steps=]`: scale factor quantiles over steps;
     - `/stats?run=&layer=[&steps=]`: entropy, CV and dead fraction;
+    - `/layer?run=&layer=[&step=]`: the four views above at their default
+      bounds, in one response (what the dashboard requests);
     - `/index.js`, `/static/<file>`: the frontend (an allow-list of files).
 
     A missing argument answers 400, an unknown run or layer 404, both with
@@ -70,10 +72,11 @@ class HomeostasisPlugin(base_plugin.TBPlugin):
             "/index.js": self._serve_index,
             "/static/*": self._serve_static,
             "/runs": self._json(self._runs),
-            "/heatmap": self._json(self._heatmap),
-            "/sorted": self._json(self._sorted),
-            "/factors": self._json(self._factors),
-            "/stats": self._json(self._stats),
+            "/layer": self._json(self._layer),
+            "/heatmap": self._view(self._heatmap),
+            "/sorted": self._view(self._sorted),
+            "/factors": self._view(self._factors),
+            "/stats": self._view(self._stats),
         }
 
     def is_active(self):
@@ -136,34 +139,46 @@ class HomeostasisPlugin(base_plugin.TBPlugin):
                 runs.append({"run": run, "layers": layers})
         return {"runs": runs}
 
-    def _heatmap(self, request):
+    def _view(self, build):
+        """A route answering one view of the requested run and layer."""
+        return self._json(lambda request: build(request.args, *self._series(request)))
+
+    def _layer(self, request):
+        # The four views at their default bounds in one response: a dashboard
+        # of L layers and R runs makes L * R requests instead of 4 * L * R.
         steps, split = self._series(request)
+        args = {"step": request.args.get("step", "")}
+        return {
+            "heatmap": self._heatmap(args, steps, split),
+            "sorted": self._sorted(args, steps, split),
+            "factors": self._factors(args, steps, split),
+            "stats": self._stats(args, steps, split),
+        }
+
+    def _heatmap(self, args, steps, split):
         return views.heatmap(
             steps,
             split["activity"],
-            _int_arg(request, "steps", views.DEFAULTS["heatmap_steps"], 1, 500),
-            _int_arg(request, "rows", views.DEFAULTS["heatmap_rows"], 1, 256),
+            _int_arg(args, "steps", views.DEFAULTS["heatmap_steps"], 1, 500),
+            _int_arg(args, "rows", views.DEFAULTS["heatmap_rows"], 1, 256),
         )
 
-    def _sorted(self, request):
-        steps, split = self._series(request)
-        step = request.args.get("step")
+    def _sorted(self, args, steps, split):
+        step = args.get("step")
         return views.sorted_curve(
             steps,
             split["activity"],
             split["target"],
-            None if step in (None, "") else _int_arg(request, "step", 0, 0, 2**62),
-            _int_arg(request, "points", views.DEFAULTS["curve_points"], 2, 1024),
+            None if step in (None, "") else _int_arg(args, "step", 0, 0, 2**62),
+            _int_arg(args, "points", views.DEFAULTS["curve_points"], 2, 1024),
         )
 
-    def _factors(self, request):
-        steps, split = self._series(request)
-        limit = _int_arg(request, "steps", 400, 1, views.MAX_SERIES_STEPS)
+    def _factors(self, args, steps, split):
+        limit = _int_arg(args, "steps", 400, 1, views.MAX_SERIES_STEPS)
         return views.factor_bands(steps, split["factor"], limit)
 
-    def _stats(self, request):
-        steps, split = self._series(request)
-        limit = _int_arg(request, "steps", 400, 1, views.MAX_SERIES_STEPS)
+    def _stats(self, args, steps, split):
+        limit = _int_arg(args, "steps", 400, 1, views.MAX_SERIES_STEPS)
         series = {name: split[name] for name in metadata.STATISTICS}
         return views.statistics(steps, series, limit)
 
@@ -271,8 +286,8 @@ def _required(request, name):
     return value
 
 
-def _int_arg(request, name, default, low, high):
-    raw = request.args.get(name)
+def _int_arg(args, name, default, low, high):
+    raw = args.get(name)
     if raw in (None, ""):
         return default
     try:

@@ -197,5 +197,34 @@ def test_the_dashboard_draws_every_view(
             driver.execute_script("arguments[0].scrollIntoView()", section)
             path = save_png(section, f"homeostasis_{view}.png")
             assert path.stat().st_size < 150_000
+        check_controls(driver)
     finally:
         driver.quit()
+
+
+def check_controls(driver):
+    """The step slider moves the sorted curves; a run toggle hides a run."""
+    driver.execute_script(
+        "const s = document.querySelector('input[type=range]');"
+        "s.value = 21; s.dispatchEvent(new Event('change'));"
+    )
+
+    def at_step_20():
+        steps = driver.execute_script(
+            "return [...document.querySelectorAll('[data-view=sorted] "
+            "path[data-role=activity]')].map((p) => p.dataset.step)"
+        )
+        return len(steps) == 4 and set(steps) == {"20"}
+
+    # The nearest logged step to 21 is 20 in both runs.
+    wait_for(at_step_20, "the sorted curves at step 20")
+    driver.execute_script(
+        "const box = document.querySelector('input[data-run=batchnorm]');"
+        "box.checked = false; box.dispatchEvent(new Event('change'));"
+    )
+    wait_for_page(driver)
+    runs = driver.execute_script(
+        "return [...document.querySelectorAll('canvas.heatmap')]"
+        ".map((c) => c.dataset.run)"
+    )
+    assert runs == ["scaling", "scaling"]

@@ -86,6 +86,17 @@ def test_each_view(logdir, plugin_client, run_writer, tmp_path):
     assert all(0.0 < v <= 1.0 for v in stats["entropy"])
 
 
+def test_the_layer_bundle_holds_the_four_views(logdir, plugin_client):
+    client = plugin_client(logdir)
+    status, bundle, _ = get_json(client, PLUGIN + "/layer?run=scaling&layer=dense")
+    assert status == 200
+    for view in ["heatmap", "sorted", "factors", "stats"]:
+        _, alone, _ = get_json(client, f"{PLUGIN}/{view}?run=scaling&layer=dense")
+        assert bundle[view] == alone, view
+    _, at_step, _ = get_json(client, PLUGIN + "/layer?run=scaling&layer=dense&step=42")
+    assert at_step["sorted"]["step"] == 40
+
+
 @pytest.mark.parametrize(
     "path, status, message",
     [
@@ -94,6 +105,7 @@ def test_each_view(logdir, plugin_client, run_writer, tmp_path):
         ("/factors?run=batchnorm&layer=dense_1", 404, "no homeostasis data"),
         ("/stats?layer=dense", 400, "Missing query argument `run`"),
         ("/stats?run=scaling", 400, "Missing query argument `layer`"),
+        ("/layer?run=nope&layer=dense", 404, "Unknown run: 'nope'"),
         ("/heatmap?run=scaling&layer=dense&rows=0", 400, "`rows`"),
         ("/heatmap?run=scaling&layer=dense&steps=9999", 400, "`steps`"),
         ("/sorted?run=scaling&layer=dense&step=x", 400, "`step`"),
@@ -235,13 +247,14 @@ def test_ten_thousand_steps_of_four_wide_layers_serve_within_a_second(
                 tf.summary.write(f"layer_{k}", packed, step=step, metadata=meta)
     writer.close()
     client = plugin_client(tmp_path)
+    # What the dashboard requests: the runs, then one bundle per layer.
     start = time.perf_counter()
-    total = 0
+    total = len(client.get(PLUGIN + "/runs").data)
     for k in range(4):
-        for view in ["heatmap", "sorted", "factors", "stats"]:
-            response = client.get(f"{PLUGIN}/{view}?run=long&layer=layer_{k}")
-            assert response.status_code == 200
-            total += len(response.data)
+        response = client.get(f"{PLUGIN}/layer?run=long&layer=layer_{k}")
+        assert response.status_code == 200
+        assert response.get_json()["heatmap"]["rows"] == 128
+        total += len(response.data)
     elapsed = time.perf_counter() - start
     assert elapsed < 1.0, f"{elapsed:.2f} s for the four views of four layers"
     assert total < 1_000_000

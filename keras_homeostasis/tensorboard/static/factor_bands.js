@@ -1,7 +1,6 @@
 // View 3: how the scale factors of a layer's units spread over training:
 // 5-95 % and 25-75 % quantile bands and the median, one colour per run.
 
-import {getJson} from './api.js';
 import {bandPath, extent, frame, legend, linePath, svg} from './charts.js';
 
 export const factorView = {
@@ -10,9 +9,9 @@ export const factorView = {
   help: 'Distribution over units of the cumulative scale factor exp(G): ' +
       'light band 5–95 %, dark band 25–75 %, line: median. Unscaled runs ' +
       '(BatchNorm, plain) stay at 1.',
-  async draw(card, layer, runs) {
+  async draw(card, layer, runs, options) {
     const results = await Promise.all(
-        runs.map((r) => getJson('factors', {run: r.run, layer})));
+        runs.map((r) => options.load('factors', r.run, layer)));
     const steps = extent(results.map((d) => d.steps)) || [0, 1];
     const values = extent(results.flatMap((d) => d.bands.slice(1, 6)), true);
     const [lo, hi] = values || [1, 1];

@@ -1,7 +1,6 @@
 // View 1: each unit's activity relative to its layer's mean, over training.
 // One 2D canvas per run; rows are units sorted from most to least used.
 
-import {getJson} from './api.js';
 import {el, formatNumber} from './charts.js';
 
 const WIDTH = 420;
@@ -19,9 +18,9 @@ export const heatmapView = {
       'Colour: activity relative to the layer mean at that step ' +
       '(white = mean, red = above, blue = below, grey = silent).',
   legend: heatmapLegend,
-  async draw(card, layer, runs) {
+  async draw(card, layer, runs, options) {
     const results = await Promise.all(
-        runs.map((r) => getJson('heatmap', {run: r.run, layer})));
+        runs.map((r) => options.load('heatmap', r.run, layer)));
     results.forEach((data, i) => drawRun(card, runs[i], data));
   },
 };

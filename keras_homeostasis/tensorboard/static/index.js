@@ -48,6 +48,7 @@ class Dashboard {
     this.step = null;  // null: the last logged step of each run.
     this.filter = '';
     this.generation = 0;
+    this.bundles = new Map();  // "[run, layer]" -> promise of its four views.
     this.buildControls(app);
     this.sections = VIEWS.map((view) => this.buildSection(app, view));
     this.setRuns(runs);
@@ -156,6 +157,7 @@ class Dashboard {
 
   async drawAll() {
     const generation = ++this.generation;
+    this.bundles = new Map();
     document.body.dataset.status = 'loading';
     await Promise.all(this.sections.map((s) => this.drawSection(s, generation)));
     if (generation === this.generation) document.body.dataset.status = 'ready';
@@ -175,9 +177,20 @@ class Dashboard {
     await Promise.all(jobs);
   }
 
+  // One request per run and layer serves all four views; a chosen step
+  // re-requests the sorted curves only.
+  load(view, run, layer) {
+    if (view === 'sorted' && this.step !== null) {
+      return getJson('sorted', {run, layer, step: this.step});
+    }
+    const key = JSON.stringify([run, layer]);
+    if (!this.bundles.has(key)) this.bundles.set(key, getJson('layer', {run, layer}));
+    return this.bundles.get(key).then((bundle) => bundle[view]);
+  }
+
   async drawCard(view, card, layer, runs, generation) {
     try {
-      await view.draw(card, layer, runs, {step: this.step});
+      await view.draw(card, layer, runs, {step: this.step, load: this.load.bind(this)});
       card.dataset.drawn = 'true';
     } catch (error) {
       if (generation !== this.generation) return;

@@ -1,7 +1,6 @@
 // View 2: per-unit activity at one step, sorted from most to least used,
 // with the set point (target) dashed; one line per run on a log axis.
 
-import {getJson} from './api.js';
 import {extent, frame, legend, linePath, svg} from './charts.js';
 
 export const sortedView = {
@@ -11,8 +10,8 @@ export const sortedView = {
       'of each run), most used first; dashed: the target. A flat curve on ' +
       'the target means every unit is used equally.',
   async draw(card, layer, runs, options) {
-    const results = await Promise.all(runs.map((r) => getJson(
-        'sorted', {run: r.run, layer, step: options.step})));
+    const results = await Promise.all(
+        runs.map((r) => options.load('sorted', r.run, layer)));
     const range = extent(results.flatMap((d) => [d.activity, d.target]), true);
     const [lo, hi] = range || [1e-3, 1];
     const chart = frame(card, {

@@ -1,7 +1,6 @@
 // View 4: the layer's load-balancing statistics over training: usage
 // entropy, coefficient of variation and dead fraction, one line per run.
 
-import {getJson} from './api.js';
 import {el, extent, frame, legend, linePath, svg} from './charts.js';
 
 const STATISTICS = [
@@ -16,9 +15,9 @@ export const statsView = {
   help: 'Normalised usage entropy (1 = every unit used equally), coefficient ' +
       'of variation of the units\' activities (0 = equal), and the fraction ' +
       'of dead (silent) units.',
-  async draw(card, layer, runs) {
+  async draw(card, layer, runs, options) {
     const results = await Promise.all(
-        runs.map((r) => getJson('stats', {run: r.run, layer})));
+        runs.map((r) => options.load('stats', r.run, layer)));
     const steps = extent(results.map((d) => d.steps)) || [0, 1];
     const row = el('div', {class: 'stats-row'}, card);
     for (const statistic of STATISTICS) {
