@@ -26,7 +26,19 @@ def step_function():
     On one device the whole train step is already compiled when the user
     asks for `jit_compile=True`, so the plain function is inlined there.
     """
-    return compiled_step if tf.distribute.has_strategy() else rule.homeostatic_step
+    return (
+        _compiled_on_values if tf.distribute.has_strategy() else rule.homeostatic_step
+    )
+
+
+def _compiled_on_values(packed, activity, firing_rate, log_gain, steps, settings):
+    # Read the (mirrored) variables here, in the replica's graph, so that
+    # `compiled_step` only ever receives tensors. Given the variables
+    # themselves, its first trace captured them and later calls with other
+    # variables of the same shape (another layer, another model) silently
+    # read the first ones.
+    values = [tf.identity(v) for v in (packed, activity, firing_rate, log_gain, steps)]
+    return compiled_step(*values, settings)
 
 
 def all_reduce_sum(value):
@@ -47,12 +59,18 @@ class HomeostasisEngine:
     def __init__(self, bindings):
         self.bindings = list(bindings)
 
-    def step(self):
+    def step(self, weights=None):
         accumulators = [state.accumulator for state, _ in self.bindings]
         sizes = [int(a.shape[0]) for a in accumulators]
         packed = all_reduce_sum(
             ops.concatenate([ops.convert_to_tensor(a) for a in accumulators], axis=0)
         )
+        if weights is not None:
+            # A step whose update left non-finite weights is not counted. The
+            # sensor alone misses it: a fused MatMul+ReLU maps a NaN input to
+            # 0 in the forward pass while the gradient still carries the NaN.
+            finite = ops.all(ops.isfinite(weights))
+            packed = ops.where(finite, packed, ops.zeros_like(packed))
         offset = 0
         step_fn = step_function()
         for (state, settings), size in zip(self.bindings, sizes):
@@ -76,7 +94,7 @@ class KernelScaling(keras.constraints.Constraint):
         if self.inner is not None:
             w = self.inner(w)
         if self.engine is not None:
-            self.engine.step()
+            self.engine.step(w)
         return self.state.scale_kernel(w)
 
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from graph_inspection import calls_to
+from graph_inspection import data
 from graph_inspection import installed_callback
 from graph_inspection import mirrored
 from graph_inspection import mlp
@@ -16,8 +17,14 @@ from graph_inspection import xla_functions
 from keras_homeostasis import engine
 from keras_homeostasis import rule
 from keras_homeostasis.settings import validate_settings
+from keras_homeostasis.synaptic_scaling_callback import SynapticScalingCallback
 
-WRITE_OPS = {"AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp"}
+VARIABLE_OPS = {
+    "ReadVariableOp",
+    "AssignVariableOp",
+    "AssignAddVariableOp",
+    "AssignSubVariableOp",
+}
 COLLECTIVE_OPS = {"CollectiveReduceV2", "CollectiveReduce", "NcclAllReduce"}
 
 
@@ -43,8 +50,8 @@ def test_rule_math_is_xla_compiled_under_mirrored_strategy(scaling):
     assert len(calls_to(graph, set(compiled))) == 4
     for function in compiled.values():
         body = {node.op for node in function.node_def}
-        # The compiled part is the math: no variable write, no collective.
-        assert not body & (WRITE_OPS | COLLECTIVE_OPS), body
+        # The compiled part is pure math on tensors: no variable, no collective.
+        assert not body & (VARIABLE_OPS | COLLECTIVE_OPS), body
         assert {"Log", "Exp"} <= body
 
 
@@ -68,7 +75,23 @@ def test_one_device_inlines_the_rule():
 @pytest.mark.multi_device
 def test_strategy_selects_the_compiled_step():
     with mirrored().scope():
-        assert engine.step_function() is engine.compiled_step
+        assert engine.step_function() is not rule.homeostatic_step
+
+
+@pytest.mark.multi_device
+def test_equal_width_layers_each_update_their_own_state():
+    # Two layers of the same width share one trace of the compiled step:
+    # each must still read and write its own state (regression: the first
+    # layer's variables were captured by the trace and read for both).
+    strategy = mirrored()
+    with strategy.scope():
+        model = mlp(None, units=(16, 16))
+    x, y = data(n=128)
+    callback = SynapticScalingCallback(warmup=1)
+    model.fit(x, y, batch_size=32, epochs=1, callbacks=[callback], verbose=0)
+    (_, first), (_, second) = callback.bindings
+    assert int(first.steps.numpy()) == int(second.steps.numpy()) == 4
+    assert not np.array_equal(first.activity.numpy(), second.activity.numpy())
 
 
 def test_compiled_step_lowers_to_hlo():
