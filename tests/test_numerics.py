@@ -1,0 +1,189 @@
+"""Numerics: non-finite batches, dead units, float16 extremes, NaN termination."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+from homeostasis_testing import assert_bit_equal
+from homeostasis_testing import compiled
+from homeostasis_testing import model_of
+from homeostasis_testing import noise
+from homeostasis_testing import snapshot
+from homeostasis_testing import state_arrays
+from homeostasis_testing import states
+
+from keras_homeostasis import SynapticScalingCallback
+from keras_homeostasis.layers import HomeostaticDense
+from keras_homeostasis.settings import validate_settings
+
+FAST = dict(warmup=0, momentum=0.5, rate=0.5, max_step=0.1)
+TRACES = ("activity", "firing_rate", "log_gain", "steps")
+
+
+def fit(model, x, y, callbacks=(), epochs=1):
+    model.fit(
+        x,
+        y,
+        epochs=epochs,
+        batch_size=16,
+        shuffle=False,
+        verbose=0,
+        callbacks=list(callbacks),
+    )
+
+
+def all_finite(arrays):
+    return all(np.all(np.isfinite(a)) for a in arrays.values())
+
+
+def poisoned(bad, n=64, row=40):
+    """Inputs whose third batch of 16 holds one non-finite value."""
+    x, y = noise((8,), n=n)
+    x[row, 3] = bad
+    return x, y
+
+
+class StateAt(keras.callbacks.Callback):
+    """Keeps a snapshot of the homeostatic state after batch `batch`."""
+
+    def __init__(self, batch):
+        super().__init__()
+        self.batch, self.saved = batch, None
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == self.batch:
+            self.saved = {
+                layer.name: state_arrays(state) for layer, state in states(self.model)
+            }
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf], ids=["nan", "inf"])
+def test_non_finite_forward_pass_is_not_counted(bad):
+    layer = HomeostaticDense(4, activation="relu")
+    layer(np.ones((2, 8), "float32"), training=True)
+    before = layer.homeostasis.accumulator.numpy().copy()
+    x = np.ones((4, 8), "float32")
+    x[2, 5] = bad
+    layer(x, training=True)
+    np.testing.assert_array_equal(layer.homeostasis.accumulator.numpy(), before)
+
+
+@pytest.mark.parametrize(
+    "homeostatic", [False, True], ids=["callback", "homeostatic_layers"]
+)
+@pytest.mark.parametrize("bad", [math.nan, math.inf], ids=["nan", "inf"])
+def test_loss_scale_optimizer_skips_the_bad_step_and_the_state_stays_finite(
+    bad, homeostatic
+):
+    x, y = poisoned(bad)
+    settings = FAST if homeostatic else {}
+    model = model_of("Dense", homeostatic=homeostatic, **settings)
+    compiled(model, keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1)))
+    callbacks = [] if homeostatic else [SynapticScalingCallback(**FAST)]
+    fit(model, x, y, callbacks)
+    assert all_finite(snapshot(model, optimizer=False))
+    # Three finite batches: three steps; the skipped one changed nothing.
+    assert [int(s.steps.numpy()) for _, s in states(model)] == [3, 3]
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf], ids=["nan", "inf"])
+def test_state_survives_a_step_that_poisons_the_weights(bad):
+    x, y = poisoned(bad, row=56)  # the last batch
+    model = compiled(model_of("Dense"), keras.optimizers.SGD(0.1))
+    saved = StateAt(batch=2)
+    fit(model, x, y, [SynapticScalingCallback(**FAST), saved])
+    assert not np.all(np.isfinite(model.layers[0].kernel.numpy()))
+    for layer, state in states(model):
+        now = state_arrays(state)
+        assert all_finite(now)
+        for name in TRACES:
+            np.testing.assert_array_equal(now[name], saved.saved[layer.name][name])
+        assert np.all(now["factor"] == 1.0) and np.all(now["shift"] == 0.0)
+
+
+def test_dead_unit_keeps_factor_one_and_gets_a_bounded_bias_shift():
+    x, y = noise((8,), n=64)
+    model = compiled(model_of("Dense", hidden=(6,)))
+    hidden = model.layers[0]
+    bias = hidden.bias.numpy()
+    bias[0] = -100.0  # unit 0 never fires on inputs in [0, 1)
+    hidden.bias.assign(bias)
+    kernel0 = hidden.kernel.numpy()
+    callback = SynapticScalingCallback(revive=0.01, **FAST)
+    fit(model, x, y, [callback])
+    state = hidden.homeostasis
+    assert state.factor.numpy()[0] == 1.0 and state.log_gain.numpy()[0] == 0.0
+    assert state.firing_rate.numpy()[0] == 0.0
+    np.testing.assert_array_equal(hidden.kernel.numpy()[:, 0], kernel0[:, 0])
+    shift = state.shift.numpy()[0]
+    assert 0.0 < shift <= 0.01 * np.mean(state.activity.numpy()) * (1 + 1e-5)
+    rise = hidden.bias.numpy()[0] + 100.0
+    assert 0.0 < rise <= 4 * 0.01 * np.max(state.activity.numpy())
+
+
+@pytest.fixture
+def mixed_precision():
+    keras.config.set_dtype_policy("mixed_float16")
+    yield
+    keras.config.set_dtype_policy("float32")
+
+
+def test_float16_activations_near_the_float16_maximum_do_not_overflow(
+    mixed_precision,
+):
+    layer = HomeostaticDense(3, activation="relu", warmup=0, target=1.0)
+    layer.build((None, 4))
+    layer.kernel.assign(np.full((4, 3), 1.6e4, "float32"))  # outputs 6.4e4
+    layer.bias.assign(np.zeros(3, "float32"))
+    x = np.ones((128, 4), "float32")
+    y = layer(x, training=True)
+    assert y.dtype == "float16" and np.all(np.isfinite(keras.ops.convert_to_numpy(y)))
+    packed = layer.homeostasis.accumulator.numpy()
+    np.testing.assert_allclose(packed[:3], 128 * float(y[0, 0]), rtol=1e-6)
+    layer.homeostasis.update(
+        layer.homeostasis.accumulator.value, validate_settings(target=1.0, **FAST)
+    )
+    arrays = state_arrays(layer.homeostasis)
+    assert all_finite(arrays)
+    np.testing.assert_allclose(
+        arrays["activity"], float(y[0, 0]) * arrays["factor"], rtol=1e-5
+    )
+
+
+class Poison(keras.callbacks.Callback):
+    """Sets the output kernel to NaN at the start of `epoch`: the loss diverges."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch, self.saved = epoch, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            self.saved = snapshot(self.model)
+            kernel = self.model.layers[-1].kernel
+            kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+
+
+def test_terminate_on_nan_leaves_the_last_finite_backup(tmp_path):
+    x, y = noise((8,), n=64)
+    backup_dir = tmp_path / "backup"
+    model = compiled(model_of("Dense"))
+    poison = Poison(epoch=1)
+    callbacks = [
+        SynapticScalingCallback(**FAST),
+        keras.callbacks.BackupAndRestore(backup_dir),
+        poison,
+        keras.callbacks.TerminateOnNaN(raise_error=True),
+    ]
+    with pytest.raises(RuntimeError):
+        fit(model, x, y, callbacks, epochs=3)
+    assert backup_dir.exists()
+    assert all_finite(poison.saved)
+    # A fresh model and callback restore the backup (epoch 1 of 1: no step).
+    fresh = compiled(model_of("Dense", seed=1))
+    scaling = SynapticScalingCallback(**FAST)
+    restore = keras.callbacks.BackupAndRestore(backup_dir)
+    fit(fresh, x, y, [scaling, restore], epochs=1)
+    assert [int(s.steps.numpy()) for _, s in scaling.bindings] == [4, 4]
+    assert_bit_equal(snapshot(fresh), poison.saved)
