@@ -26,7 +26,19 @@ def step_function():
     On one device the whole train step is already compiled when the user
     asks for `jit_compile=True`, so the plain function is inlined there.
     """
-    return compiled_step if tf.distribute.has_strategy() else rule.homeostatic_step
+    return (
+        _compiled_on_values if tf.distribute.has_strategy() else rule.homeostatic_step
+    )
+
+
+def _compiled_on_values(packed, activity, firing_rate, log_gain, steps, settings):
+    # Read the (mirrored) variables here, in the replica's graph, so that
+    # `compiled_step` only ever receives tensors. Given the variables
+    # themselves, its first trace captured them and later calls with other
+    # variables of the same shape (another layer, another model) silently
+    # read the first ones.
+    values = [tf.identity(v) for v in (packed, activity, firing_rate, log_gain, steps)]
+    return compiled_step(*values, settings)
 
 
 def all_reduce_sum(value):
