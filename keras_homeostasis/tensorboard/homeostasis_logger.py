@@ -43,6 +43,8 @@ class HomeostasisLogger(keras.callbacks.Callback):
     Summaries are written by the chief only (task 0 of MultiWorker training,
     or the only worker). The writer is created in `on_train_begin` and closed
     in `on_train_end`, so the callback can be deep-copied (keras-tuner).
+    keras-tuner gives a per-trial folder only to callbacks named
+    `TensorBoard`: in a search, trials sharing this `log_dir` share one run.
     Its order relative to `BackupAndRestore` and `ModelCheckpoint` does not
     matter: it only reads the model. With `steps_per_execution > 1`, it
     logs at the first batch end at or after each multiple of `update_freq`.

@@ -208,3 +208,35 @@ def test_only_the_chief_writes():
     assert not is_chief(holder(resolver("worker", 0, chief=True)))
     assert is_chief(holder(resolver("chief", 0, chief=True)))
     assert is_chief(types.SimpleNamespace(distribute_strategy=None))
+
+
+@pytest.fixture
+def own_collective_keys():
+    # As in tests/distribute: a key range of its own, so that collectives of
+    # other strategies in this process never clash with this one's shapes.
+    strategy = tf.distribute.MirroredStrategy
+    saved = strategy._collective_key_base
+    strategy._collective_key_base = 100000 * 900
+    yield
+    strategy._collective_key_base = saved
+
+
+@pytest.mark.multi_device
+def test_logging_under_mirrored_strategy(
+    tmp_path, mnist_slice, make_mlp, own_collective_keys
+):
+    x, y = mnist_slice
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        model = make_mlp()
+    callback = SynapticScalingCallback(log_dir=tmp_path / "mirrored", log_freq=4)
+    model.fit(
+        x[:256], y[:256], batch_size=32, epochs=1, verbose=0, callbacks=[callback]
+    )
+    values, contents = logged(tmp_path / "mirrored")
+    assert sorted(values["hidden_0"]) == [4, 8]
+    for layer, state in callback.bindings:
+        last = unpacked(values, contents, layer.name, 8)
+        activity = keras.ops.convert_to_numpy(state.activity)
+        np.testing.assert_allclose(last["activity"], activity, rtol=1e-6)
+        assert np.all(np.isfinite(last["factor"]))
