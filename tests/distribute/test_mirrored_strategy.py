@@ -1,0 +1,120 @@
+"""MirroredStrategy over two logical CPUs: replicas stay bit-identical.
+
+Each replica gets its own half of every global batch (a distributed dataset
+shards it), so without the engine's all-reduce the replicas' statistics, and
+then their kernels, would drift apart.
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_homeostasis import SynapticScalingCallback
+from keras_homeostasis.layers import HomeostaticConv2D
+from keras_homeostasis.layers import HomeostaticDense
+from keras_homeostasis.unit_state import UnitState
+
+pytestmark = pytest.mark.multi_device
+
+FAST = dict(warmup=0, momentum=0.5, rate=0.5, max_step=0.1)
+GLOBAL_BATCH = 32
+
+
+def digits(n=128):
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.images[:n, :, :, None] / 16.0).astype("float32")
+    return x, d.target[:n].astype("int32")
+
+
+def dataset():
+    return tf.data.Dataset.from_tensor_slices(digits()).batch(GLOBAL_BATCH)
+
+
+def build(homeostatic):
+    keras.utils.set_random_seed(0)
+    conv = HomeostaticConv2D if homeostatic else keras.layers.Conv2D
+    dense = HomeostaticDense if homeostatic else keras.layers.Dense
+    settings = FAST if homeostatic else {}
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            conv(4, 3, activation="relu", name="conv", **settings),
+            keras.layers.Flatten(),
+            dense(8, activation="relu", name="hidden", **settings),
+            keras.layers.Dense(10, name="output"),
+        ]
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    return model
+
+
+def train(homeostatic, strategy=None):
+    """A model trained 2 epochs, under `strategy` if given."""
+    if strategy is None:
+        model = build(homeostatic)
+    else:
+        with strategy.scope():
+            model = build(homeostatic)
+    callbacks = [] if homeostatic else [SynapticScalingCallback(**FAST)]
+    model.fit(dataset(), epochs=2, shuffle=False, verbose=0, callbacks=callbacks)
+    return model
+
+
+def tracked(model):
+    """`{name: variable}` of every model variable and homeostatic state."""
+    out = {f"{i}/{v.name}": v for i, v in enumerate(model.variables)}
+    for layer in model.layers:
+        state = getattr(layer, "homeostasis", None)
+        if isinstance(state, UnitState):
+            out.update({f"{layer.name}/state/{v.name}": v for v in state.variables})
+    return out
+
+
+def replica_copies(variable):
+    """The per-device copies of a Keras variable created under a strategy."""
+    return [np.array(copy.numpy()) for copy in variable.value.values]
+
+
+@pytest.fixture
+def strategy():
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
+@pytest.mark.parametrize(
+    "homeostatic", [False, True], ids=["callback", "homeostatic_layers"]
+)
+def test_replicas_stay_bit_identical_and_match_one_device(strategy, homeostatic):
+    model = train(homeostatic, strategy)
+    single = train(homeostatic)
+    variables, reference = tracked(model), tracked(single)
+    assert sorted(variables) == sorted(reference)
+    assert sum("/state/" in k for k in variables) >= 16  # two layers' states
+    for name, variable in variables.items():
+        first, second = replica_copies(variable)
+        np.testing.assert_array_equal(first, second, err_msg=name)
+        expected = reference[name].numpy()
+        if name.endswith("steps"):
+            assert int(first) == int(expected) == 8, name
+        else:
+            np.testing.assert_allclose(first, expected, atol=2e-5, err_msg=name)
+    assert np.any(np.abs(variables["conv/state/log_gain"].numpy()) > 0.05)
+
+
+def test_saved_under_the_strategy_loads_and_evaluates_outside(strategy, tmp_path):
+    model = train(True, strategy)
+    path = tmp_path / "mirrored.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    x, y = digits()
+    for name, variable in tracked(loaded).items():
+        np.testing.assert_array_equal(
+            variable.numpy(), replica_copies(tracked(model)[name])[0], err_msg=name
+        )
+    expected = model.evaluate(x, y, verbose=0)
+    assert loaded.evaluate(x, y, verbose=0) == pytest.approx(expected, rel=1e-6)
