@@ -1,0 +1,142 @@
+"""Load-balancing metrics: known values, per-layer statistics, UsageReport."""
+
+import importlib.util
+import json
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_homeostasis import metrics
+from keras_homeostasis.layers import HomeostaticDense
+
+HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
+
+
+@pytest.mark.parametrize(
+    "activity, expected",
+    [
+        ([2.0, 2.0, 2.0, 2.0], 1.0),
+        ([0.0, 5.0, 0.0, 0.0], 0.0),
+        ([1.0, 3.0], -(0.25 * math.log(0.25) + 0.75 * math.log(0.75)) / math.log(2)),
+        ([7.0], 1.0),
+    ],
+    ids=["equal", "one_hot", "one_to_three", "single_unit"],
+)
+def test_usage_entropy(activity, expected):
+    assert metrics.usage_entropy(np.array(activity)) == pytest.approx(expected, 1e-6)
+
+
+@pytest.mark.parametrize(
+    "activity, expected",
+    [([3.0, 3.0, 3.0], 0.0), ([0.0, 2.0], 1.0), ([1, 2, 3, 4], math.sqrt(1.25) / 2.5)],
+)
+def test_coefficient_of_variation(activity, expected):
+    value = metrics.coefficient_of_variation(np.array(activity, "float32"))
+    assert value == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "activity, expected",
+    [([3.0, 3.0, 3.0], 0.0), ([0, 0, 0, 5.0], 0.75), ([4.0, 1.0, 3.0, 2.0], 0.25)],
+    ids=["equal", "one_hot", "one_to_four"],
+)
+def test_gini(activity, expected):
+    assert metrics.gini(np.array(activity)) == pytest.approx(expected, abs=1e-6)
+
+
+def test_dead_fraction_and_sorted_activity():
+    assert metrics.dead_fraction(np.array([0, 3, 0, 1])) == 0.5
+    assert metrics.dead_fraction(np.array([1, 1])) == 0.0
+    np.testing.assert_array_equal(
+        metrics.sorted_activity(np.array([0.2, 0.9, 0.0, 0.5])), [0.9, 0.5, 0.2, 0.0]
+    )
+
+
+def digits_mlp():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.data[:200] / 16.0).astype("float32")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((64,)),
+            keras.layers.Dense(12, activation="relu", name="h1"),
+            HomeostaticDense(6, activation="relu", name="h2"),
+            keras.layers.Dense(10, name="output"),
+        ]
+    )
+    # Unit 0 of h1 never fires: a dead unit the report must count.
+    bias = model.get_layer("h1").bias
+    bias.assign(np.r_[-100.0, np.zeros(11)].astype("float32"))
+    return model, x, d.target[:200]
+
+
+def expected_statistics(model, x, name):
+    y = keras.Model(model.inputs[0], model.get_layer(name).output)(x)
+    y = keras.ops.convert_to_numpy(y)
+    return np.abs(y).mean(axis=0), (y > 0).sum(axis=0)
+
+
+def test_layer_statistics_match_a_direct_forward_pass():
+    model, x, y = digits_mlp()
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(64)
+    for data in (x, (x, y), dataset):
+        stats = metrics.layer_statistics(model, data, batch_size=48)
+        assert list(stats) == ["h1", "h2"]  # hidden layers, not the output
+        for name, (activity, positive) in stats.items():
+            want_activity, want_positive = expected_statistics(model, x, name)
+            np.testing.assert_allclose(activity, want_activity, rtol=1e-5)
+            np.testing.assert_array_equal(positive, want_positive)
+    stats = metrics.layer_statistics(model, x, layers=["h2"], batch_size=50, steps=2)
+    activity, _ = expected_statistics(model, x[:100], "h2")
+    np.testing.assert_allclose(stats["h2"][0], activity, rtol=1e-5)
+
+
+def test_layer_statistics_leave_homeostatic_state_alone():
+    model, x, _ = digits_mlp()
+    state = model.get_layer("h2").homeostasis
+    before = [v.numpy().copy() for v in state.variables]
+    metrics.layer_statistics(model, x)
+    for old, variable in zip(before, state.variables):
+        np.testing.assert_array_equal(variable.numpy(), old)
+
+
+def test_usage_report(tmp_path):
+    model, x, _ = digits_mlp()
+    report = metrics.UsageReport.from_model(model, x)
+    assert list(report.layers) == ["h1", "h2"]
+    h1 = report.layers["h1"]
+    activity, _ = expected_statistics(model, x, "h1")
+    assert h1["units"] == 12
+    assert h1["dead_fraction"] == pytest.approx(1 / 12)
+    assert h1["usage_entropy"] == pytest.approx(metrics.usage_entropy(activity), 1e-5)
+    assert h1["cv"] == pytest.approx(metrics.coefficient_of_variation(activity), 1e-5)
+    assert h1["gini"] == pytest.approx(metrics.gini(activity), abs=1e-5)
+    assert report.sorted_activity("h1")[-1] == 0.0
+    lines = report.to_markdown().splitlines()
+    assert lines[0].startswith("| layer | units | usage entropy")
+    assert len(lines) == 4 and lines[2].startswith("| h1 | 12 |")
+    path = tmp_path / "usage.json"
+    report.save(path)
+    saved = json.loads(path.read_text())
+    assert saved == json.loads(json.dumps(report.to_dict()))
+    assert len(saved["activity"]["h2"]) == 6
+
+
+@pytest.mark.skipif(not HAS_MATPLOTLIB, reason="matplotlib is not installed")
+def test_usage_report_plot_writes_a_png(tmp_path):
+    model, x, _ = digits_mlp()
+    path = tmp_path / "usage.png"
+    metrics.UsageReport.from_model(model, x).plot(path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.skipif(HAS_MATPLOTLIB, reason="matplotlib is installed")
+def test_usage_report_plot_names_the_missing_package(tmp_path):
+    model, x, _ = digits_mlp()
+    with pytest.raises(ImportError, match="pip install matplotlib"):
+        metrics.UsageReport.from_model(model, x).plot(tmp_path / "usage.png")
