@@ -3,10 +3,12 @@
 Trains a small MNIST MLP with `SynapticScalingCallback(log_dir=...)` and a
 BatchNorm twin logged by `HomeostasisLogger`, opens the Homeostasis tab and
 checks that every view draws both runs for every layer. Screenshots of the
-tab and of each view go to `test-artifacts/` and are copied to
-`docs/images/` for the README.
+tab and of each view go to `test-artifacts/`; with
+`KH_UPDATE_DOCS_IMAGES=1` they are also copied to `docs/images/` for the
+README (so a plain test run never rewrites tracked files).
 """
 
+import os
 import pathlib
 import shutil
 import tempfile
@@ -140,7 +142,7 @@ def check_views(drawn, logged):
 
 
 def save_png(element_or_driver, name):
-    """Saves a screenshot to test-artifacts/ and copies it to docs/images/."""
+    """Saves a screenshot to test-artifacts/ (and docs/images/ when asked)."""
     from PIL import Image
 
     ARTIFACTS.mkdir(exist_ok=True)
@@ -150,8 +152,9 @@ def save_png(element_or_driver, name):
     else:
         element_or_driver.screenshot(str(path))
     Image.open(path).convert("RGB").save(path, optimize=True)
-    DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
-    shutil.copy(path, DOCS_IMAGES / name)
+    if os.environ.get("KH_UPDATE_DOCS_IMAGES") == "1":
+        DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, DOCS_IMAGES / name)
     return path
 
 
