@@ -1,10 +1,11 @@
 """The `keras-homeostasis` command line: `train` and `compare`.
 
-    keras-homeostasis train CONFIG [--run-dir DIR] [--epochs N]
+    keras-homeostasis train CONFIG [--run-dir DIR] [--epochs N] [--workers N]
     keras-homeostasis compare CONFIG [--out DIR] [--epochs N] [--seeds S ...]
 
 Configs are YAML files (see `docs/configs.md`). The work is done by
-`keras_homeostasis.training` and `keras_homeostasis.comparison`.
+`keras_homeostasis.training` and `keras_homeostasis.comparison`; `train`
+under `TF_CONFIG` or with `--workers` by `keras_homeostasis.multi_worker`.
 """
 
 import argparse
@@ -46,6 +47,18 @@ def build_parser():
     train.add_argument(
         "--quiet", action="store_true", help="no progress bar, summary only"
     )
+    train.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="train in N local worker processes (MultiWorkerMirroredStrategy "
+        "on 127.0.0.1) and check that all end with identical weights",
+    )
+    train.add_argument(
+        "--worker-dir",
+        help="under TF_CONFIG: where a non-chief worker writes its outputs "
+        "(default: a temporary folder, deleted)",
+    )
     compare = commands.add_parser(
         "compare", help="compare normalization methods over seeds and optimizers"
     )
@@ -55,6 +68,19 @@ def build_parser():
     compare.add_argument(
         "--seeds", type=_seed, nargs="+", help="override compare.seeds"
     )
+    tune = commands.add_parser(
+        "tune", help="search the scaling settings with keras-tuner"
+    )
+    tune.add_argument("config", help="YAML experiment config with `tune`")
+    tune.add_argument("--out", help="results folder (default: output.run_dir)")
+    tune.add_argument("--epochs", type=_positive, help="override training.epochs")
+    tune.add_argument("--max-trials", type=_positive, help="override tune.max_trials")
+    tune.add_argument(
+        "--overwrite", action="store_true", help="start afresh instead of resuming"
+    )
+    detail = tune.add_mutually_exclusive_group()
+    detail.add_argument("--quiet", action="store_true", help="summary only")
+    detail.add_argument("--verbose", action="store_true", help="also print every epoch")
     return parser
 
 
@@ -64,15 +90,24 @@ def _overrides(args):
         overrides["training"] = {"epochs": args.epochs}
     if getattr(args, "seeds", None):
         overrides["compare"] = {"seeds": args.seeds}
+    if getattr(args, "max_trials", None) is not None:
+        overrides["tune"] = {"max_trials": args.max_trials}
     return overrides
 
 
 def _train(args, config, data):
+    from keras_homeostasis import multi_worker
     from keras_homeostasis import training
 
-    result = training.train(
-        config, run_dir=args.run_dir, verbose=0 if args.quiet else 1, data=data
-    )
+    verbose = 0 if args.quiet else 1
+    if multi_worker.cluster_task() is not None:
+        result = multi_worker.train_in_cluster(
+            config, args.run_dir, args.worker_dir, verbose=verbose, data=data
+        )
+    else:
+        result = training.train(
+            config, run_dir=args.run_dir, verbose=verbose, data=data
+        )
     print(result["report"].to_markdown())
     status = " (diverged: NaN loss)" if result["diverged"] else ""
     print(
@@ -80,6 +115,20 @@ def _train(args, config, data):
         f"{result['seconds']:.1f} s. Run folder: {result['run_dir']}"
     )
     return 0
+
+
+def _launch_workers(args, config):
+    from keras_homeostasis import multi_worker
+
+    if os.environ.get("TF_CONFIG"):
+        return _fail("--workers starts its own local cluster: unset TF_CONFIG")
+    train_args = [args.config]
+    if args.epochs is not None:
+        train_args += ["--epochs", str(args.epochs)]
+    if args.quiet:
+        train_args += ["--quiet"]
+    run_dir = args.run_dir or config["output"]["run_dir"]
+    return multi_worker.launch_local(train_args, args.workers, run_dir)
 
 
 def _compare(args, config, data):
@@ -101,6 +150,34 @@ def _compare(args, config, data):
     return 0
 
 
+def _tune(args, config, data):
+    from keras_homeostasis import config as config_lib
+    from keras_homeostasis.tuning import tuning_job
+
+    out = args.out or config["output"]["run_dir"]
+    verbose = 0 if args.quiet else 2 if args.verbose else 1
+    try:
+        result = tuning_job.run_search(
+            config,
+            out_dir=out,
+            data=data,
+            verbose=verbose,
+            log=lambda s: print(s, flush=True),
+            overwrite=True if args.overwrite else None,
+        )
+    except KeyboardInterrupt:
+        print(
+            f"\nInterrupted. Finished trials are in {os.path.join(out, 'trials.csv')}; "
+            "run the same command again to resume.",
+            file=sys.stderr,
+        )
+        return INTERRUPTED
+    except config_lib.ConfigError as e:
+        return _fail(e)
+    print(tuning_job.summary(result, config))
+    return 0 if result["best_config"] and not result["stopped"] else 1
+
+
 def _fail(error):
     print(f"keras-homeostasis: error: {error}", file=sys.stderr)
     return BAD_INPUT
@@ -118,6 +195,13 @@ def main(argv=None):
         config = config_lib.load_config(args.config, overrides=_overrides(args))
     except (config_lib.ConfigError, FileNotFoundError) as e:
         return _fail(e)
+    if args.command == "train" and args.workers > 1:
+        return _launch_workers(args, config)
+    if args.command == "train" and os.environ.get("TF_CONFIG"):
+        from keras_homeostasis import multi_worker
+
+        # TensorFlow needs the multi-worker strategy before any other op.
+        multi_worker.cluster_strategy()
     try:
         # Missing files, bad .npz files and failed downloads end here cleanly.
         data = training.load_data(config)
@@ -125,6 +209,8 @@ def main(argv=None):
         return _fail(e)
     if args.command == "train":
         return _train(args, config, data)
+    if args.command == "tune":
+        return _tune(args, config, data)
     return _compare(args, config, data)
 
 
