@@ -54,7 +54,9 @@ class SynapticScalingCallback(keras.callbacks.Callback):
             layer's mean activity (load balancing).
         rate: fraction of the log error corrected per step, in (0, 1].
         momentum: momentum of the activity traces, in [0, 1).
-        max_step: bound on |log s_i| per step, in (0, 1].
+        max_step: bound on |log s_i| per step, in (0, 1]. With a relative
+            target, keeping the layer's total activity shifts the live
+            units' log factors by up to another `max_step`.
         min_gain: lower bound on a unit's cumulative factor, in (0, 1].
         max_gain: upper bound on a unit's cumulative factor, >= 1.
         period: scale every `period` optimizer steps.
