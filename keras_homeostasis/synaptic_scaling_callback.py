@@ -1,6 +1,7 @@
 """`SynapticScalingCallback`: homeostatic scaling for an unchanged Keras model."""
 
 import inspect
+import threading
 
 import keras
 
@@ -11,6 +12,11 @@ from keras_homeostasis.settings import validate_settings
 from keras_homeostasis.unit_state import UnitState
 
 STATE_ATTRIBUTE = "homeostasis"
+
+# The `training` flag of the model call in progress on this thread (None when
+# unknown). Keras passes `training` to the model but never to Conv layers,
+# whose call() has no such argument: their wrappers read it here.
+_model_call = threading.local()
 
 
 @keras.saving.register_keras_serializable(package="keras_homeostasis")
@@ -36,6 +42,12 @@ class SynapticScalingCallback(keras.callbacks.Callback):
     `ValueError` saying so at `on_train_begin`. Under
     `MultiWorkerMirroredStrategy`, call
     `keras_homeostasis.distribute_compat.enable_multi_worker_fit()` first.
+
+    Only training passes count: while `fit` runs, the layers' calls are
+    wrapped, and calls with `training=False` or without `training` (those of
+    `predict`, `evaluate` and of other callbacks) leave the statistics alone.
+    The hooks are removed at `on_train_end`; after a `fit` that raised, the
+    next `fit` with a `SynapticScalingCallback` replaces them.
 
     The state (traces, gains, counters) lives in `UnitState` variables attached
     to each layer as `layer.homeostasis`: `save_weights`, `ModelCheckpoint`,
@@ -164,6 +176,7 @@ class SynapticScalingCallback(keras.callbacks.Callback):
 
     def _install(self):
         self._uninstall()
+        self._wrap_model_call(self.model)
         for layer, state, _ in self._bindings:
             self._wrap_call(layer, state)
         self._saved_constraints = engine.attach_constraints(
@@ -175,25 +188,44 @@ class SynapticScalingCallback(keras.callbacks.Callback):
         # Retrace so the compiled step contains the new statistics and constraints.
         self.model.make_train_function(force=True)
 
+    def _wrap_model_call(self, model):
+        original = _unwrapped_call(model)
+        if "training" not in inspect.signature(original).parameters:
+            return  # Keras gives this model no flag to relay.
+
+        def call(*args, **kwargs):
+            outer = getattr(_model_call, "training", None)
+            # As in Keras, a call without `training` is an inference call.
+            _model_call.training = bool(kwargs.get("training"))
+            try:
+                return original(*args, **kwargs)
+            finally:
+                _model_call.training = outer
+
+        self._set_call(model, call, original)
+
     def _wrap_call(self, layer, state):
-        # A fit that raised never reached on_train_end: drop its wrapper.
-        if hasattr(vars(layer).get("call"), "homeostasis_original"):
-            object.__delattr__(layer, "call")
-        original = layer.call
+        original = _unwrapped_call(layer)
         unit_axis = layer_selection.unit_axis(layer)
         # Keras passes `training` only to layers whose call() takes it
         # (Dense): there a missing flag means inference, as for
-        # BatchNormalization. Conv layers never receive it; `collecting`
-        # keeps their evaluate/predict passes out of the statistics.
+        # BatchNormalization. Conv layers get the model call's flag; when
+        # it is unknown they count, and `collecting` guards evaluate/predict.
         takes_training = "training" in inspect.signature(original).parameters
 
         def call(*args, **kwargs):
             outputs = original(*args, **kwargs)
-            training = kwargs.get("training", None if takes_training else True)
+            if takes_training:
+                training = kwargs.get("training")
+            else:
+                training = getattr(_model_call, "training", None) is not False
             if training and not keras.backend.is_keras_tensor(outputs):
                 state.accumulate(outputs, unit_axis)
             return outputs
 
+        self._set_call(layer, call, original)
+
+    def _set_call(self, layer, call, original):
         call.homeostasis_original = original
         object.__setattr__(layer, "call", call)
         self._saved_calls.append(layer)
@@ -233,3 +265,10 @@ def _make_logger(log_dir, log_freq, settings):
     return homeostasis_logger.HomeostasisLogger(
         log_dir, update_freq=log_freq, settings=settings
     )
+
+
+def _unwrapped_call(layer):
+    """`layer.call` without a wrapper left by a fit that raised (no on_train_end)."""
+    if hasattr(vars(layer).get("call"), "homeostasis_original"):
+        object.__delattr__(layer, "call")
+    return layer.call

@@ -297,3 +297,24 @@ def test_config_rebuilds_an_equal_callback():
     clone = type(callback)(**callback.get_config())
     assert clone.get_config() == callback.get_config()
     assert clone.settings["target"] == 0.5 and clone.layers == ["a", "b"]
+
+
+@pytest.fixture
+def mixed_precision():
+    keras.config.set_dtype_policy("mixed_float16")
+    yield
+    keras.config.set_dtype_policy("float32")
+
+
+def test_mixed_precision_model_keeps_float32_state(mixed_precision):
+    x, y = data("Conv2D")
+    model = compiled(model_of("Conv2D"))
+    assert model.layers[0].compute_dtype == "float16"
+    callback = SynapticScalingCallback(**FAST)
+    fit(model, x, y, callbacks=[callback], epochs=2)
+    iterations = int(model.optimizer.iterations.numpy())
+    for _, state in callback.bindings:
+        assert all(v.dtype in ("float32", "int64") for v in state.variables)
+        assert all(np.all(np.isfinite(a)) for a in state_arrays(state).values())
+        # A step the loss-scale optimizer skips is not a homeostatic step.
+        assert 0 < int(state.steps.numpy()) <= iterations <= 8
