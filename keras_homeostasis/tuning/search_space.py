@@ -1,0 +1,323 @@
+"""The search space of the homeostatic hyper-parameters, for keras-tuner.
+
+A search space maps each parameter name to one of:
+
+- `None`: not searched; the value comes from the base settings (the
+  `scaling` section of a config, or the hypermodel's `settings`);
+- a scalar: fixed to that value (recorded as a `Fixed` hyper-parameter);
+- a list: a choice among these values;
+- a mapping `{"min": a, "max": b, "sampling": "log", "step": s}`: a range
+  (`sampling` is `linear`, `log` or `reverse_log`, default `linear`;
+  `step` is optional). Only numeric parameters take a range.
+
+The parameters are the settings of `SynapticScalingCallback` (`rate`,
+`momentum`, `max_step`, `min_gain`, `max_gain`, `period`, `warmup`,
+`scale_bias`, `revive`, `silent_rate`, `target`) and two that shape the
+target:
+
+- `target_mode`: `"layer_mean"` (set point = the layer's mean activity,
+  i.e. `target=None`: pure load balancing) or `"absolute"` (set point =
+  `target`);
+- `per_layer_targets`: with an absolute target, whether every scaled layer
+  gets its own target (`scaling/layer_targets/<layer>`) or all share one
+  (`scaling/target`).
+
+Hyper-parameter names are prefixed with `scaling/`, so `scaling/rate` is the
+config key `scaling.rate`. This module does not import keras-tuner: configs
+validate their `tune.search_space` with it.
+"""
+
+import copy
+import numbers
+
+from keras_homeostasis.settings import DEFAULTS
+from keras_homeostasis.settings import validate_settings
+
+PREFIX = "scaling/"
+LAYER_TARGETS = "layer_targets"
+TARGET_MODES = ("layer_mean", "absolute")
+SAMPLINGS = ("linear", "log", "reverse_log")
+RANGE_KEYS = ("min", "max", "sampling", "step")
+INTEGER_PARAMETERS = ("period", "warmup")
+BOOLEAN_PARAMETERS = ("scale_bias", "per_layer_targets")
+# Settings searched by default, in the order they are registered.
+SETTING_PARAMETERS = (
+    "rate",
+    "momentum",
+    "max_step",
+    "min_gain",
+    "max_gain",
+    "period",
+    "warmup",
+    "scale_bias",
+    "revive",
+    "silent_rate",
+)
+PARAMETERS = SETTING_PARAMETERS + ("target_mode", "per_layer_targets", "target")
+
+# Ranges around the rule's defaults (`keras_homeostasis.settings.DEFAULTS`).
+# Activities are mean |post-ReLU outputs|, typically 0.05-1 for inputs in
+# [0, 1]; rates and gains span an order of magnitude each side.
+DEFAULT_SEARCH_SPACE = {
+    "rate": {"min": 0.005, "max": 0.5, "sampling": "log"},
+    "momentum": {"min": 0.9, "max": 0.999, "sampling": "reverse_log"},
+    "max_step": None,
+    "min_gain": {"min": 0.1, "max": 0.9, "sampling": "log"},
+    "max_gain": {"min": 1.1, "max": 10.0, "sampling": "log"},
+    "period": {"min": 1, "max": 16, "sampling": "log"},
+    "warmup": [0, 10, 100],
+    "scale_bias": [True, False],
+    "revive": None,
+    "silent_rate": None,
+    "target_mode": list(TARGET_MODES),
+    "per_layer_targets": [False, True],
+    "target": {"min": 0.01, "max": 2.0, "sampling": "log"},
+}
+
+
+def _fail(path, expected, value):
+    raise ValueError(
+        f"Received an invalid value for `{path}`, expected {expected}. "
+        f"Received: {path}={value!r}"
+    )
+
+
+def _check_value(name, value, path):
+    """One fixed or choice value of parameter `name`."""
+    if name == "target_mode":
+        if value not in TARGET_MODES:
+            _fail(path, f"one of {list(TARGET_MODES)}", value)
+        return value
+    if name in BOOLEAN_PARAMETERS:
+        if not isinstance(value, bool):
+            _fail(path, "true or false", value)
+        return value
+    if isinstance(value, str):
+        try:  # YAML reads `1e-3` as a string.
+            value = float(value)
+        except ValueError:
+            _fail(path, f"a valid value of `{name}`", value)
+    if name == "target" and value is None:
+        _fail(path, "a positive number (use target_mode for the layer mean)", value)
+    try:
+        return validate_settings(**{name: value})[name]
+    except (TypeError, ValueError) as e:
+        _fail(path, f"a valid value of `{name}` ({e})", value)
+
+
+def _check_range(name, spec, path):
+    unknown = sorted(set(map(str, spec)) - set(RANGE_KEYS))
+    if unknown or "min" not in spec or "max" not in spec:
+        _fail(
+            path,
+            "a range mapping with keys `min`, `max`, optional `sampling` and `step`",
+            spec,
+        )
+    if name == "target_mode" or name in BOOLEAN_PARAMETERS:
+        _fail(path, "a value or a list of values (no range)", spec)
+    low = _check_value(name, spec["min"], f"{path}.min")
+    high = _check_value(name, spec["max"], f"{path}.max")
+    if not low < high:
+        _fail(path, "`min` below `max`", spec)
+    sampling = spec.get("sampling", "linear")
+    if sampling not in SAMPLINGS:
+        _fail(f"{path}.sampling", f"one of {list(SAMPLINGS)}", sampling)
+    if sampling != "linear" and low <= 0:
+        _fail(path, f"`min` > 0 with {sampling} sampling", spec)
+    step = spec.get("step")
+    if step is not None:
+        step = _check_step(name, step, f"{path}.step")
+    return {"min": low, "max": high, "sampling": sampling, "step": step}
+
+
+def _check_step(name, step, path):
+    integral = name in INTEGER_PARAMETERS
+    kind = numbers.Integral if integral else numbers.Real
+    if isinstance(step, bool) or not isinstance(step, kind) or not step > 0:
+        _fail(path, "a positive " + ("integer" if integral else "number"), step)
+    return int(step) if integral else float(step)
+
+
+def check_parameter(name, spec, path):
+    """Validates one entry of a search space; returns it in canonical form."""
+    if spec is None:
+        return None
+    if isinstance(spec, dict):
+        return _check_range(name, spec, path)
+    if isinstance(spec, (list, tuple)):
+        if not spec:
+            _fail(path, "a non-empty list", spec)
+        values = [_check_value(name, v, f"{path}[{i}]") for i, v in enumerate(spec)]
+        if len(set(map(repr, values))) != len(values):
+            _fail(path, "a list without repeated entries", spec)
+        return values
+    return _check_value(name, spec, path)
+
+
+def validate_search_space(overrides=None, path="search_space"):
+    """The default search space updated with `overrides`, validated.
+
+    Args:
+        overrides: optional mapping of parameter names to specs (see the
+            module docstring); the other parameters keep their defaults.
+        path: how errors name the mapping, e.g. `tune.search_space`.
+
+    Returns:
+        The full search space: every parameter, in canonical form.
+
+    Raises:
+        ValueError: naming the parameter by its path and echoing the value.
+    """
+    overrides = {} if overrides is None else overrides
+    if not isinstance(overrides, dict):
+        _fail(path, "a mapping of parameter names to specs", overrides)
+    unknown = sorted(set(map(str, overrides)) - set(PARAMETERS))
+    if unknown:
+        raise ValueError(
+            f"Unknown search space parameter `{path}.{unknown[0]}`. "
+            f"Allowed parameters: {sorted(PARAMETERS)}"
+        )
+    merged = {**copy.deepcopy(DEFAULT_SEARCH_SPACE), **overrides}
+    space = {
+        name: check_parameter(name, merged[name], f"{path}.{name}")
+        for name in PARAMETERS
+    }
+    _check_target(space, path)
+    return space
+
+
+def _check_target(space, path):
+    modes = _values(space["target_mode"])
+    if "absolute" in modes and space["target"] is None:
+        _fail(
+            f"{path}.target",
+            "a value, a list or a range while `target_mode` may be 'absolute'",
+            None,
+        )
+
+
+def _values(spec):
+    if spec is None:
+        return []
+    return spec if isinstance(spec, list) else [spec]
+
+
+def register(hp, name, spec, label=None):
+    """Registers one parameter on `hp`; returns its value for this trial."""
+    label = PREFIX + (label or name)
+    if isinstance(spec, list):
+        if name in BOOLEAN_PARAMETERS and sorted(spec) == [False, True]:
+            return hp.Boolean(label, default=spec[0])
+        return hp.Choice(label, spec, default=spec[0])
+    if not isinstance(spec, dict):
+        return hp.Fixed(label, spec)
+    if name in INTEGER_PARAMETERS:
+        return hp.Int(
+            label,
+            spec["min"],
+            spec["max"],
+            step=spec["step"],
+            sampling=spec["sampling"],
+        )
+    return hp.Float(
+        label, spec["min"], spec["max"], step=spec["step"], sampling=spec["sampling"]
+    )
+
+
+def declare(hp, space, layer_names, base_settings=None):
+    """Registers the search space on `hp` and returns this trial's settings.
+
+    Args:
+        hp: a `keras_tuner.HyperParameters`.
+        space: a validated search space (`validate_search_space`).
+        layer_names: names of the scaled layers (for per-layer targets).
+        base_settings: settings of the parameters not searched (`None`
+            entries), defaults to `keras_homeostasis.settings.DEFAULTS`.
+
+    Returns:
+        A list of `(layer_names or None, settings)`: one group with `None`
+        (every scaled layer) for a shared target, or one group per layer
+        with per-layer targets.
+    """
+    settings = validate_settings(**(base_settings or {}))
+    for name in SETTING_PARAMETERS:
+        if space[name] is not None:
+            settings[name] = register(hp, name, space[name])
+    if space["target_mode"] is None:
+        return [(None, validate_settings(**settings))]
+    mode = register(hp, "target_mode", space["target_mode"])
+    with hp.conditional_scope(PREFIX + "target_mode", ["absolute"]):
+        targets = _absolute_targets(hp, space, layer_names)
+    if mode != "absolute":
+        return [(None, validate_settings(**{**settings, "target": None}))]
+    if isinstance(targets, dict):
+        return [
+            ([layer], validate_settings(**{**settings, "target": target}))
+            for layer, target in targets.items()
+        ]
+    return [(None, validate_settings(**{**settings, "target": targets}))]
+
+
+def _absolute_targets(hp, space, layer_names):
+    """The shared target, or `{layer: target}`; None while inactive."""
+    choices = _values(space["per_layer_targets"]) or [False]
+    per_layer = register(hp, "per_layer_targets", space["per_layer_targets"] or False)
+    shared = None
+    per_layer_values = {}
+    if False in choices:
+        with hp.conditional_scope(PREFIX + "per_layer_targets", [False]):
+            shared = register(hp, "target", space["target"])
+    if True in choices:
+        with hp.conditional_scope(PREFIX + "per_layer_targets", [True]):
+            for layer in layer_names:
+                label = f"{LAYER_TARGETS}/{layer}"
+                per_layer_values[layer] = register(hp, "target", space["target"], label)
+    return per_layer_values if per_layer else shared
+
+
+def config_updates(values):
+    """Maps `scaling/...` hyper-parameter values to `scaling` config keys.
+
+    Args:
+        values: a trial's `hp.values` (only active parameters).
+
+    Returns:
+        A dict of `scaling` section keys (`target` is None for the layer
+        mean; `layer_targets` is set for per-layer targets).
+    """
+    updates = {}
+    for name in SETTING_PARAMETERS:
+        if PREFIX + name in values:
+            updates[name] = values[PREFIX + name]
+    mode = values.get(PREFIX + "target_mode")
+    if mode == "layer_mean":
+        updates.update(target=None, layer_targets=None)
+    elif mode == "absolute":
+        prefix = f"{PREFIX}{LAYER_TARGETS}/"
+        layer_targets = {
+            k[len(prefix) :]: v for k, v in values.items() if k.startswith(prefix)
+        }
+        if values.get(PREFIX + "per_layer_targets") and layer_targets:
+            updates.update(target=None, layer_targets=layer_targets)
+        else:
+            updates.update(target=values[PREFIX + "target"], layer_targets=None)
+    return updates
+
+
+def describe(space):
+    """One line per searched parameter, for documentation and logs."""
+    lines = []
+    for name in PARAMETERS:
+        spec = space[name]
+        if spec is None:
+            lines.append(f"{name}: not searched (default {DEFAULTS.get(name)!r})")
+        elif isinstance(spec, dict):
+            step = "" if spec["step"] is None else f", step {spec['step']}"
+            lines.append(
+                f"{name}: {spec['sampling']} in [{spec['min']}, {spec['max']}]{step}"
+            )
+        elif isinstance(spec, list):
+            lines.append(f"{name}: one of {spec}")
+        else:
+            lines.append(f"{name}: fixed {spec!r}")
+    return lines

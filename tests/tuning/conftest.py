@@ -1,0 +1,12 @@
+"""Fixtures of the keras-tuner tests (skipped without keras-tuner)."""
+
+import pytest
+
+pytest.importorskip("keras_tuner")
+
+from tuning_testing import small_digits  # noqa: E402
+
+
+@pytest.fixture
+def digits():
+    return small_digits()
