@@ -180,6 +180,29 @@ SCALING_SCHEMA["layers"] = _Key(
 )
 
 
+def layer_targets(path, value):
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not value:
+        _fail(path, "a mapping of layer names to positive targets", value)
+    targets = {}
+    for name, target in value.items():
+        if target is None:
+            _fail(f"{path}.{name}", "a positive number", target)
+        targets[str(name)] = scaling_setting("target")(f"{path}.{name}", target)
+    return targets
+
+
+SCALING_SCHEMA["layer_targets"] = _Key(
+    None,
+    layer_targets,
+    "per-layer set points {layer: target}; the named layers are scaled, each "
+    "toward its own target",
+)
+# Keys of the scaling section that are not SynapticScalingCallback settings.
+SCALING_EXTRA_KEYS = ("layers", "layer_targets")
+
+
 # Keys of the optimizer section that only some optimizers take.
 OPTIMIZER_ONLY = {
     "momentum": ("sgd",),
@@ -200,6 +223,31 @@ def optimizer_section(raw, path="optimizer"):
                 f"and `{path}.name` is {section['name']!r}."
             )
     return section
+
+
+def search_space(path, value):
+    if value is None:
+        return None
+    # Imported here: the tuning package is optional for train and compare.
+    from keras_homeostasis.tuning import search_space as space_lib
+
+    try:
+        space_lib.validate_search_space(value, path)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"Invalid config value: {e}") from None
+    return {
+        str(name): space_lib.check_parameter(name, spec, f"{path}.{name}")
+        for name, spec in value.items()
+    }
+
+
+TUNERS = ("random", "bayesian", "hyperband")
+OBJECTIVES = (
+    "val_accuracy",
+    "val_loss",
+    "val_homeostasis_score",
+    "val_usage_entropy",
+)
 
 
 def _optimizer_entry(path, value):
@@ -269,6 +317,30 @@ SCHEMA = {
             "test accuracy whose first epoch is reported",
         ),
     },
+    "tune": {
+        "tuner": _Key("random", choice(TUNERS), "random, bayesian or hyperband"),
+        "max_trials": _Key(10, integer(1), "trials (random, bayesian)"),
+        "executions_per_trial": _Key(1, integer(1), "trainings per trial"),
+        "objective": _Key("val_accuracy", choice(OBJECTIVES), "what to maximise"),
+        "entropy_weight": _Key(
+            0.1, number(0.0), "weight of the usage entropy in the score"
+        ),
+        "validation_split": _Key(
+            0.2,
+            number(0.0, 0.9, low_open=True),
+            "fraction of the training data held out for validation",
+        ),
+        "seed": _Key(None, integer(0, optional=True), "tuner seed"),
+        "initial_points": _Key(
+            None, integer(1, optional=True), "random trials before bayesian"
+        ),
+        "hyperband_factor": _Key(3, integer(2), "hyperband reduction factor"),
+        "max_consecutive_failed_trials": _Key(
+            3, integer(1), "failed trials in a row that stop the search"
+        ),
+        "overwrite": _Key(False, boolean(), "start afresh instead of resuming"),
+        "search_space": _Key(None, search_space, "search space overrides"),
+    },
 }
 
 
@@ -333,12 +405,17 @@ def validate_config(raw, config_path=None):
 
 
 def _full_scaling(scaling):
-    settings = {k: v for k, v in scaling.items() if k != "layers"}
+    settings = {k: v for k, v in scaling.items() if k not in SCALING_EXTRA_KEYS}
     try:
         full = validate_settings(**settings)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"Invalid config section `scaling`: {e}") from None
-    return {**full, "layers": scaling["layers"]}
+    if scaling["layers"] is not None and scaling["layer_targets"] is not None:
+        raise ConfigError(
+            "Invalid config section `scaling`: give `scaling.layers` or "
+            "`scaling.layer_targets` (which names the layers to scale), not both."
+        )
+    return {**full, **{k: scaling[k] for k in SCALING_EXTRA_KEYS}}
 
 
 def _resolve_paths(config, config_path):
@@ -432,5 +509,5 @@ def optimizer_label(section):
 
 
 def scaling_kwargs(config):
-    """Settings of the scaling section without `layers` (for the layers)."""
-    return {k: v for k, v in config["scaling"].items() if k != "layers"}
+    """Settings of the scaling section without `layers` and `layer_targets`."""
+    return {k: v for k, v in config["scaling"].items() if k not in SCALING_EXTRA_KEYS}

@@ -78,14 +78,21 @@ def build_compiled_model(
 
 
 def scaling_callbacks(config, normalization):
-    """`[SynapticScalingCallback]` for the `scaling` method, else `[]`."""
+    """`[SynapticScalingCallback]` for the `scaling` method, else `[]`.
+
+    With `scaling.layer_targets`, one callback per named layer, each with its
+    own `target`.
+    """
     if normalization != "scaling":
         return []
-    return [
-        SynapticScalingCallback(
-            layers=config["scaling"]["layers"], **config_lib.scaling_kwargs(config)
-        )
-    ]
+    settings = config_lib.scaling_kwargs(config)
+    layer_targets = config["scaling"].get("layer_targets")
+    if layer_targets:
+        return [
+            SynapticScalingCallback(layers=[name], **{**settings, "target": target})
+            for name, target in layer_targets.items()
+        ]
+    return [SynapticScalingCallback(layers=config["scaling"]["layers"], **settings)]
 
 
 def usage_report(model, x):

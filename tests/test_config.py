@@ -22,7 +22,10 @@ def test_empty_config_gives_the_defaults():
     assert config["model"]["hidden"] == [256, 256]
     assert config["compare"]["architectures"] == ["mlp"]
     assert config["compare"]["optimizers"] == [config["optimizer"]]
-    assert set(config["scaling"]) == set(config_lib.SCALING_DEFAULTS) | {"layers"}
+    assert set(config["scaling"]) == set(config_lib.SCALING_DEFAULTS) | {
+        "layers",
+        "layer_targets",
+    }
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
