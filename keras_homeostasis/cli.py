@@ -1,10 +1,13 @@
-"""The `keras-homeostasis` command line: `train` and `compare`.
+"""The `keras-homeostasis` command line: `train`, `compare`, `tune`.
 
     keras-homeostasis train CONFIG [--run-dir DIR] [--epochs N] [--workers N]
     keras-homeostasis compare CONFIG [--out DIR] [--epochs N] [--seeds S ...]
+    keras-homeostasis tune CONFIG [--out DIR] [--epochs N] [--max-trials N]
+                               [--overwrite] [--quiet | --verbose]
 
 Configs are YAML files (see `docs/configs.md`). The work is done by
-`keras_homeostasis.training` and `keras_homeostasis.comparison`; `train`
+`keras_homeostasis.training`, `keras_homeostasis.comparison` and (`tune`)
+`keras_homeostasis.tuning.tuning_job`; `train`
 under `TF_CONFIG` or with `--workers` by `keras_homeostasis.multi_worker`.
 """
 
