@@ -7,6 +7,8 @@ entropy `H(p) / log(n)` (1.0 = perfectly balanced); coefficient of variation
 never positive on the data set.
 """
 
+import contextlib
+
 import keras
 import numpy as np
 from keras import ops
@@ -64,19 +66,39 @@ def layer_statistics(model, data, layers=None, batch_size=256, steps=None):
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
     probe = keras.Model(inputs, [layer.output for layer in chosen])
     sums = [None] * len(chosen)
-    for batch in _batches(data, batch_size, steps):
-        outputs = probe(batch, training=False)
-        if len(chosen) == 1:
-            outputs = [outputs]
-        for k, (layer, y) in enumerate(zip(chosen, outputs)):
-            packed = rule.unit_axis_reduction(y, layer_selection.unit_axis(layer))
-            packed = ops.convert_to_numpy(packed).astype("float64")
-            sums[k] = packed if sums[k] is None else sums[k] + packed
+    with _not_collecting(model):
+        for batch in _batches(data, batch_size, steps):
+            outputs = probe(batch, training=False)
+            if len(chosen) == 1:
+                outputs = [outputs]
+            for k, (layer, y) in enumerate(zip(chosen, outputs)):
+                packed = rule.unit_axis_reduction(y, layer_selection.unit_axis(layer))
+                packed = ops.convert_to_numpy(packed).astype("float64")
+                sums[k] = packed if sums[k] is None else sums[k] + packed
     result = {}
     for layer, packed in zip(chosen, sums):
         n = (packed.shape[0] - 1) // 2
         result[layer.name] = (packed[:n] / max(packed[-1], 1.0), packed[n : 2 * n])
     return result
+
+
+@contextlib.contextmanager
+def _not_collecting(model):
+    # During `fit`, a SynapticScalingCallback counts Conv passes it cannot
+    # tell are inference (the probe below is a model of its own): pause
+    # every homeostatic state of the model while probing.
+    states = [
+        getattr(x, "homeostasis", None) for x in layer_selection.all_layers(model)
+    ]
+    states = [s for s in states if hasattr(s, "collecting")]
+    saved = [float(s.collecting.numpy()) for s in states]
+    for state in states:
+        state.collecting.assign(0.0)
+    try:
+        yield
+    finally:
+        for state, value in zip(states, saved):
+            state.collecting.assign(value)
 
 
 def _layers_to_probe(model, layers):

@@ -140,3 +140,32 @@ def test_usage_report_plot_names_the_missing_package(tmp_path):
     model, x, _ = digits_mlp()
     with pytest.raises(ImportError, match="pip install matplotlib"):
         metrics.UsageReport.from_model(model, x).plot(tmp_path / "usage.png")
+
+
+class ReportDuringFit(keras.callbacks.Callback):
+    def __init__(self, x):
+        super().__init__()
+        self.x = x
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 1:
+            metrics.UsageReport.from_model(self.model, self.x)
+
+
+def test_a_report_during_fit_does_not_change_the_scaling():
+    from homeostasis_testing import assert_bit_equal
+    from homeostasis_testing import compiled
+    from homeostasis_testing import model_of
+    from homeostasis_testing import noise
+    from homeostasis_testing import snapshot
+
+    from keras_homeostasis import SynapticScalingCallback
+
+    x, y = noise((6, 6, 1), n=64)
+    results = []
+    for extra in ([], [ReportDuringFit(x[:16])]):
+        model = compiled(model_of("Conv2D"))
+        callbacks = [SynapticScalingCallback(warmup=0), *extra]
+        model.fit(x, y, batch_size=16, shuffle=False, verbose=0, callbacks=callbacks)
+        results.append(snapshot(model))
+    assert_bit_equal(results[0], results[1])
