@@ -4,11 +4,13 @@
     keras-homeostasis compare CONFIG [--out DIR] [--epochs N] [--seeds S ...]
     keras-homeostasis tune CONFIG [--out DIR] [--epochs N] [--max-trials N]
                                [--overwrite] [--quiet | --verbose]
+    keras-homeostasis bench [--quick] [--out DIR] [--settings ...] [--gpus]
 
 Configs are YAML files (see `docs/configs.md`). The work is done by
 `keras_homeostasis.training`, `keras_homeostasis.comparison` and (`tune`)
 `keras_homeostasis.tuning.tuning_job`; `train`
-under `TF_CONFIG` or with `--workers` by `keras_homeostasis.multi_worker`.
+under `TF_CONFIG` or with `--workers` by `keras_homeostasis.multi_worker`;
+`bench` by `keras_homeostasis.benchmark`.
 """
 
 import argparse
@@ -84,7 +86,53 @@ def build_parser():
     detail = tune.add_mutually_exclusive_group()
     detail.add_argument("--quiet", action="store_true", help="summary only")
     detail.add_argument("--verbose", action="store_true", help="also print every epoch")
+    _add_bench(commands)
     return parser
+
+
+def _add_bench(commands):
+    bench = commands.add_parser(
+        "bench", help="measure the per-step cost of homeostasis vs no normalization"
+    )
+    bench.add_argument(
+        "--quick", action="store_true", help="headline rows only (minutes, 2 cores)"
+    )
+    bench.add_argument("--out", default="runs/bench", help="folder for bench.csv/md")
+    bench.add_argument("--trials", type=_positive, help="round-robin trials")
+    bench.add_argument("--steps", type=_positive, help="timed steps per trial")
+    bench.add_argument(
+        "--settings",
+        nargs="+",
+        choices=["one-device", "one-device-xla", "mirrored"],
+        help="settings to measure (default: all three)",
+    )
+    bench.add_argument(
+        "--gpus",
+        action="store_true",
+        help="MirroredStrategy over all visible GPUs (default: two logical CPUs)",
+    )
+
+
+def _bench(args, argv):
+    from keras_homeostasis import benchmark
+
+    names = {
+        "one-device": benchmark.ONE_DEVICE,
+        "one-device-xla": benchmark.ONE_DEVICE_XLA,
+        "mirrored": benchmark.MIRRORED,
+    }
+    settings = [names[s] for s in args.settings or []]
+    benchmark.bench(
+        args.quick,
+        args.out,
+        trials=args.trials,
+        steps=args.steps,
+        settings=settings or None,
+        gpus=args.gpus,
+        command=" ".join(["keras-homeostasis", *argv]),
+        log=lambda s: print(s, flush=True),
+    )
+    return 0
 
 
 def _overrides(args):
@@ -191,6 +239,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     # Quiet TensorFlow's C++ start-up logging unless the user chose a level.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.command == "bench":
+        return _bench(args, sys.argv[1:] if argv is None else argv)
     from keras_homeostasis import config as config_lib
     from keras_homeostasis import training
 
