@@ -228,11 +228,14 @@ class SynapticScalingCallback(keras.callbacks.Callback):
     def _set_call(self, layer, call, original):
         call.homeostasis_original = original
         object.__setattr__(layer, "call", call)
-        self._saved_calls.append(layer)
+        self._saved_calls.append((layer, call))
 
     def _uninstall(self):
-        for layer in self._saved_calls:
-            object.__delattr__(layer, "call")
+        for layer, call in self._saved_calls:
+            # Another callback on the same model (e.g. one per layer) may have
+            # replaced this model-call relay with its own: leave that one.
+            if vars(layer).get("call") is call:
+                object.__delattr__(layer, "call")
         for variable, constraint in self._saved_constraints:
             variable.constraint = constraint
         if self._saved_calls and self.model is not None:

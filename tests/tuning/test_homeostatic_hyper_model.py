@@ -132,6 +132,29 @@ def test_own_log_dir_gives_a_folder_per_trial(digits, tmp_path):
         assert glob.glob(str(folder / "events.out.tfevents.*")), folder
 
 
+def test_per_layer_targets_train_one_callback_per_layer(digits):
+    (x, y), _ = digits
+    hypermodel = HomeostaticHyperModel(
+        tiny_model,
+        search_space={"target_mode": "absolute", "per_layer_targets": True},
+    )
+    hp = keras_tuner.HyperParameters()
+    hp.values["scaling/layer_targets/hidden_1"] = 0.5
+    hp.values["scaling/layer_targets/hidden_2"] = 0.1
+    model = hypermodel.build(hp)
+    callbacks = hypermodel.scaling_callbacks(hp, model)
+    assert [(c.layers, c.settings["target"]) for c in callbacks] == [
+        (["hidden_1"], 0.5),
+        (["hidden_2"], 0.1),
+    ]
+    for _ in range(2):  # Installed and removed cleanly, twice.
+        hypermodel.fit(hp, model, x, y, epochs=1, batch_size=32, verbose=0)
+        assert not any("call" in vars(layer) for layer in [model, *model.layers])
+    for name in ("hidden_1", "hidden_2"):
+        steps = model.get_layer(name).homeostasis.steps
+        assert int(keras.ops.convert_to_numpy(steps)) == 2 * len(x) // 32
+
+
 class _NanAfter(keras.optimizers.schedules.LearningRateSchedule):
     """A learning rate that turns NaN after `steps` steps: training diverges."""
 
