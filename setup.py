@@ -33,6 +33,7 @@ setup(
             "keras-tuner>=1.4.8,<1.5",
             "scipy>=1.10",
             "build>=1.0",
+            "nbformat>=5",
         ],
     },
     entry_points={
