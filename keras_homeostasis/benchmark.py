@@ -148,6 +148,10 @@ def state_sizes(model):
 def measure_case(case, trials, steps, strategy=None, jit_compile="auto"):
     """Times the four variants of one case; returns one row per variant."""
     runners = {v: _Runner(v, case, strategy, jit_compile) for v in VARIANTS}
+    # The first calls after other models were built are several times slower
+    # (seen: 40-100 ms instead of 4 ms): one untimed round first.
+    for runner in runners.values():
+        runner.time(steps)
     times = {v: [] for v in VARIANTS}
     for trial in range(trials):
         k = trial % len(VARIANTS)
