@@ -56,9 +56,9 @@ class HomeostaticHyperModel(keras_tuner.HyperModel):
       (while at least one trial completed). keras-tuner stops a search
       after `max_consecutive_failed_trials` (default 3) failures in a row.
 
-    The scaling state (`layer.homeostasis`) is created in `build`, so
-    keras-tuner's best-epoch checkpoints include it and `get_best_models()`
-    and Hyperband's continued trials restore it.
+    The scaling state (`layer.homeostasis`) and the optimizer's variables are
+    created in `build`, so keras-tuner's best-epoch checkpoints include them
+    and `get_best_models()` and Hyperband's continued trials restore them.
 
     TensorBoard: when `search()` receives a `keras.callbacks.TensorBoard`,
     keras-tuner gives it a folder per trial and execution
@@ -144,6 +144,11 @@ class HomeostaticHyperModel(keras_tuner.HyperModel):
             )
         # Creates the scaling state now, so checkpoints always carry it.
         self.scaling_callbacks(hp, model)
+        # A built optimizer takes its state from a checkpoint too (Hyperband's
+        # continued trials, `get_best_models`); an unbuilt one skips it.
+        optimizer = getattr(model, "optimizer", None)
+        if optimizer is not None and not optimizer.built:
+            optimizer.build(model.trainable_variables)
         return model
 
     def scaling_callbacks(self, hp, model, log_dir=None):

@@ -28,16 +28,19 @@ import time
 import keras
 import yaml
 
+try:
+    import keras_tuner
+except ImportError as e:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "keras-homeostasis tune needs keras-tuner: pip install keras-tuner "
+        "(or pip install keras-homeostasis[tuning])"
+    ) from e
+
 from keras_homeostasis import config as config_lib
 from keras_homeostasis import training
 from keras_homeostasis.tuning import search_space as space_lib
 from keras_homeostasis.tuning import trials_table
 from keras_homeostasis.tuning.homeostatic_hyper_model import HomeostaticHyperModel
-
-try:
-    import keras_tuner
-except ImportError:  # pragma: no cover - homeostatic_hyper_model raised already
-    keras_tuner = None
 
 RESULT_FILES = ("tuner", "logs", "trials.csv", "trials.md", "best.yaml", "config.yaml")
 # Keys that may change between a search and its resumption.

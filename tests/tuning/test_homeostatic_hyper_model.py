@@ -318,7 +318,10 @@ def test_hyperband_continues_trials_with_their_homeostatic_state(digits, tmp_pat
         def fit(self, hp, model, *args, **kwargs):
             steps = model.get_layer("hidden_1").homeostasis.steps
             key = (hp.values.get("tuner/trial_id"), hp.values["tuner/initial_epoch"])
-            steps_at_start[key] = int(keras.ops.convert_to_numpy(steps))
+            steps_at_start[key] = (
+                int(keras.ops.convert_to_numpy(steps)),
+                int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
+            )
             return super().fit(hp, model, *args, **kwargs)
 
     tuner = _tuner(
@@ -334,9 +337,10 @@ def test_hyperband_continues_trials_with_their_homeostatic_state(digits, tmp_pat
     assert all(t.status == "COMPLETED" for t in trials)
     continued = {k: v for k, v in steps_at_start.items() if k[0] is not None}
     assert continued
-    # A continued trial starts from the past trial's checkpoint, state included.
-    assert all(steps > 0 for steps in continued.values())
-    assert all(v == 0 for k, v in steps_at_start.items() if k[0] is None)
+    # A continued trial starts from the past trial's checkpoint: homeostatic
+    # state and optimizer state included.
+    assert all(steps > 0 and it > 0 for steps, it in continued.values())
+    assert all(v == (0, 0) for k, v in steps_at_start.items() if k[0] is None)
 
 
 @pytest.mark.parametrize(

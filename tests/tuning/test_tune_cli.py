@@ -7,6 +7,7 @@ import yaml
 
 from keras_homeostasis import cli
 from keras_homeostasis.config import load_config
+from keras_homeostasis.tuning import tuning_job
 
 
 def _config(tmp_path, **tune):
@@ -38,6 +39,8 @@ def test_tune_writes_trials_and_a_best_config_that_train_accepts(tmp_path, capsy
     printed = capsys.readouterr().out
     assert "[1/2] trial" in printed and "[2/2] trial" in printed
     assert "Best trial" in printed
+    for name in tuning_job.RESULT_FILES:
+        assert (out / name).exists(), name
     rows = _rows(out)
     assert [r["status"] for r in rows] == ["COMPLETED", "COMPLETED"]
     assert sum(r["best"] == "yes" for r in rows) == 1
