@@ -74,7 +74,9 @@ def test_callbacks_survive_deepcopy(tmp_path):
     assert copy.deepcopy(hypermodel).search_space == hypermodel.search_space
 
 
-@pytest.mark.parametrize("kind", ["random", "bayesian"])
+@pytest.mark.parametrize(
+    "kind", ["random", pytest.param("bayesian", marks=pytest.mark.slow)]
+)
 def test_two_trial_search_completes(digits, tmp_path, kind):
     hypermodel = HomeostaticHyperModel(tiny_model, entropy_weight=0.1, seed=0)
     if kind == "random":
@@ -267,6 +269,8 @@ def _proposals(tmp_path, cls, seed, **kwargs):
     ]
 
 
+# Few points: the Gaussian process's length scales may hit their bounds.
+@pytest.mark.filterwarnings("ignore:The optimal value found")
 @pytest.mark.parametrize(
     "cls, kwargs",
     [
