@@ -1,8 +1,8 @@
 """
 Title: Monitor homeostasis in TensorBoard
 Author: keras_homeostasis contributors
-Date created: 2025/11/29
-Last modified: 2025/11/29
+Date created: 2026/11/29
+Last modified: 2026/11/29
 Description: Log units and scale factors to TensorBoard, also under MirroredStrategy.
 """
 

@@ -1,8 +1,8 @@
 """
 Title: Add synaptic scaling to an existing model.fit
 Author: keras_homeostasis contributors
-Date created: 2025/11/29
-Last modified: 2025/11/29
+Date created: 2026/11/29
+Last modified: 2026/11/29
 Description: Add SynapticScalingCallback to a model.fit call and read the UsageReport.
 """
 

@@ -1,8 +1,8 @@
 """
 Title: Tune target activity rates with keras-tuner
 Author: keras_homeostasis contributors
-Date created: 2025/11/29
-Last modified: 2025/11/29
+Date created: 2026/11/29
+Last modified: 2026/11/29
 Description: Search the scaling settings (set points, rate, period) with keras-tuner.
 """
 

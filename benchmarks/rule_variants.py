@@ -1,0 +1,96 @@
+"""Sweep of the scaling rule's settings on MNIST, MLP 784-256-256-10.
+
+Reproduces the settings table of docs/design.md: for each optimizer, no
+normalization, BatchNormalization and the scaling callback under several
+(rate, max_step, min_gain, max_gain) settings, one seed, a few epochs.
+
+    python benchmarks/rule_variants.py --epochs 3 [--data ../shared/datasets/mnist.npz]
+"""
+
+import argparse
+import json
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import keras_homeostasis as kh  # noqa: E402
+
+VARIANTS = [
+    {"rate": 0.01, "max_step": 0.01, "min_gain": 0.25, "max_gain": 4.0},
+    {"rate": 0.02, "max_step": 0.02, "min_gain": 0.25, "max_gain": 4.0},
+    {"rate": 0.01, "max_step": 0.01, "min_gain": 0.1, "max_gain": 10.0},
+    {"rate": 0.05, "max_step": 0.05, "min_gain": 0.5, "max_gain": 2.0},
+    {"rate": 0.05, "max_step": 0.05, "min_gain": 0.01, "max_gain": 100.0},
+]
+OPTIMIZERS = {
+    "sgd": lambda: keras.optimizers.SGD(0.05, momentum=0.9),
+    "adam": lambda: keras.optimizers.Adam(1e-3),
+}
+
+
+def build(batchnorm):
+    layers = [keras.Input((784,))]
+    for _ in range(2):
+        if batchnorm:
+            layers += [
+                keras.layers.Dense(256),
+                keras.layers.BatchNormalization(),
+                keras.layers.ReLU(),
+            ]
+        else:
+            layers.append(keras.layers.Dense(256, activation="relu"))
+    layers.append(keras.layers.Dense(10, activation="softmax"))
+    return keras.Sequential(layers)
+
+
+def run(data, optimizer, method, settings, epochs, seed):
+    (x, y), (xt, yt) = data
+    keras.utils.set_random_seed(seed)
+    model = build(method == "batchnorm")
+    model.compile(OPTIMIZERS[optimizer](), "sparse_categorical_crossentropy", ["acc"])
+    callbacks = [kh.SynapticScalingCallback(**settings)] if method == "scaling" else []
+    start = time.time()
+    model.fit(x, y, batch_size=128, epochs=epochs, verbose=0, callbacks=callbacks)
+    accuracy = model.evaluate(xt, yt, verbose=0)[1]
+    probes = None
+    if method == "batchnorm":
+        probes = [x.name for x in model.layers if isinstance(x, keras.layers.ReLU)]
+    report = kh.metrics.UsageReport.from_model(model, xt, layers=probes)
+    entropy = [round(m["usage_entropy"], 4) for m in report.layers.values()]
+    cv = [round(m["cv"], 3) for m in report.layers.values()]
+    return {
+        "optimizer": optimizer,
+        "method": method,
+        "settings": settings,
+        "test_accuracy": round(float(accuracy), 4),
+        "usage_entropy": entropy,
+        "cv": cv,
+        "seconds": round(time.time() - start, 1),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="../shared/datasets/mnist.npz")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    raw = np.load(args.data)
+    data = (
+        (raw["x_train"].reshape(-1, 784) / 255.0, raw["y_train"]),
+        (raw["x_test"].reshape(-1, 784) / 255.0, raw["y_test"]),
+    )
+    for optimizer in OPTIMIZERS:
+        jobs = [("none", {}), ("batchnorm", {})]
+        jobs += [("scaling", v) for v in VARIANTS]
+        for method, settings in jobs:
+            row = run(data, optimizer, method, settings, args.epochs, args.seed)
+            print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
