@@ -26,7 +26,9 @@ def mlp(scaling, units=(16, 12)):
         dense(n, activation="relu", name=f"hidden{i}", **extra)
         for i, n in enumerate(units)
     ]
-    model = keras.Sequential([keras.Input((8,)), *hidden, keras.layers.Dense(3)])
+    model = keras.Sequential(
+        [keras.Input((8,)), *hidden, keras.layers.Dense(3, name="output")], name="mlp"
+    )
     model.compile(
         optimizer=keras.optimizers.Adam(1e-2),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
