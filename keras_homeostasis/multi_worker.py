@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 
@@ -168,19 +169,20 @@ def _start(train_args, index, run_dir, tf_config, scratch):
     return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-def _wait(procs):
-    codes = [None] * len(procs)
+def _wait(procs, poll_seconds=0.5):
+    """Waits for all workers; stops the others as soon as one fails."""
+    deadline = time.monotonic() + LOCAL_TIMEOUT
     try:
-        for i, p in enumerate(procs):
-            codes[i] = p.wait(timeout=LOCAL_TIMEOUT)
-            if codes[i]:
+        while time.monotonic() < deadline:
+            codes = [p.poll() for p in procs]
+            if all(c is not None for c in codes) or any(codes):
                 break
+            time.sleep(poll_seconds)
     finally:
-        for i, p in enumerate(procs):
+        for p in procs:
             if p.poll() is None:
                 p.kill()
-            codes[i] = p.wait()
-    return codes
+    return [p.wait() for p in procs]
 
 
 def saved_arrays(path):

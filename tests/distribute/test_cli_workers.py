@@ -17,12 +17,14 @@ from keras_homeostasis import training
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-def tiny_config(tmp_path, normalization="scaling"):
+def tiny_config(tmp_path, normalization="scaling", steps_per_execution=1):
     path = tmp_path / "tiny.yaml"
+    training_section = {"epochs": 2, "seed": 0}
+    training_section["steps_per_execution"] = steps_per_execution
     config = {
         "data": {"dataset": "digits", "limit": 256, "batch_size": 32},
         "model": {"architecture": "mlp", "hidden": [24, 16]},
-        "training": {"epochs": 2, "seed": 0},
+        "training": training_section,
         "scaling": {"warmup": 2},
         "output": {"run_dir": str(tmp_path / "default_run")},
     }
@@ -31,17 +33,20 @@ def tiny_config(tmp_path, normalization="scaling"):
     return path
 
 
+def train_workers(config, run_dir):
+    command = [sys.executable, "-m", "keras_homeostasis.cli", "train"]
+    command += [str(config), "--workers", "2", "--quiet", "--run-dir", str(run_dir)]
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    return subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.multi_device
 def test_two_local_workers_end_identical(tmp_path):
     run_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "keras_homeostasis.cli", "train"]
-    command += [str(tiny_config(tmp_path)), "--workers", "2", "--quiet"]
-    command += ["--run-dir", str(run_dir)]
-    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-    done = subprocess.run(
-        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
-    )
+    done = train_workers(tiny_config(tmp_path), run_dir)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "all 2 workers ended with bit-identical variables" in done.stdout
     check = json.loads((run_dir / "workers.json").read_text())
@@ -52,6 +57,18 @@ def test_two_local_workers_end_identical(tmp_path):
     arrays = multi_worker.saved_arrays(run_dir / "model.keras")
     assert check["arrays"] == len(arrays)
     assert any("homeostasis" in name for name in arrays)
+
+
+@pytest.mark.slow
+@pytest.mark.multi_device
+def test_failing_workers_are_stopped_and_reported(tmp_path):
+    # steps_per_execution > 1 with several replicas: the callback refuses it
+    # in every worker (keras-team/keras#19246); the launcher must not hang.
+    done = train_workers(tiny_config(tmp_path, steps_per_execution=2), tmp_path / "r")
+    assert done.returncode == 1
+    assert "Workers failed" in done.stdout
+    assert "keras-team/keras#19246" in done.stderr
+    assert not (tmp_path / "r" / "workers.json").exists()
 
 
 def save_tiny(path, seed):
