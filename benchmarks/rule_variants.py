@@ -51,7 +51,9 @@ def run(data, optimizer, method, settings, epochs, seed):
     (x, y), (xt, yt) = data
     keras.utils.set_random_seed(seed)
     model = build(method == "batchnorm")
-    model.compile(OPTIMIZERS[optimizer](), "sparse_categorical_crossentropy", ["acc"])
+    model.compile(
+        OPTIMIZERS[optimizer](), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     callbacks = [kh.SynapticScalingCallback(**settings)] if method == "scaling" else []
     start = time.time()
     model.fit(x, y, batch_size=128, epochs=epochs, verbose=0, callbacks=callbacks)
