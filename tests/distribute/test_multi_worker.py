@@ -6,7 +6,6 @@ all-reduce of the statistics) shows the comparison can fail.
 """
 
 import os
-import socket
 import subprocess
 import sys
 
@@ -14,22 +13,12 @@ import numpy as np
 import pytest
 
 from keras_homeostasis import distribute_compat
+from keras_homeostasis.multi_worker import free_ports
 
 WORKER = os.path.join(os.path.dirname(__file__), "multi_worker_fit.py")
 TIMEOUT = 240
 
 pytestmark = [pytest.mark.slow, pytest.mark.multi_device]
-
-
-def free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def run_workers(tmp_path, *flags, workers=2):
