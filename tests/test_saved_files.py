@@ -1,0 +1,73 @@
+"""`.keras` files saved by earlier versions still load and predict the same.
+
+The fixtures in `tests/data/` were written by `tests/data/make_saved_models.py`
+before the command-line runner moved into `keras_homeostasis.lab`: a model of
+homeostatic layers, and a plain model (one layer weight-normalized) trained
+with `SynapticScalingCallback`. They load through the registered names
+`keras_homeostasis>ClassName`, with no `custom_objects`.
+"""
+
+import json
+import pathlib
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+
+import keras_homeostasis
+from keras_homeostasis import layers
+
+DATA = pathlib.Path(__file__).resolve().parent / "data"
+FIXTURES = ("homeostatic_layers", "scaling_callback")
+
+
+def registered_names(path):
+    """Every `registered_name` in the config of the `.keras` file at `path`."""
+    with zipfile.ZipFile(path) as archive:
+        config = json.loads(archive.read("config.json"))
+    found = set()
+
+    def walk(node):
+        if isinstance(node, dict):
+            if isinstance(node.get("registered_name"), str):
+                found.add(node["registered_name"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(config)
+    return found
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_saved_file_loads_and_predicts_as_saved(name):
+    expected = np.load(DATA / "saved_models_expected.npz")
+    model = keras.saving.load_model(DATA / f"{name}.keras")
+    outputs = model.predict(expected["x"], verbose=0)
+    np.testing.assert_allclose(outputs, expected[name], rtol=1e-5, atol=1e-6)
+
+
+def test_homeostatic_layers_load_with_their_state():
+    model = keras.saving.load_model(DATA / "homeostatic_layers.keras")
+    assert isinstance(model.get_layer("conv"), layers.HomeostaticConv2D)
+    assert isinstance(model.get_layer("dense"), layers.HomeostaticDense)
+    for layer in (model.get_layer("conv"), model.get_layer("dense")):
+        assert int(layer.homeostasis.steps.numpy()) == 12
+
+
+def test_fixtures_use_the_registered_names_of_today():
+    saved = registered_names(DATA / "homeostatic_layers.keras") | registered_names(
+        DATA / "scaling_callback.keras"
+    )
+    classes = [
+        layers.HomeostaticConv2D,
+        layers.HomeostaticDense,
+        keras_homeostasis.WeightNormalization,
+    ]
+    for cls in classes:
+        name = keras.saving.get_registered_name(cls)
+        assert name == f"keras_homeostasis>{cls.__name__}"
+        assert name in saved
