@@ -37,7 +37,7 @@ setup(
         ],
     },
     entry_points={
-        "console_scripts": ["keras-homeostasis=keras_homeostasis.cli:main"],
+        "console_scripts": ["keras-homeostasis=keras_homeostasis.lab.cli:main"],
         "tensorboard_plugins": [
             "homeostasis = "
             "keras_homeostasis.tensorboard.homeostasis_loader:HomeostasisLoader",

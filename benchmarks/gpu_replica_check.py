@@ -41,9 +41,9 @@ def data(n=2048):
 
 
 def model_of(variant, strategy=None, jit_compile="auto"):
-    from keras_homeostasis import benchmark
+    from keras_homeostasis.lab import bench
 
-    model, callbacks = benchmark.build(variant, 256, 3, strategy, jit_compile)
+    model, callbacks = bench.build(variant, 256, 3, strategy, jit_compile)
     return model, callbacks
 
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import yaml
 
-from keras_homeostasis import cli
-from keras_homeostasis import comparison
-from keras_homeostasis import comparison_report
-from keras_homeostasis import config as config_lib
-from keras_homeostasis import training
+from keras_homeostasis.lab import cli
+from keras_homeostasis.lab import compare
+from keras_homeostasis.lab import compare_report
+from keras_homeostasis.lab import config as config_lib
+from keras_homeostasis.lab import train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "configs" / "quickstart.yaml"
@@ -25,7 +25,7 @@ def test_train_quickstart_writes_every_run_file(tmp_path, capsys):
         ["train", str(QUICKSTART), "--epochs", "1", "--run-dir", str(run_dir)]
     )
     assert status == 0
-    for name in training.RUN_FILES:
+    for name in train.RUN_FILES:
         assert (run_dir / name).exists(), name
     assert list((run_dir / "logs" / "train").glob("events.out.tfevents.*"))
     assert list((run_dir / "logs" / "validation").glob("events.out.tfevents.*"))
@@ -71,7 +71,7 @@ def test_compare_writes_csv_and_markdown_then_resumes(tmp_path, capsys):
     with open(out / "results.csv") as f:
         reader = csv.DictReader(f)
         rows = list(reader)
-    expected = list(comparison.KEY_COLUMNS) + list(comparison.RESULT_COLUMNS)
+    expected = list(compare.KEY_COLUMNS) + list(compare.RESULT_COLUMNS)
     expected += [f"hidden_{k}_{m}" for k in (1, 2) for m in ("entropy", "cv", "dead")]
     assert reader.fieldnames == expected
     assert [r["method"] for r in rows] == ["none", "batchnorm"]
@@ -99,11 +99,11 @@ def test_an_interrupted_comparison_keeps_finished_runs_and_resumes(tmp_path):
         raise KeyboardInterrupt  # Ctrl-C right after the first run.
 
     with pytest.raises(KeyboardInterrupt):
-        comparison.run_comparison(config, out_dir=out, log=interrupt)
+        compare.run_comparison(config, out_dir=out, log=interrupt)
     with open(tmp_path / "out" / "results.csv") as f:
         assert [r["method"] for r in csv.DictReader(f)] == ["none"]
     lines = []
-    rows = comparison.run_comparison(config, out_dir=out, log=lines.append)
+    rows = compare.run_comparison(config, out_dir=out, log=lines.append)
     assert lines[0].startswith("Resuming: 1 of 2")
     assert [r["method"] for r in rows] == ["none", "batchnorm"]
 
@@ -113,7 +113,7 @@ def test_compare_refuses_a_results_file_of_another_comparison(tmp_path):
     csv_path = tmp_path / "results.csv"
     csv_path.write_text("dataset,method\ndigits,none\n")
     with pytest.raises(ValueError, match="--out"):
-        comparison.run_comparison(config, out_dir=str(tmp_path), log=lambda s: None)
+        compare.run_comparison(config, out_dir=str(tmp_path), log=lambda s: None)
 
 
 def test_markdown_aggregates_seeds_divergence_and_step_time():
@@ -139,7 +139,7 @@ def test_markdown_aggregates_seeds_divergence_and_step_time():
                 "hidden_1_dead": "0.0",
             }
         )
-    text = comparison_report.markdown(rows, config)
+    text = compare_report.markdown(rows, config)
     assert "| none | 2 | 0.8500 ± 0.0707 |" in text
     assert "1.5 (2/2) | 0/2 | 1.00x |" in text
     assert "never (0/1) | 1/1 | 1.50x |" in text
@@ -168,8 +168,8 @@ def test_bad_flag_values_are_rejected():
 
 def test_scaling_callback_only_for_the_scaling_method():
     config = config_lib.validate_config({"model": {"normalization": "scaling"}})
-    assert training.scaling_callbacks(config, "none") == []
-    (callback,) = training.scaling_callbacks(config, "scaling")
+    assert train.scaling_callbacks(config, "none") == []
+    (callback,) = train.scaling_callbacks(config, "scaling")
     assert callback.settings["rate"] == config["scaling"]["rate"]
     assert np.isclose(
         callback.settings["max_step"], config_lib.SCALING_DEFAULTS["max_step"]

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import yaml
 
-from keras_homeostasis import config as config_lib
-from keras_homeostasis.config import ConfigError
-from keras_homeostasis.config import load_config
-from keras_homeostasis.config import validate_config
+from keras_homeostasis.lab import config as config_lib
+from keras_homeostasis.lab.config import ConfigError
+from keras_homeostasis.lab.config import load_config
+from keras_homeostasis.lab.config import validate_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))

@@ -1,9 +1,9 @@
-"""Tests of `keras_homeostasis.data.load_dataset`."""
+"""Tests of `keras_homeostasis.lab.data.load_dataset`."""
 
 import numpy as np
 import pytest
 
-from keras_homeostasis.data import load_dataset
+from keras_homeostasis.lab.data import load_dataset
 
 
 def test_digits_shapes_range_and_labels():

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from keras_homeostasis import SynapticScalingCallback
-from keras_homeostasis import models
-from keras_homeostasis.data import load_dataset
+from keras_homeostasis.lab import models
+from keras_homeostasis.lab.data import load_dataset
 from keras_homeostasis.layers import HomeostaticConv2D
 from keras_homeostasis.layers import HomeostaticDense
 from keras_homeostasis.weight_normalization import WeightNormalization

@@ -55,7 +55,7 @@ import keras
 from tensorboard.backend.event_processing import event_accumulator
 
 from keras_homeostasis import SynapticScalingCallback
-from keras_homeostasis.data import load_dataset
+from keras_homeostasis.lab.data import load_dataset
 from keras_homeostasis.tensorboard import HomeostasisLogger
 
 SMALL = os.environ.get("KH_TUTORIAL_SMALL") == "1"

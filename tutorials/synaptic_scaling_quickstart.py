@@ -36,7 +36,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 
 from keras_homeostasis import SynapticScalingCallback
-from keras_homeostasis.data import load_dataset
+from keras_homeostasis.lab.data import load_dataset
 from keras_homeostasis.metrics import UsageReport
 
 SMALL = os.environ.get("KH_TUTORIAL_SMALL") == "1"

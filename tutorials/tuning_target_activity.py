@@ -42,7 +42,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import keras_tuner
 
-from keras_homeostasis.data import load_dataset
+from keras_homeostasis.lab.data import load_dataset
 from keras_homeostasis.metrics import UsageReport
 from keras_homeostasis.tuning import HomeostaticHyperModel
 from keras_homeostasis.tuning import homeostasis_objective

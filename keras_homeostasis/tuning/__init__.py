@@ -2,12 +2,12 @@
 
 `HomeostaticHyperModel` wraps a `build_model(hp)` function and adds the
 search space of `SynapticScalingCallback`'s settings; `UsageEntropyCallback`
-writes the usage-entropy objective into the logs; `tuning_job` runs a search
-from a YAML config (`keras-homeostasis tune CONFIG`).
+writes the usage-entropy objective into the logs. A search from a YAML config
+(`keras-homeostasis tune CONFIG`) is the lab's job, `keras_homeostasis.lab.tune`.
 
-keras-tuner is imported on first use of `HomeostaticHyperModel`,
-`homeostasis_objective` or `tuning_job`, so `search_space` (used to validate
-configs) works without it.
+keras-tuner is imported on first use of `HomeostaticHyperModel` or
+`homeostasis_objective`, so `search_space` (used to validate configs) works
+without it.
 """
 
 import importlib

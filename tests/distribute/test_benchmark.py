@@ -6,9 +6,9 @@ import csv
 import numpy as np
 import pytest
 
-from keras_homeostasis import benchmark
-from keras_homeostasis import benchmark_report
-from keras_homeostasis import cli
+from keras_homeostasis.lab import bench
+from keras_homeostasis.lab import bench_report
+from keras_homeostasis.lab import cli
 from keras_homeostasis.unit_state import UnitState
 
 TINY = (8, 2, 16)
@@ -23,7 +23,7 @@ def homeostatic_floats(units, layers):
 
 
 def check_rows(rows):
-    assert [r["variant"] for r in rows] == list(benchmark.VARIANTS)
+    assert [r["variant"] for r in rows] == list(bench.VARIANTS)
     by = {r["variant"]: r for r in rows}
     assert by["none"]["ratio"] == 1.0 and by["none"]["extra_ms"] == 0.0
     assert all(r["ms_per_step"] > 0 for r in rows)
@@ -38,27 +38,27 @@ def check_rows(rows):
 
 @pytest.mark.slow
 def test_measure_case_times_every_variant():
-    check_rows(benchmark.measure_case(TINY, trials=2, steps=2))
+    check_rows(bench.measure_case(TINY, trials=2, steps=2))
 
 
 @pytest.mark.slow
 def test_measure_case_with_xla():
-    check_rows(benchmark.measure_case(TINY, trials=1, steps=1, jit_compile=True))
+    check_rows(bench.measure_case(TINY, trials=1, steps=1, jit_compile=True))
 
 
 @pytest.mark.slow
 @pytest.mark.multi_device
 def test_mirrored_child_process():
-    replicas, rows = benchmark.measure_mirrored([TINY], trials=1, steps=1)
+    replicas, rows = bench.measure_mirrored([TINY], trials=1, steps=1)
     assert replicas == 2
     check_rows(rows)
 
 
 def fake_rows():
     rows = []
-    for setting, ratio in ((benchmark.ONE_DEVICE, 1.2), (benchmark.MIRRORED, 1.05)):
+    for setting, ratio in ((bench.ONE_DEVICE, 1.2), (bench.MIRRORED, 1.05)):
         for width in (64, 256):
-            for variant in benchmark.VARIANTS:
+            for variant in bench.VARIANTS:
                 r = 1.0 if variant == "none" else ratio
                 rows.append(
                     {
@@ -79,7 +79,7 @@ def fake_rows():
 
 def test_report_tables(tmp_path):
     rows = fake_rows()
-    markdown = benchmark_report.to_markdown(rows, "cmd", "env")
+    markdown = bench_report.to_markdown(rows, "cmd", "env")
     assert "| one device | 256 | 3 | 128 | 2.00 | 1.200 | 1.200 | 1.200 |" in markdown
     assert "<= 1.05 **missed**" in markdown
     assert "<= 1.10 met" in markdown
@@ -88,13 +88,13 @@ def test_report_tables(tmp_path):
     assert "Cost growth with batch" not in markdown
     assert "| 256 | 3 | 1000 | 50 | 5.00% |" in markdown
     path = tmp_path / "bench.csv"
-    benchmark_report.write_csv(rows, path)
+    bench_report.write_csv(rows, path)
     with open(path) as f:
         assert len(list(csv.DictReader(f))) == len(rows)
 
 
 def test_bench_command_writes_csv_and_markdown(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(benchmark.QUICK_CASES, benchmark.ONE_DEVICE, [TINY])
+    monkeypatch.setitem(bench.QUICK_CASES, bench.ONE_DEVICE, [TINY])
     status = cli.main(
         ["bench", "--quick", "--settings", "one-device", "--trials", "1"]
         + ["--steps", "1", "--out", str(tmp_path)]

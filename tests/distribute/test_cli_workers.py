@@ -10,9 +10,9 @@ import keras
 import pytest
 import yaml
 
-from keras_homeostasis import cli
-from keras_homeostasis import multi_worker
-from keras_homeostasis import training
+from keras_homeostasis.lab import cli
+from keras_homeostasis.lab import multi_worker
+from keras_homeostasis.lab import train
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -34,7 +34,7 @@ def tiny_config(tmp_path, normalization="scaling", steps_per_execution=1):
 
 
 def train_workers(config, run_dir):
-    command = [sys.executable, "-m", "keras_homeostasis.cli", "train"]
+    command = [sys.executable, "-m", "keras_homeostasis.lab.cli", "train"]
     command += [str(config), "--workers", "2", "--quiet", "--run-dir", str(run_dir)]
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
     return subprocess.run(
@@ -52,7 +52,7 @@ def test_two_local_workers_end_identical(tmp_path):
     check = json.loads((run_dir / "workers.json").read_text())
     assert check["identical"] and check["workers"] == 2
     # Only the chief wrote the run folder; it holds every run file.
-    for name in training.RUN_FILES:
+    for name in train.RUN_FILES:
         assert (run_dir / name).exists(), name
     arrays = multi_worker.saved_arrays(run_dir / "model.keras")
     assert check["arrays"] == len(arrays)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from keras_homeostasis import distribute_compat
-from keras_homeostasis.multi_worker import free_ports
+from keras_homeostasis.lab.multi_worker import free_ports
 
 WORKER = os.path.join(os.path.dirname(__file__), "multi_worker_fit.py")
 TIMEOUT = 240

@@ -5,9 +5,9 @@ import csv
 import pytest
 import yaml
 
-from keras_homeostasis import cli
-from keras_homeostasis.config import load_config
-from keras_homeostasis.tuning import tuning_job
+from keras_homeostasis.lab import cli
+from keras_homeostasis.lab import tune
+from keras_homeostasis.lab.config import load_config
 
 
 def _config(tmp_path, **tune):
@@ -39,7 +39,7 @@ def test_tune_writes_trials_and_a_best_config_that_train_accepts(tmp_path, capsy
     printed = capsys.readouterr().out
     assert "[1/2] trial" in printed and "[2/2] trial" in printed
     assert "Best trial" in printed
-    for name in tuning_job.RESULT_FILES:
+    for name in tune.RESULT_FILES:
         assert (out / name).exists(), name
     rows = _rows(out)
     assert [r["status"] for r in rows] == ["COMPLETED", "COMPLETED"]

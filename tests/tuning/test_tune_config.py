@@ -5,22 +5,22 @@ import pathlib
 import pytest
 import yaml
 
-from keras_homeostasis import config as config_lib
-from keras_homeostasis import training
-from keras_homeostasis.config import ConfigError
-from keras_homeostasis.config import load_config
-from keras_homeostasis.config import validate_config
-from keras_homeostasis.tuning import tuning_job
+from keras_homeostasis.lab import config as config_lib
+from keras_homeostasis.lab import train
+from keras_homeostasis.lab import tune
+from keras_homeostasis.lab.config import ConfigError
+from keras_homeostasis.lab.config import load_config
+from keras_homeostasis.lab.config import validate_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_tune_defaults():
-    tune = validate_config(None)["tune"]
-    assert tune["tuner"] == "random"
-    assert tune["objective"] == "val_accuracy"
-    assert tune["search_space"] is None
-    assert tune["overwrite"] is False
+    section = validate_config(None)["tune"]
+    assert section["tuner"] == "random"
+    assert section["objective"] == "val_accuracy"
+    assert section["search_space"] is None
+    assert section["overwrite"] is False
 
 
 @pytest.mark.parametrize(
@@ -85,7 +85,7 @@ def test_layer_targets_give_one_callback_per_layer():
             "scaling": {"layer_targets": {"hidden_1": 0.4, "hidden_2": 0.2}},
         }
     )
-    callbacks = training.scaling_callbacks(config, "scaling")
+    callbacks = train.scaling_callbacks(config, "scaling")
     assert [(c.layers, c.settings["target"]) for c in callbacks] == [
         (["hidden_1"], 0.4),
         (["hidden_2"], 0.2),
@@ -108,7 +108,7 @@ def test_layer_targets_give_one_callback_per_layer():
 )
 def test_untunable_configs_are_refused(raw, message):
     with pytest.raises(ConfigError, match=message):
-        tuning_job.check_tunable(validate_config(raw))
+        tune.check_tunable(validate_config(raw))
 
 
 def test_shipped_tune_configs_are_tunable():
@@ -119,4 +119,4 @@ def test_shipped_tune_configs_are_tunable():
     ]
     assert any(p.name == "tune_quickstart.yaml" for p in paths)
     for path in paths:
-        tuning_job.check_tunable(load_config(str(path)))
+        tune.check_tunable(load_config(str(path)))

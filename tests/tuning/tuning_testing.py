@@ -4,7 +4,7 @@ import functools
 
 import keras
 
-from keras_homeostasis.data import load_dataset
+from keras_homeostasis.lab.data import load_dataset
 
 
 @functools.lru_cache(maxsize=None)

@@ -6,11 +6,9 @@
                                [--overwrite] [--quiet | --verbose]
     keras-homeostasis bench [--quick] [--out DIR] [--settings ...] [--gpus]
 
-Configs are YAML files (see `docs/configs.md`). The work is done by
-`keras_homeostasis.training`, `keras_homeostasis.comparison` and (`tune`)
-`keras_homeostasis.tuning.tuning_job`; `train`
-under `TF_CONFIG` or with `--workers` by `keras_homeostasis.multi_worker`;
-`bench` by `keras_homeostasis.benchmark`.
+Configs are YAML files (see `docs/configs.md`). Each command's work is done
+by its job module beside this one: `train` (under `TF_CONFIG` or with
+`--workers` by `multi_worker`), `compare`, `tune` and `bench`.
 """
 
 import argparse
@@ -114,15 +112,15 @@ def _add_bench(commands):
 
 
 def _bench(args, argv):
-    from keras_homeostasis import benchmark
+    from keras_homeostasis.lab import bench
 
     names = {
-        "one-device": benchmark.ONE_DEVICE,
-        "one-device-xla": benchmark.ONE_DEVICE_XLA,
-        "mirrored": benchmark.MIRRORED,
+        "one-device": bench.ONE_DEVICE,
+        "one-device-xla": bench.ONE_DEVICE_XLA,
+        "mirrored": bench.MIRRORED,
     }
     settings = [names[s] for s in args.settings or []]
-    benchmark.bench(
+    bench.bench(
         args.quick,
         args.out,
         trials=args.trials,
@@ -147,8 +145,8 @@ def _overrides(args):
 
 
 def _train(args, config, data):
-    from keras_homeostasis import multi_worker
-    from keras_homeostasis import training
+    from keras_homeostasis.lab import multi_worker
+    from keras_homeostasis.lab import train
 
     verbose = 0 if args.quiet else 1
     if multi_worker.cluster_task() is not None:
@@ -156,9 +154,7 @@ def _train(args, config, data):
             config, args.run_dir, args.worker_dir, verbose=verbose, data=data
         )
     else:
-        result = training.train(
-            config, run_dir=args.run_dir, verbose=verbose, data=data
-        )
+        result = train.train(config, run_dir=args.run_dir, verbose=verbose, data=data)
     print(result["report"].to_markdown())
     status = " (diverged: NaN loss)" if result["diverged"] else ""
     print(
@@ -169,7 +165,7 @@ def _train(args, config, data):
 
 
 def _launch_workers(args, config):
-    from keras_homeostasis import multi_worker
+    from keras_homeostasis.lab import multi_worker
 
     if os.environ.get("TF_CONFIG"):
         return _fail("--workers starts its own local cluster: unset TF_CONFIG")
@@ -183,11 +179,11 @@ def _launch_workers(args, config):
 
 
 def _compare(args, config, data):
-    from keras_homeostasis import comparison
+    from keras_homeostasis.lab import compare
 
     out = args.out or config["output"]["run_dir"]
     try:
-        comparison.run_comparison(
+        compare.run_comparison(
             config, out_dir=out, data=data, log=lambda s: print(s, flush=True)
         )
     except KeyboardInterrupt:
@@ -202,13 +198,13 @@ def _compare(args, config, data):
 
 
 def _tune(args, config, data):
-    from keras_homeostasis import config as config_lib
-    from keras_homeostasis.tuning import tuning_job
+    from keras_homeostasis.lab import config as config_lib
+    from keras_homeostasis.lab import tune
 
     out = args.out or config["output"]["run_dir"]
     verbose = 0 if args.quiet else 2 if args.verbose else 1
     try:
-        result = tuning_job.run_search(
+        result = tune.run_search(
             config,
             out_dir=out,
             data=data,
@@ -225,7 +221,7 @@ def _tune(args, config, data):
         return INTERRUPTED
     except config_lib.ConfigError as e:
         return _fail(e)
-    print(tuning_job.summary(result, config))
+    print(tune.summary(result, config))
     return 0 if result["best_config"] and not result["stopped"] else 1
 
 
@@ -241,8 +237,8 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.command == "bench":
         return _bench(args, sys.argv[1:] if argv is None else argv)
-    from keras_homeostasis import config as config_lib
-    from keras_homeostasis import training
+    from keras_homeostasis.lab import config as config_lib
+    from keras_homeostasis.lab import train
 
     try:
         config = config_lib.load_config(args.config, overrides=_overrides(args))
@@ -251,13 +247,13 @@ def main(argv=None):
     if args.command == "train" and args.workers > 1:
         return _launch_workers(args, config)
     if args.command == "train" and os.environ.get("TF_CONFIG"):
-        from keras_homeostasis import multi_worker
+        from keras_homeostasis.lab import multi_worker
 
         # TensorFlow needs the multi-worker strategy before any other op.
         multi_worker.cluster_strategy()
     try:
         # Missing files, bad .npz files and failed downloads end here cleanly.
-        data = training.load_data(config)
+        data = train.load_data(config)
     except (FileNotFoundError, ImportError, RuntimeError, ValueError) as e:
         return _fail(e)
     if args.command == "train":

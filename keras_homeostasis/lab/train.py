@@ -20,9 +20,9 @@ import warnings
 
 import keras
 
-from keras_homeostasis import config as config_lib
-from keras_homeostasis import models
-from keras_homeostasis.data import load_dataset
+from keras_homeostasis.lab import config as config_lib
+from keras_homeostasis.lab import models
+from keras_homeostasis.lab.data import load_dataset
 from keras_homeostasis.metrics import UsageReport
 from keras_homeostasis.synaptic_scaling_callback import SynapticScalingCallback
 
@@ -107,7 +107,7 @@ def train(config, run_dir=None, verbose=1, data=None):
     """Trains the config's model and writes a run folder.
 
     Args:
-        config: a validated config (see `keras_homeostasis.config`).
+        config: a validated config (see `keras_homeostasis.lab.config`).
         run_dir: the run folder (default `config["output"]["run_dir"]`).
         verbose: Keras' `fit` verbosity (1 = progress bar).
         data: the data set, if already loaded (else `load_data(config)`).

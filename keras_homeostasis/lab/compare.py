@@ -30,10 +30,10 @@ import time
 
 import keras
 
-from keras_homeostasis import comparison_report
-from keras_homeostasis import config as config_lib
-from keras_homeostasis import models
-from keras_homeostasis import training
+from keras_homeostasis.lab import compare_report
+from keras_homeostasis.lab import config as config_lib
+from keras_homeostasis.lab import models
+from keras_homeostasis.lab import train
 
 KEY_COLUMNS = ("dataset", "architecture", "optimizer", "method", "seed", "epochs")
 RESULT_COLUMNS = (
@@ -128,7 +128,7 @@ def run_one(config, data, run, verbose=0):
     """Trains one run of the grid; returns its results.csv row."""
     (x_train, y_train), (x_test, y_test) = data
     keras.backend.clear_session()
-    model = training.build_compiled_model(
+    model = train.build_compiled_model(
         config,
         data,
         run["architecture"],
@@ -144,7 +144,7 @@ def run_one(config, data, run, verbose=0):
         batch_size=config["data"]["batch_size"],
         epochs=run["epochs"],
         validation_data=(x_test, y_test),
-        callbacks=training.scaling_callbacks(config, run["method"])
+        callbacks=train.scaling_callbacks(config, run["method"])
         + [keras.callbacks.TerminateOnNaN(), probe],
         verbose=verbose,
     )
@@ -156,7 +156,7 @@ def run_one(config, data, run, verbose=0):
     row.update(
         test_accuracy=f"{accuracy:.6f}",
         test_loss=f"{loss:.6f}",
-        diverged=int(training.diverged(history.history) or not math.isfinite(loss)),
+        diverged=int(train.diverged(history.history) or not math.isfinite(loss)),
         epochs_to_threshold=_first_epoch(
             probe.accuracies, config["compare"]["accuracy_threshold"]
         ),
@@ -164,7 +164,7 @@ def run_one(config, data, run, verbose=0):
         train_seconds=f"{seconds:.2f}",
         params=model.count_params(),
     )
-    report = training.usage_report(model, x_test)
+    report = train.usage_report(model, x_test)
     for name, metrics in report.layers.items():
         row[f"{name}_entropy"] = f"{metrics['usage_entropy']:.6f}"
         row[f"{name}_cv"] = f"{metrics['cv']:.6f}"
@@ -231,18 +231,18 @@ def run_comparison(config, out_dir=None, data=None, verbose=0, log=print):
             f"in {csv_path}"
         )
     if todo and data is None:
-        data = training.load_data(config)
+        data = train.load_data(config)
     started = time.perf_counter()
     for i, run in enumerate(todo, start=1):
         row = run_one(config, data, run, verbose=verbose)
         append_row(csv_path, header, row)
         rows = _rows_of(read_rows(csv_path, header), keys)
-        comparison_report.write_markdown(md_path, rows, config)
+        compare_report.write_markdown(md_path, rows, config)
         elapsed = time.perf_counter() - started
         eta = elapsed / i * (len(todo) - i)
         log(_progress(i, len(todo), row, elapsed, eta))
     rows = _rows_of(read_rows(csv_path, header), keys)
-    comparison_report.write_markdown(md_path, rows, config)
+    compare_report.write_markdown(md_path, rows, config)
     return rows
 
 

@@ -10,7 +10,7 @@ The results folder (`output.run_dir`) receives:
   `logs/<trial>/execution<k>/` with `train/`, `validation/` (Keras
   scalars), `homeostasis/` (the Homeostasis dashboard) and the HParams
   dashboard's data.
-- `trials.csv`, `trials.md`: every trial (see `trials_table`), rewritten
+- `trials.csv`, `trials.md`: every trial (see `tune_report`), rewritten
   after each trial.
 - `best.yaml`: the config with the best trial's settings in `scaling`, which
   `keras-homeostasis train` accepts (it trains on the whole training set and
@@ -36,10 +36,10 @@ except ImportError as e:  # pragma: no cover - depends on the environment
         "(or pip install keras-homeostasis[tuning])"
     ) from e
 
-from keras_homeostasis import config as config_lib
-from keras_homeostasis import training
+from keras_homeostasis.lab import config as config_lib
+from keras_homeostasis.lab import train
+from keras_homeostasis.lab import tune_report
 from keras_homeostasis.tuning import search_space as space_lib
-from keras_homeostasis.tuning import trials_table
 from keras_homeostasis.tuning.homeostatic_hyper_model import HomeostaticHyperModel
 
 RESULT_FILES = ("tuner", "logs", "trials.csv", "trials.md", "best.yaml", "config.yaml")
@@ -80,7 +80,7 @@ def hypermodel_from_config(config, data, log_freq="epoch"):
     """A `HomeostaticHyperModel` for the config's model and `scaling` section."""
 
     def build_model(hp):
-        return training.build_compiled_model(
+        return train.build_compiled_model(
             config,
             data,
             config["model"]["architecture"],
@@ -167,7 +167,7 @@ def run_search(config, out_dir=None, data=None, verbose=1, log=print, overwrite=
     Args:
         config: a validated config with `model.normalization: scaling`.
         out_dir: the results folder (default `config["output"]["run_dir"]`).
-        data: the data set, if already loaded (else `training.load_data`).
+        data: the data set, if already loaded (else `train.load_data`).
         verbose: 0 silent, 1 one line per trial, 2 also Keras' epoch lines.
         log: where progress lines go.
         overwrite: start afresh (default `config["tune"]["overwrite"]`).
@@ -183,7 +183,7 @@ def run_search(config, out_dir=None, data=None, verbose=1, log=print, overwrite=
     os.makedirs(out_dir, exist_ok=True)
     _check_resumable(config, out_dir, overwrite)
     config_lib.dump_config(config, os.path.join(out_dir, "config.yaml"))
-    data = training.load_data(config) if data is None else data
+    data = train.load_data(config) if data is None else data
     (x_train, y_train), (x_val, y_val) = split_validation(
         data, config["tune"]["validation_split"]
     )
@@ -217,11 +217,11 @@ def run_search(config, out_dir=None, data=None, verbose=1, log=print, overwrite=
 
 def write_results(tuner, config, out_dir):
     """Writes trials.csv, trials.md and (when a trial completed) best.yaml."""
-    rows = trials_table.trial_rows(tuner.oracle)
-    trials_table.write_csv(rows, os.path.join(out_dir, "trials.csv"))
+    rows = tune_report.trial_rows(tuner.oracle)
+    tune_report.write_csv(rows, os.path.join(out_dir, "trials.csv"))
     name = config["tune"]["objective"]
     with open(os.path.join(out_dir, "trials.md"), "w", encoding="utf-8") as f:
-        f.write("# Trials of the search\n\n" + trials_table.to_markdown(rows, name))
+        f.write("# Trials of the search\n\n" + tune_report.to_markdown(rows, name))
     best = [r for r in rows if r["best"]]
     result = {"out_dir": out_dir, "rows": rows, "best_values": None}
     result.update(best_config=None, best_trial=None, stopped=None)

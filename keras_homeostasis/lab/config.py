@@ -17,8 +17,8 @@ import math
 import numbers
 import os
 
-from keras_homeostasis import models
-from keras_homeostasis.data import CHOICES as DATASET_CHOICES
+from keras_homeostasis.lab import models
+from keras_homeostasis.lab.data import CHOICES as DATASET_CHOICES
 from keras_homeostasis.settings import DEFAULTS as SCALING_DEFAULTS
 from keras_homeostasis.settings import validate_settings
 

@@ -69,13 +69,13 @@ def cluster_strategy():
 
 
 def train_in_cluster(config, run_dir=None, worker_dir=None, verbose=1, data=None):
-    """`training.train` under `MultiWorkerMirroredStrategy`, chief-only outputs.
+    """`train.train` under `MultiWorkerMirroredStrategy`, chief-only outputs.
 
     Every worker runs the same training (Keras shards each global batch
     across workers). The chief writes `run_dir`; the others write to
     `worker_dir`, or to a temporary folder removed afterwards.
     """
-    from keras_homeostasis import training
+    from keras_homeostasis.lab import train
 
     task = cluster_task()
     chief = is_chief(task)
@@ -85,7 +85,7 @@ def train_in_cluster(config, run_dir=None, worker_dir=None, verbose=1, data=None
         scratch = worker_dir = tempfile.mkdtemp(prefix="keras-homeostasis-worker-")
     try:
         with strategy.scope():
-            result = training.train(
+            result = train.train(
                 config,
                 run_dir=run_dir if chief else worker_dir,
                 verbose=verbose if chief else 0,
@@ -157,7 +157,7 @@ def launch_local(train_args, workers, run_dir, log=print):
 
 
 def _start(train_args, index, run_dir, tf_config, scratch):
-    command = [sys.executable, "-m", "keras_homeostasis.cli", "train", *train_args]
+    command = [sys.executable, "-m", "keras_homeostasis.lab.cli", "train", *train_args]
     command += ["--run-dir", run_dir] if index == 0 else ["--worker-dir", run_dir]
     if index > 0:
         command += ["--quiet"]

@@ -5,7 +5,7 @@ import os
 import statistics
 import time
 
-from keras_homeostasis import config as config_lib
+from keras_homeostasis.lab import config as config_lib
 
 
 def _floats(rows, column):

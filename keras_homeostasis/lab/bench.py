@@ -69,7 +69,7 @@ def build(variant, width, depth, strategy=None, jit_compile="auto"):
     """The compiled MLP of `variant` and its callbacks, under `strategy`."""
     import keras
 
-    from keras_homeostasis import models
+    from keras_homeostasis.lab import models
     from keras_homeostasis.synaptic_scaling_callback import SynapticScalingCallback
 
     with strategy.scope() if strategy else contextlib.nullcontext():
@@ -224,7 +224,7 @@ def measure_mirrored(cases, trials, steps, gpus=False):
     Returns `(replicas, rows)`.
     """
     spec = {"cases": cases, "trials": trials, "steps": steps, "gpus": gpus}
-    command = [sys.executable, "-m", "keras_homeostasis.benchmark", json.dumps(spec)]
+    command = [sys.executable, "-m", "keras_homeostasis.lab.bench", json.dumps(spec)]
     env = {**os.environ}
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if not gpus:
@@ -280,7 +280,7 @@ def bench(
     log=print,
 ):
     """Runs the benchmark, writes `bench.csv` and `bench.md`; returns the rows."""
-    from keras_homeostasis import benchmark_report
+    from keras_homeostasis.lab import bench_report
 
     cases = QUICK_CASES if quick else dict.fromkeys(SETTINGS, full_cases())
     trials = trials or (9 if quick else 15)
@@ -288,8 +288,8 @@ def bench(
     rows, environment = run_bench(cases, trials, steps, settings or SETTINGS, gpus, log)
     environment += f" {trials} trials of {steps} steps per variant."
     os.makedirs(out_dir, exist_ok=True)
-    benchmark_report.write_csv(rows, os.path.join(out_dir, "bench.csv"))
-    markdown = benchmark_report.to_markdown(rows, command, environment)
+    bench_report.write_csv(rows, os.path.join(out_dir, "bench.csv"))
+    markdown = bench_report.to_markdown(rows, command, environment)
     with open(os.path.join(out_dir, "bench.md"), "w", encoding="utf-8") as f:
         f.write(markdown)
     log(markdown)
