@@ -57,13 +57,20 @@ def output_layers(model):
     return found
 
 
+def is_homeostatic(layer):
+    """A layer that scales itself (a `keras_homeostasis.layers` layer).
+
+    Told by the class property `homeostasis_settings` of `HomeostaticMixin`,
+    so that this module does not import the layers, which import it.
+    """
+    return hasattr(type(layer), "homeostasis_settings")
+
+
 def is_scalable(layer):
     """A standard Dense/Conv layer with a kernel, not already homeostatic."""
-    from keras_homeostasis.layers.homeostatic_mixin import HomeostaticMixin
-
     return (
         isinstance(layer, ELIGIBLE_TYPES)
-        and not isinstance(layer, HomeostaticMixin)
+        and not is_homeostatic(layer)
         and getattr(layer, "kernel", None) is not None
     )
 

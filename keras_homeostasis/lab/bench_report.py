@@ -9,10 +9,10 @@ BatchNormalization's moving statistics).
 
 import csv
 
-from keras_homeostasis.lab.bench import HEADLINE
-from keras_homeostasis.lab.bench import LABELS
-from keras_homeostasis.lab.bench import TARGETS
-from keras_homeostasis.lab.bench import VARIANTS
+from keras_homeostasis.lab.bench_cases import HEADLINE
+from keras_homeostasis.lab.bench_cases import LABELS
+from keras_homeostasis.lab.bench_cases import TARGETS
+from keras_homeostasis.lab.bench_cases import VARIANTS
 
 FIELDS = (
     "setting",

@@ -113,11 +113,12 @@ def _add_bench(commands):
 
 def _bench(args, argv):
     from keras_homeostasis.lab import bench
+    from keras_homeostasis.lab import bench_cases
 
     names = {
-        "one-device": bench.ONE_DEVICE,
-        "one-device-xla": bench.ONE_DEVICE_XLA,
-        "mirrored": bench.MIRRORED,
+        "one-device": bench_cases.ONE_DEVICE,
+        "one-device-xla": bench_cases.ONE_DEVICE_XLA,
+        "mirrored": bench_cases.MIRRORED,
     }
     settings = [names[s] for s in args.settings or []]
     bench.bench(

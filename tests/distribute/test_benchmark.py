@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from keras_homeostasis.lab import bench
+from keras_homeostasis.lab import bench_cases
 from keras_homeostasis.lab import bench_report
 from keras_homeostasis.lab import cli
 from keras_homeostasis.unit_state import UnitState
@@ -23,7 +24,7 @@ def homeostatic_floats(units, layers):
 
 
 def check_rows(rows):
-    assert [r["variant"] for r in rows] == list(bench.VARIANTS)
+    assert [r["variant"] for r in rows] == list(bench_cases.VARIANTS)
     by = {r["variant"]: r for r in rows}
     assert by["none"]["ratio"] == 1.0 and by["none"]["extra_ms"] == 0.0
     assert all(r["ms_per_step"] > 0 for r in rows)
@@ -56,9 +57,9 @@ def test_mirrored_child_process():
 
 def fake_rows():
     rows = []
-    for setting, ratio in ((bench.ONE_DEVICE, 1.2), (bench.MIRRORED, 1.05)):
+    for setting, ratio in ((bench_cases.ONE_DEVICE, 1.2), (bench_cases.MIRRORED, 1.05)):
         for width in (64, 256):
-            for variant in bench.VARIANTS:
+            for variant in bench_cases.VARIANTS:
                 r = 1.0 if variant == "none" else ratio
                 rows.append(
                     {
@@ -94,7 +95,7 @@ def test_report_tables(tmp_path):
 
 
 def test_bench_command_writes_csv_and_markdown(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(bench.QUICK_CASES, bench.ONE_DEVICE, [TINY])
+    monkeypatch.setitem(bench_cases.QUICK_CASES, bench_cases.ONE_DEVICE, [TINY])
     status = cli.main(
         ["bench", "--quick", "--settings", "one-device", "--trials", "1"]
         + ["--steps", "1", "--out", str(tmp_path)]
