@@ -21,6 +21,7 @@ from keras_homeostasis.lab import models
 from keras_homeostasis.lab.data import CHOICES as DATASET_CHOICES
 from keras_homeostasis.settings import DEFAULTS as SCALING_DEFAULTS
 from keras_homeostasis.settings import validate_settings
+from keras_homeostasis.validation import check_known_keys
 
 
 class ConfigError(ValueError):
@@ -355,12 +356,7 @@ def defaults():
 def _section(raw, keys, path):
     if not isinstance(raw, dict):
         _fail(path, "a mapping of keys to values", raw)
-    unknown = sorted(set(map(str, raw)) - set(keys))
-    if unknown:
-        raise ConfigError(
-            f"Unknown config key `{path}.{unknown[0]}`. "
-            f"Allowed keys in `{path}`: {sorted(keys)}"
-        )
+    check_known_keys(raw, keys, "config key", path, error=ConfigError)
     resolved = {}
     for name, key in keys.items():
         if name in raw:
@@ -384,11 +380,7 @@ def validate_config(raw, config_path=None):
             "A config must be a mapping of sections to keys. "
             f"Allowed sections: {sorted(SCHEMA)}. Received: {raw!r}"
         )
-    unknown = sorted(set(map(str, raw)) - set(SCHEMA))
-    if unknown:
-        raise ConfigError(
-            f"Unknown config section `{unknown[0]}`. Allowed sections: {sorted(SCHEMA)}"
-        )
+    check_known_keys(raw, SCHEMA, "config section", error=ConfigError)
     config = {
         name: _section({} if raw.get(name) is None else raw[name], keys, name)
         for name, keys in SCHEMA.items()

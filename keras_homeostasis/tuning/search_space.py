@@ -32,6 +32,7 @@ import numbers
 
 from keras_homeostasis.settings import DEFAULTS
 from keras_homeostasis.settings import validate_settings
+from keras_homeostasis.validation import check_known_keys
 
 PREFIX = "scaling/"
 LAYER_TARGETS = "layer_targets"
@@ -171,12 +172,7 @@ def validate_search_space(overrides=None, path="search_space"):
     overrides = {} if overrides is None else overrides
     if not isinstance(overrides, dict):
         _fail(path, "a mapping of parameter names to specs", overrides)
-    unknown = sorted(set(map(str, overrides)) - set(PARAMETERS))
-    if unknown:
-        raise ValueError(
-            f"Unknown search space parameter `{path}.{unknown[0]}`. "
-            f"Allowed parameters: {sorted(PARAMETERS)}"
-        )
+    check_known_keys(overrides, PARAMETERS, "search space parameter", path)
     merged = {**copy.deepcopy(DEFAULT_SEARCH_SPACE), **overrides}
     space = {
         name: check_parameter(name, merged[name], f"{path}.{name}")
