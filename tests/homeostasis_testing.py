@@ -11,6 +11,7 @@ import keras
 import numpy as np
 
 import keras_homeostasis.layers
+from keras_homeostasis import layer_selection
 from keras_homeostasis.unit_state import UnitState
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -97,13 +98,8 @@ def compiled(model, optimizer=None, **compile_kwargs):
 
 
 def all_layers(model):
-    """Every layer of `model`, nested models included."""
-    found = []
-    for layer in model.layers:
-        found.append(layer)
-        if isinstance(layer, keras.Model):
-            found.extend(all_layers(layer))
-    return found
+    """Every layer of `model`, nested models included (the library's walk)."""
+    return layer_selection.all_layers(model)
 
 
 def states(model):
