@@ -53,42 +53,33 @@ Then the usual imports, the settings and the data.
 
 import keras
 from tensorboard.backend.event_processing import event_accumulator
+from tutorial_setup import OUT
+from tutorial_setup import SMALL
+from tutorial_setup import build_mlp
+from tutorial_setup import load_digits
 
 from keras_homeostasis import SynapticScalingCallback
-from keras_homeostasis.lab.data import load_dataset
 from keras_homeostasis.tensorboard import HomeostasisLogger
 
-SMALL = os.environ.get("KH_TUTORIAL_SMALL") == "1"
-OUT = os.environ.get("KH_TUTORIAL_OUT", os.path.join("runs", "tutorials"))
 LOGS = os.path.join(OUT, "tensorboard")
 EPOCHS = 1 if SMALL else 10
 LOG_FREQ = 10  # optimizer steps between two summaries
 
-(x_train, y_train), (x_test, y_test) = load_dataset("digits")
+(x_train, y_train), (x_test, y_test) = load_digits()
 if SMALL:
     x_train, y_train = x_train[:320], y_train[:320]
 
+"""
+The model is the tutorials' shared MLP (`tutorial_setup.build_mlp`): two
+hidden blocks of 64 units whose post-ReLU outputs are the layers `hidden_1`
+and `hidden_2`; with `batchnorm=True` each block is a bias-free `Dense`
+(`hidden_<k>_linear`), a `BatchNormalization` (`hidden_<k>_norm`) and a ReLU.
+"""
 
-def build_model(normalization=None):
-    keras.utils.set_random_seed(0)
-    layers = [keras.Input(x_train.shape[1:]), keras.layers.Flatten()]
-    for k in (1, 2):
-        if normalization == "batchnorm":
-            layers += [
-                keras.layers.Dense(64, use_bias=False, name=f"hidden_{k}_linear"),
-                keras.layers.BatchNormalization(name=f"hidden_{k}_norm"),
-                keras.layers.Activation("relu", name=f"hidden_{k}"),
-            ]
-        else:
-            layers.append(keras.layers.Dense(64, activation="relu", name=f"hidden_{k}"))
-    layers.append(keras.layers.Dense(10, activation="softmax", name="output"))
-    model = keras.Sequential(layers)
-    model.compile(
-        optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    return model
+
+def build_model(batchnorm=False):
+    optimizer = keras.optimizers.SGD(0.05, momentum=0.9)
+    return build_mlp(x_train.shape[1:], 64, optimizer, batchnorm=batchnorm, seed=0)
 
 
 """
@@ -100,7 +91,7 @@ units get a factor of 1. The logger writes from `on_train_begin` to
 `on_train_end` only, so it can be deep-copied (keras-tuner does that).
 """
 
-baseline = build_model("batchnorm")
+baseline = build_model(batchnorm=True)
 baseline.fit(
     x_train,
     y_train,

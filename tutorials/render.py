@@ -19,11 +19,13 @@ import sys
 HERE = pathlib.Path(__file__).resolve().parent
 HEADER_KEYS = ("Title", "Author", "Date created", "Last modified", "Description")
 QUOTES = '"""'
+# Not tutorials: this renderer and the setup the tutorials share.
+HELPERS = ("render.py", "tutorial_setup.py")
 
 
 def scripts(folder=HERE):
-    """The tutorial scripts of `folder` (every .py file but this one)."""
-    return sorted(p for p in folder.glob("*.py") if p.name != "render.py")
+    """The tutorial scripts of `folder` (every .py file but the helpers)."""
+    return sorted(p for p in folder.glob("*.py") if p.name not in HELPERS)
 
 
 def split_blocks(source):

@@ -34,13 +34,14 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
+from tutorial_setup import OUT
+from tutorial_setup import SMALL
+from tutorial_setup import build_mlp
+from tutorial_setup import load_digits
 
 from keras_homeostasis import SynapticScalingCallback
-from keras_homeostasis.lab.data import load_dataset
 from keras_homeostasis.metrics import UsageReport
 
-SMALL = os.environ.get("KH_TUTORIAL_SMALL") == "1"
-OUT = os.environ.get("KH_TUTORIAL_OUT", os.path.join("runs", "tutorials"))
 EPOCHS = 2 if SMALL else 15
 WIDTH = 64 if SMALL else 256
 os.makedirs(OUT, exist_ok=True)
@@ -52,34 +53,23 @@ scikit-learn's 8x8 handwritten digits come with scikit-learn, so nothing is
 downloaded: 1437 training and 360 test images, scaled to [0, 1].
 """
 
-(x_train, y_train), (x_test, y_test) = load_dataset("digits")
+(x_train, y_train), (x_test, y_test) = load_digits()
 print("train:", x_train.shape, "test:", x_test.shape)
 
 """
 ## An existing model and its training
 
 Any model with `Dense` or `Conv` hidden layers will do. The callback scales
-the hidden layers and leaves the output layer alone.
+the hidden layers and leaves the output layer alone. Here, the tutorials'
+shared MLP (`tutorial_setup.build_mlp`): `Flatten`, two `Dense(WIDTH,
+activation="relu")` layers `hidden_1` and `hidden_2`, and a softmax `output`,
+compiled for sparse categorical cross-entropy.
 """
 
 
 def build_model():
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [
-            keras.Input(x_train.shape[1:]),
-            keras.layers.Flatten(),
-            keras.layers.Dense(WIDTH, activation="relu", name="hidden_1"),
-            keras.layers.Dense(WIDTH, activation="relu", name="hidden_2"),
-            keras.layers.Dense(10, activation="softmax", name="output"),
-        ]
-    )
-    model.compile(
-        optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    return model
+    optimizer = keras.optimizers.SGD(0.05, momentum=0.9)
+    return build_mlp(x_train.shape[1:], WIDTH, optimizer, seed=0)
 
 
 baseline = build_model()

@@ -41,15 +41,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
 import keras_tuner
+from tutorial_setup import OUT
+from tutorial_setup import SMALL
+from tutorial_setup import build_mlp
+from tutorial_setup import load_digits
 
-from keras_homeostasis.lab.data import load_dataset
 from keras_homeostasis.metrics import UsageReport
 from keras_homeostasis.tuning import HomeostaticHyperModel
 from keras_homeostasis.tuning import homeostasis_objective
 from keras_homeostasis.tuning import search_space
 
-SMALL = os.environ.get("KH_TUTORIAL_SMALL") == "1"
-OUT = os.environ.get("KH_TUTORIAL_OUT", os.path.join("runs", "tutorials"))
 MAX_TRIALS = 2 if SMALL else 15
 EPOCHS = 1 if SMALL else 8
 WIDTH = 32 if SMALL else 128
@@ -61,7 +62,7 @@ The search compares trials on validation data held out from the training
 set; the test set is only used once, for the final model.
 """
 
-(x_train, y_train), (x_test, y_test) = load_dataset("digits")
+(x_train, y_train), (x_test, y_test) = load_digits()
 held_out = len(x_train) // 5
 x_fit, y_fit = x_train[:-held_out], y_train[:-held_out]
 x_val, y_val = x_train[-held_out:], y_train[-held_out:]
@@ -69,28 +70,17 @@ x_val, y_val = x_train[-held_out:], y_train[-held_out:]
 """
 ## The model-building function
 
-An ordinary keras-tuner `build_model(hp)`: plain Dense layers, compiled. Here
-it tunes its own learning rate too.
+An ordinary keras-tuner `build_model(hp)`: plain Dense layers, compiled (the
+tutorials' shared MLP, `tutorial_setup.build_mlp`: two `Dense(WIDTH,
+activation="relu")` layers `hidden_1` and `hidden_2`, a softmax `output`).
+Here it tunes its own learning rate too.
 """
 
 
 def build_model(hp):
-    model = keras.Sequential(
-        [
-            keras.Input(x_train.shape[1:]),
-            keras.layers.Flatten(),
-            keras.layers.Dense(WIDTH, activation="relu", name="hidden_1"),
-            keras.layers.Dense(WIDTH, activation="relu", name="hidden_2"),
-            keras.layers.Dense(10, activation="softmax", name="output"),
-        ]
-    )
     learning_rate = hp.Choice("learning_rate", [1e-3, 3e-3])
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    return model
+    optimizer = keras.optimizers.Adam(learning_rate)
+    return build_mlp(x_train.shape[1:], WIDTH, optimizer)
 
 
 """
