@@ -46,3 +46,6 @@ def test_the_wheel_contains_the_frontend_and_the_entry_point(tmp_path):
         "homeostasis = keras_homeostasis.tensorboard.homeostasis_loader:"
         "HomeostasisLoader" in declared
     )
+    # The command line lives in the lab subpackage, which the wheel ships.
+    assert "keras_homeostasis/lab/cli.py" in names
+    assert "keras-homeostasis = keras_homeostasis.lab.cli:main" in declared
