@@ -31,14 +31,14 @@ def step_function():
     )
 
 
-def _compiled_on_values(packed, activity, firing_rate, log_gain, steps, settings):
+def _compiled_on_values(packed, state, bias, settings):
     # Read the (mirrored) variables here, in the replica's graph, so that
     # `compiled_step` only ever receives tensors. Given the variables
     # themselves, its first trace captured them and later calls with other
     # variables of the same shape (another layer, another model) silently
     # read the first ones.
-    values = [tf.identity(v) for v in (packed, activity, firing_rate, log_gain, steps)]
-    return compiled_step(*values, settings)
+    state = {name: tf.identity(value) for name, value in state.items()}
+    return compiled_step(tf.identity(packed), state, tf.identity(bias), settings)
 
 
 def all_reduce_sum(value):
@@ -53,14 +53,14 @@ class HomeostasisEngine:
     """One synchronised homeostatic step over several layers' states.
 
     Args:
-        bindings: list of `(UnitState, settings dict)` pairs.
+        bindings: list of `(UnitState, settings dict, bias variable or None)`.
     """
 
     def __init__(self, bindings):
         self.bindings = list(bindings)
 
     def step(self, weights=None):
-        accumulators = [state.accumulator for state, _ in self.bindings]
+        accumulators = [state.accumulator for state, _, _ in self.bindings]
         sizes = [int(a.shape[0]) for a in accumulators]
         packed = all_reduce_sum(
             ops.concatenate([ops.convert_to_tensor(a) for a in accumulators], axis=0)
@@ -73,9 +73,17 @@ class HomeostasisEngine:
             packed = ops.where(finite, packed, ops.zeros_like(packed))
         offset = 0
         step_fn = step_function()
-        for (state, settings), size in zip(self.bindings, sizes):
-            state.update(packed[offset : offset + size], settings, step_fn)
+        for (state, settings, bias), size in zip(self.bindings, sizes):
+            value = bias_value(bias, state)
+            state.update(packed[offset : offset + size], value, settings, step_fn)
             offset += size
+
+
+def bias_value(bias, state):
+    """The bias after the optimizer update, as float32 (zeros when absent)."""
+    if bias is None:
+        return ops.zeros((state.units,), "float32")
+    return ops.cast(ops.convert_to_tensor(bias), "float32")
 
 
 class KernelScaling(keras.constraints.Constraint):
@@ -98,12 +106,11 @@ class KernelScaling(keras.constraints.Constraint):
         return self.state.scale_kernel(w)
 
 
-class BiasScaling(keras.constraints.Constraint):
-    """Scales a bias by the layer's factors (if `scale`) and adds the revive shift."""
+class BiasShift(keras.constraints.Constraint):
+    """Adds the layer's intrinsic-plasticity shift to its bias."""
 
-    def __init__(self, state, scale=True, inner=None, engine=None):
+    def __init__(self, state, inner=None, engine=None):
         self.state = state
-        self.scale = scale
         self.inner = inner
         self.engine = engine
 
@@ -112,9 +119,7 @@ class BiasScaling(keras.constraints.Constraint):
             b = self.inner(b)
         if self.engine is not None:
             self.engine.step()
-        if self.scale:
-            b = b * ops.cast(self.state.factor, b.dtype)
-        return b + ops.cast(self.state.shift, b.dtype)
+        return self.state.shift_bias(b)
 
 
 def attach_constraints(pairs, engine):
@@ -126,7 +131,7 @@ def attach_constraints(pairs, engine):
     """
     saved = []
     first = True
-    for layer, state, settings in pairs:
+    for layer, state, _ in pairs:
         kernel = layer.kernel
         inner = user_constraint(kernel.constraint)
         saved.append((kernel, inner))
@@ -138,14 +143,12 @@ def attach_constraints(pairs, engine):
         if bias is not None:
             inner = user_constraint(bias.constraint)
             saved.append((bias, inner))
-            bias.constraint = BiasScaling(
-                state, scale=settings["scale_bias"], inner=inner
-            )
+            bias.constraint = BiasShift(state, inner=inner)
     return saved
 
 
 def user_constraint(constraint):
     """The user's own constraint, under any scaling left by a fit that raised."""
-    while isinstance(constraint, (KernelScaling, BiasScaling)):
+    while isinstance(constraint, (KernelScaling, BiasShift)):
         constraint = constraint.inner
     return constraint

@@ -1,179 +1,234 @@
-"""The homeostatic synaptic-scaling rule, as pure `keras.ops` functions.
+"""The homeostatic rule, as pure `keras.ops` functions.
 
 Everything else in the package (layers, callback, metrics, tuner, plugin) is a
 thin user of this module. Notation, for one layer with units `i = 1..n` (Dense
-units, or convolution channels pooled over batch and space):
+units, or convolution channels pooled over batch and space). A unit computes
+
+    z_i = u_i + b_i,   u_i = w_i . x   (its synaptic drive),   y_i = act(z_i)
 
 Sensor, from one optimizer step's forward pass, summed over all replicas:
 
-    m_i = sum |y_i| / N            (mean activity)
-    r_i = #{y_i > 0} / N           (firing rate)
+    |y| mean, #(z > 0) / N (firing rate), mean of u, mean of u^2
 
-Traces with momentum `mu` (the first finite batch initialises them):
+Traces with momentum `mu`, bias-corrected as in Adam (so a batch of one
+example is as good a sensor as a batch of thousands, given steps):
 
-    a_i <- mu * a_i + (1 - mu) * m_i
-    f_i <- mu * f_i + (1 - mu) * r_i
+    t <- mu t + (1 - mu) observation,   estimate = t / (1 - mu^steps)
 
-Set point: a fixed `target` (rho_i = target) or, when `target` is None, the
-layer's mean activity (rho_i = mean_j a_j: pure load balancing).
+    m_i = E[u_i],  q_i = E[u_i^2],  sigma_i = sqrt(q_i - m_i^2),
+    mean_i = m_i + b_i   (the unit's mean pre-activation)
 
-Scaling factor of unit i, for live units (f_i > silent_rate), else 1:
+Two mechanisms act after each optimizer update, as in neurons:
 
-    log s_i = clip(eta * (log rho_i - log a_i), -max_step, max_step)
+1. Synaptic scaling. Unit i's incoming weights (kernel column or filter) are
+   multiplied by `s_i`, moving the spread of its drive to a set point
+   `sigma*` (`target_std`, or the layer's mean spread when None):
 
-With a relative target the factors are renormalised so that the layer's total
-activity is unchanged (sum_i s_i a_i = sum_i a_i); this removes the upward gain
-drift that factors with geometric mean 1 would cause (Jensen's inequality).
-The cumulative gain G_i = sum log s_i is kept inside [log min_gain, log max_gain].
+       log s_i = clip(rate * (log sigma* - log sigma_i), -max_step, max_step)
 
-Unit i's incoming weights (kernel column or filter, and bias) are multiplied
-by s_i after the optimizer update. Because ReLU-like activations are positively
-homogeneous, this multiplies the unit's output by exactly s_i, so the trace is
-compensated at once (a_i <- s_i * a_i): the controller never acts on stale
-activity, which is what made the naive rule overshoot and oscillate.
+   with the cumulative factor optionally kept in `[min_gain, max_gain]`
+   (unbounded by default: the rescale also removes the norm that gradient
+   noise adds to the weights every step, so a bound would be reached and
+   then let the weights grow).
 
-Silent units (f_i <= silent_rate) are never scaled (no runaway of dead
-kernels); instead their bias rises by `revive * mean_j a_j` each step, the
-intrinsic-excitability rule that brings a dead ReLU unit back to life.
+2. Intrinsic plasticity. Unit i's bias (its threshold) moves so that its mean
+   pre-activation approaches `sigma'_i * Phi^-1(target_rate)`, the mean at
+   which a unit with drive spread `sigma'_i = s_i sigma_i` fires on a fraction
+   `target_rate` of its inputs (0 for the default 0.5):
+
+       b_i <- b_i + bias_rate * (sigma'_i Phi^-1(target_rate) - (s_i m_i + b_i))
+
+Together they hold each unit's pre-activation mean and spread where
+BatchNormalization puts them, through the weights instead of through a layer:
+every unit equally used, no unit silent, and nothing to compute at inference.
+Both act on quantities they measure directly and the traces are compensated
+at once (`m_i <- s_i m_i`, `q_i <- s_i^2 q_i`), so the loop cannot lag,
+overshoot or run away whatever the optimizer adds each step.
 """
+
+import math
 
 from keras import ops
 
-# Smallest activity treated as non-zero when taking logarithms.
+# Smallest spread treated as non-zero when taking logarithms.
 EPSILON = 1e-12
 
+# The per-unit statistics packed by the sensor, in order (each of n values),
+# followed by one count.
+STATISTICS = ("abs_output", "firing", "drive", "drive_square")
 
-def unit_axis_reduction(outputs, unit_axis):
-    """Per-unit sums of `|y|`, of `y > 0`, and the count of values summed.
+# The traces the rule keeps, one per statistic.
+TRACES = ("activity", "firing_rate", "drive_mean", "drive_square")
 
-    `outputs` may have any rank; `unit_axis` is the axis holding the units
-    (the last axis for Dense and channels_last convolutions). Returns a packed
-    float32 vector `[sum|y| (n), #(y>0) (n), count (1)]` so that one all-reduce
-    carries every statistic.
+
+def sensor_statistics(preactivation, outputs, bias, unit_axis):
+    """Per-unit sums of the sensed statistics and the count of values summed.
+
+    `preactivation` is `z` (before the activation), `outputs` is `y`, `bias`
+    the layer's bias or None, `unit_axis` the axis holding the units. Returns
+    a packed float32 vector `[sum|y|, #(z>0), sum u, sum u^2 (n each), count]`
+    so that one all-reduce carries every statistic.
     """
+    z = ops.cast(preactivation, "float32")
+    y = ops.cast(outputs, "float32")
+    rank = len(z.shape)
+    unit_axis = unit_axis % rank
+    axes = tuple(a for a in range(rank) if a != unit_axis)
+    drive = z
+    if bias is not None:
+        shape = [1] * rank
+        shape[unit_axis] = -1
+        drive = z - ops.reshape(ops.cast(bias, "float32"), shape)
+    sums = [
+        ops.sum(ops.abs(y), axis=axes),
+        ops.sum(ops.cast(z > 0, "float32"), axis=axes),
+        ops.sum(drive, axis=axes),
+        ops.sum(ops.square(drive), axis=axes),
+    ]
+    count = ops.cast(ops.size(z) // ops.shape(z)[unit_axis], "float32")
+    return ops.concatenate(sums + [ops.reshape(count, (1,))], axis=0)
+
+
+def output_statistics(outputs, unit_axis):
+    """Per-unit `[sum|y| (n), #(y>0) (n), count]` of outputs (the usage metrics)."""
     y = ops.cast(outputs, "float32")
     rank = len(y.shape)
     unit_axis = unit_axis % rank
     axes = tuple(a for a in range(rank) if a != unit_axis)
-    abs_sum = ops.sum(ops.abs(y), axis=axes)
-    pos_sum = ops.sum(ops.cast(y > 0, "float32"), axis=axes)
     count = ops.cast(ops.size(y) // ops.shape(y)[unit_axis], "float32")
-    return ops.concatenate([abs_sum, pos_sum, ops.reshape(count, (1,))], axis=0)
+    sums = [
+        ops.sum(ops.abs(y), axis=axes),
+        ops.sum(ops.cast(y > 0, "float32"), axis=axes),
+    ]
+    return ops.concatenate(sums + [ops.reshape(count, (1,))], axis=0)
+
+
+def packed_size(units):
+    """Length of a packed statistics vector for a layer of `units` units."""
+    return len(STATISTICS) * units + 1
 
 
 def split_statistics(packed):
-    """Splits a packed vector into `(mean_activity, firing_rate, count)`."""
-    units = (packed.shape[0] - 1) // 2
-    count = packed[2 * units]
+    """Splits a packed vector into per-unit means (a dict) and the count."""
+    units = (packed.shape[0] - 1) // len(STATISTICS)
+    count = packed[-1]
     safe = ops.maximum(count, 1.0)
-    return packed[:units] / safe, packed[units : 2 * units] / safe, count
+    means = {
+        name: packed[k * units : (k + 1) * units] / safe
+        for k, name in enumerate(STATISTICS)
+    }
+    return means, count
 
 
 def is_usable(packed):
     """True when the statistics are finite and were counted on some data."""
-    count = packed[-1]
-    return ops.logical_and(ops.all(ops.isfinite(packed)), count > 0)
+    return ops.logical_and(ops.all(ops.isfinite(packed)), packed[-1] > 0)
 
 
-def update_trace(trace, observation, momentum, initialized):
-    """Exponential moving average; the first observation initialises it."""
-    blended = momentum * trace + (1.0 - momentum) * observation
-    return ops.where(initialized, blended, observation)
+def update_trace(trace, observation, momentum):
+    """Exponential moving average started at zero (bias-corrected on use)."""
+    return momentum * trace + (1.0 - momentum) * observation
 
 
-def set_point(activity, target):
-    """Per-unit set point: the fixed `target`, or the layer mean when None."""
+def debiased(trace, momentum, steps):
+    """The trace divided by `1 - momentum^steps` (Adam's bias correction)."""
+    weight = 1.0 - ops.power(momentum, ops.cast(ops.maximum(steps, 1), "float32"))
+    return trace / ops.maximum(weight, EPSILON)
+
+
+def drive_spread(drive_mean, drive_square):
+    """Standard deviation of each unit's drive from its first two moments."""
+    return ops.sqrt(ops.maximum(drive_square - ops.square(drive_mean), EPSILON))
+
+
+def synaptic_scaling(spread, log_gain, settings):
+    """Mechanism 1: bounded log factors moving each spread to its set point.
+
+    Returns the log factors `log s_i` to apply to the units' kernels.
+    """
+    target = settings["target_std"]
     if target is None:
-        return ops.ones_like(activity) * ops.mean(activity)
-    return ops.ones_like(activity) * target
-
-
-def log_factors(activity, firing_rate, rho, rate, max_step, silent_rate):
-    """Bounded log scaling factors; silent units get exactly 0 (factor 1)."""
-    error = ops.log(ops.maximum(rho, EPSILON)) - ops.log(ops.maximum(activity, EPSILON))
-    step = ops.clip(rate * error, -max_step, max_step)
-    return ops.where(is_live(activity, firing_rate, silent_rate), step, 0.0)
-
-
-def is_live(activity, firing_rate, silent_rate):
-    """Units that fire often enough to be scaled multiplicatively."""
-    return ops.logical_and(firing_rate > silent_rate, activity > EPSILON)
-
-
-def preserve_total(log_s, activity, live):
-    """Shifts live units' log factors so that sum_i s_i a_i = sum_i a_i."""
-    total = ops.sum(activity)
-    scaled = ops.sum(ops.exp(log_s) * activity)
-    correction = ops.log(ops.maximum(total, EPSILON)) - ops.log(
-        ops.maximum(scaled, EPSILON)
+        target = ops.mean(spread)
+    error = ops.log(ops.maximum(target, EPSILON)) - ops.log(spread)
+    step = ops.clip(
+        settings["rate"] * error, -settings["max_step"], settings["max_step"]
     )
-    correction = ops.where(total > EPSILON, correction, 0.0)
-    return ops.where(live, log_s + correction, log_s)
+    low, high = settings["min_gain"], settings["max_gain"]
+    if low is None and high is None:
+        return step
+    low = -math.inf if low is None else math.log(low)
+    high = math.inf if high is None else math.log(high)
+    return ops.clip(log_gain + step, low, high) - log_gain
 
 
-def bound_cumulative(log_gain, log_s, min_gain, max_gain):
-    """Clips the cumulative gain; returns `(new_log_gain, applied_log_s)`."""
-    new_gain = ops.clip(log_gain + log_s, ops.log(min_gain), ops.log(max_gain))
-    return new_gain, new_gain - log_gain
+def rate_quantile(target_rate):
+    """Phi^-1(target_rate): the mean, in spreads, of a unit firing that often."""
+    return math.sqrt(2.0) * _erfinv(2.0 * target_rate - 1.0)
 
 
-def revive_shift(activity, firing_rate, silent_rate, revive):
-    """Bias increment for silent units: `revive` times the layer's mean activity."""
-    silent = firing_rate <= silent_rate
-    scale = ops.mean(activity)
-    return ops.where(silent, revive * scale, ops.zeros_like(activity))
+def intrinsic_plasticity(drive_mean, spread, bias, settings):
+    """Mechanism 2: bias shifts moving each mean pre-activation to its set point.
+
+    `drive_mean` and `spread` are already rescaled by this step's factors.
+    """
+    mean = drive_mean + bias
+    if settings["target_rate"] is None:
+        # The layer's own mean offset, in spreads: equal use, free sparsity.
+        goal = spread * ops.mean(mean / spread)
+    else:
+        goal = spread * rate_quantile(settings["target_rate"])
+    return settings["bias_rate"] * (goal - mean)
 
 
-def homeostatic_step(packed, activity, firing_rate, log_gain, steps, settings):
+def homeostatic_step(packed, state, bias, settings):
     """One whole step of the rule, as a pure function of the state.
 
     Args:
-        packed: globally summed statistics from `unit_axis_reduction`.
-        activity, firing_rate, log_gain: the unit traces and cumulative gains.
-        steps: int64 count of steps taken so far.
+        packed: globally summed statistics from `sensor_statistics`.
+        state: dict of tensors: the traces named in `TRACES`, `log_gain` and
+            `steps` (int64 count of usable steps taken so far).
+        bias: the layer's bias after the optimizer update (zeros if none).
         settings: the validated settings dict (`settings.validate_settings`).
 
-    Returns a dict with the new `activity`, `firing_rate`, `log_gain`,
-    `steps`, and this step's `factor` (s_i) and bias `shift`. A batch whose
-    statistics are not finite leaves the state unchanged (factor 1, shift 0).
+    Returns a dict with the new traces, `log_gain`, `steps`, and this step's
+    kernel `factor` (s_i) and bias `shift`. A batch whose statistics are not
+    finite leaves the state unchanged (factor 1, shift 0).
     """
     usable = is_usable(packed)
-    mean_activity, rate, _ = split_statistics(packed)
-    initialized = steps > 0
+    means, _ = split_statistics(packed)
     momentum = settings["momentum"]
-    new_activity = update_trace(activity, mean_activity, momentum, initialized)
-    new_firing = update_trace(firing_rate, rate, momentum, initialized)
-    new_steps = steps + 1
-    due = ops.logical_and(
-        new_steps > settings["warmup"], ops.mod(new_steps, settings["period"]) == 0
-    )
-    log_s, shift = _factors(new_activity, new_firing, log_gain, settings)
-    apply_now = ops.logical_and(usable, due)
-    log_s = ops.where(apply_now, log_s, 0.0)
-    shift = ops.where(apply_now, shift, 0.0)
-    factor = ops.exp(log_s)
-    return {
-        # The trace follows the rescale at once (compensation, no lag).
-        "activity": ops.where(usable, new_activity * factor, activity),
-        "firing_rate": ops.where(usable, new_firing, firing_rate),
-        "log_gain": log_gain + log_s,
-        "steps": ops.where(usable, new_steps, steps),
-        "factor": factor,
-        "shift": shift,
+    steps = state["steps"] + 1
+    traces = {
+        name: update_trace(state[name], means[stat], momentum)
+        for name, stat in zip(TRACES, STATISTICS)
     }
+    drive_mean = debiased(traces["drive_mean"], momentum, steps)
+    spread = drive_spread(drive_mean, debiased(traces["drive_square"], momentum, steps))
+    log_s = synaptic_scaling(spread, state["log_gain"], settings)
+    factor = ops.exp(log_s)
+    shift = intrinsic_plasticity(drive_mean * factor, spread * factor, bias, settings)
+    due = ops.logical_and(
+        steps > settings["warmup"], ops.mod(steps, settings["period"]) == 0
+    )
+    apply_now = ops.logical_and(usable, due)
+    factor = ops.where(apply_now, factor, 1.0)
+    shift = ops.where(apply_now, shift, 0.0)
+    # The drive traces follow the rescale at once (compensation, no lag).
+    traces["drive_mean"] = traces["drive_mean"] * factor
+    traces["drive_square"] = traces["drive_square"] * ops.square(factor)
+    new = {name: ops.where(usable, traces[name], state[name]) for name in TRACES}
+    new["log_gain"] = state["log_gain"] + ops.log(factor)
+    new["steps"] = ops.where(usable, steps, state["steps"])
+    new["factor"] = factor
+    new["shift"] = shift
+    return new
 
 
-def _factors(activity, firing_rate, log_gain, settings):
-    silent_rate = settings["silent_rate"]
-    rho = set_point(activity, settings["target"])
-    log_s = log_factors(
-        activity, firing_rate, rho, settings["rate"], settings["max_step"], silent_rate
-    )
-    if settings["target"] is None:
-        live = is_live(activity, firing_rate, silent_rate)
-        log_s = preserve_total(log_s, activity, live)
-    _, log_s = bound_cumulative(
-        log_gain, log_s, settings["min_gain"], settings["max_gain"]
-    )
-    shift = revive_shift(activity, firing_rate, silent_rate, settings["revive"])
-    return log_s, shift
+def _erfinv(x):
+    # Inverse error function on a Python float (settings are plain numbers),
+    # by Newton's method on math.erf: exact to float precision in a few steps.
+    y = 0.0
+    for _ in range(60):
+        err = math.erf(y) - x
+        y -= err / (2.0 / math.sqrt(math.pi) * math.exp(-y * y))
+    return y

@@ -2,20 +2,24 @@
 
 import math
 import numbers
+import warnings
 
 DEFAULTS = {
-    "target": None,
-    "rate": 0.05,
+    "target_std": 1.0,
+    "target_rate": 0.5,
+    "rate": 0.1,
+    "bias_rate": 0.1,
     "momentum": 0.99,
     "max_step": 0.05,
-    "min_gain": 0.5,
-    "max_gain": 2.0,
+    "min_gain": None,
+    "max_gain": None,
     "period": 1,
     "warmup": 10,
-    "scale_bias": True,
-    "revive": 0.01,
-    "silent_rate": 1e-3,
 }
+
+# Settings of the first release's rule (mean-|activity| set point, bounded
+# gains, revive step). Configs that still name them load with a warning.
+LEGACY = ("target", "scale_bias", "revive", "silent_rate")
 
 
 def _number(name, value):
@@ -67,6 +71,15 @@ def validate_settings(**settings):
     Unknown names raise `TypeError`; bad values raise `ValueError` naming the
     argument and echoing the value, as Keras layers do.
     """
+    legacy = sorted(set(settings) & set(LEGACY))
+    if legacy:
+        warnings.warn(
+            f"Ignoring synaptic scaling argument(s) {legacy} of the first "
+            "release's rule; the current rule is set by `target_std` and "
+            "`target_rate` (see keras_homeostasis.rule).",
+            stacklevel=3,
+        )
+        settings = {k: v for k, v in settings.items() if k not in LEGACY}
     unknown = sorted(set(settings) - set(DEFAULTS))
     if unknown:
         raise TypeError(
@@ -74,20 +87,22 @@ def validate_settings(**settings):
             f"Expected some of {sorted(DEFAULTS)}."
         )
     s = {**DEFAULTS, **settings}
-    if s["target"] is not None:
-        s["target"] = _in_range("target", s["target"], 0.0, math.inf, True, True)
+    if s["target_std"] is not None:
+        s["target_std"] = _in_range(
+            "target_std", s["target_std"], 0.0, math.inf, True, True
+        )
+    if s["target_rate"] is not None:
+        s["target_rate"] = _in_range(
+            "target_rate", s["target_rate"], 0.0, 1.0, True, True
+        )
     s["rate"] = _in_range("rate", s["rate"], 0.0, 1.0, low_open=True)
+    s["bias_rate"] = _in_range("bias_rate", s["bias_rate"], 0.0, 1.0)
     s["momentum"] = _in_range("momentum", s["momentum"], 0.0, 1.0, high_open=True)
     s["max_step"] = _in_range("max_step", s["max_step"], 0.0, 1.0, low_open=True)
-    s["min_gain"] = _in_range("min_gain", s["min_gain"], 0.0, 1.0, low_open=True)
-    s["max_gain"] = _in_range("max_gain", s["max_gain"], 1.0, math.inf, False, True)
+    if s["min_gain"] is not None:
+        s["min_gain"] = _in_range("min_gain", s["min_gain"], 0.0, 1.0, low_open=True)
+    if s["max_gain"] is not None:
+        s["max_gain"] = _in_range("max_gain", s["max_gain"], 1.0, math.inf, False, True)
     s["period"] = _integer("period", s["period"], 1)
     s["warmup"] = _integer("warmup", s["warmup"], 0)
-    if not isinstance(s["scale_bias"], bool):
-        raise TypeError(
-            "Expected a bool for `scale_bias`. "
-            f"Received: scale_bias={s['scale_bias']!r}"
-        )
-    s["revive"] = _in_range("revive", s["revive"], 0.0, 1.0)
-    s["silent_rate"] = _in_range("silent_rate", s["silent_rate"], 0.0, 1.0, False, True)
     return s

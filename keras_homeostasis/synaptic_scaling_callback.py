@@ -1,5 +1,6 @@
 """`SynapticScalingCallback`: homeostatic scaling for an unchanged Keras model."""
 
+import functools
 import inspect
 import threading
 
@@ -8,6 +9,7 @@ import keras
 from keras_homeostasis import distribute_compat
 from keras_homeostasis import engine
 from keras_homeostasis import layer_selection
+from keras_homeostasis import sensor
 from keras_homeostasis.settings import validate_settings
 from keras_homeostasis.unit_state import UnitState
 
@@ -182,7 +184,10 @@ class SynapticScalingCallback(keras.callbacks.Callback):
         self._saved_constraints = engine.attach_constraints(
             self._bindings,
             engine.HomeostasisEngine(
-                [(state, settings) for _, state, settings in self._bindings]
+                [
+                    (state, settings, getattr(layer, "bias", None))
+                    for layer, state, settings in self._bindings
+                ]
             ),
         )
         # Retrace so the compiled step contains the new statistics and constraints.
@@ -214,14 +219,15 @@ class SynapticScalingCallback(keras.callbacks.Callback):
         takes_training = "training" in inspect.signature(original).parameters
 
         def call(*args, **kwargs):
-            outputs = original(*args, **kwargs)
             if takes_training:
                 training = kwargs.get("training")
             else:
                 training = getattr(_model_call, "training", None) is not False
-            if training and not keras.backend.is_keras_tensor(outputs):
-                state.accumulate(outputs, unit_axis)
-            return outputs
+            symbolic = any(keras.backend.is_keras_tensor(a) for a in args)
+            if not training or symbolic:
+                return original(*args, **kwargs)
+            forward = functools.partial(original, *args, **kwargs)
+            return sensor.sensed_call(layer, forward, state, unit_axis)
 
         self._set_call(layer, call, original)
 

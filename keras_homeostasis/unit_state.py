@@ -5,6 +5,9 @@ from keras import ops
 
 from keras_homeostasis import rule
 
+# Variables of a state saved by the first release (before the drive traces).
+LEGACY_VARIABLES = 8
+
 
 @keras.saving.register_keras_serializable(package="keras_homeostasis")
 class UnitState(keras.layers.Layer):
@@ -15,15 +18,18 @@ class UnitState(keras.layers.Layer):
     `BackupAndRestore` keep every statistic. All variables are float32 (int64
     for the step counter), whatever the dtype policy of the layer it serves.
 
-    Variables:
-        accumulator: this replica's `[sum|y|, #(y>0), count]` since the last step.
-        activity: trace of each unit's mean |output| (`a_i`).
-        firing_rate: trace of each unit's fraction of positive outputs (`f_i`).
-        log_gain: cumulative log factor applied to each unit (`G_i`).
-        factor: the factor applied at the last step (`s_i`).
+    Variables (traces start at zero and are bias-corrected by `steps`):
+        accumulator: this replica's packed sums (`rule.sensor_statistics`)
+            since the last step.
+        activity: trace of each unit's mean |output|.
+        firing_rate: trace of each unit's fraction of positive pre-activations.
+        log_gain: cumulative log factor applied to each unit's kernel.
+        factor: the kernel factor applied at the last step (`s_i`).
         shift: the bias increment applied at the last step.
         steps: optimizer steps seen (statistics counted).
         collecting: 1.0 while forward passes should be counted, else 0.0.
+        drive_mean, drive_square: traces of the first two moments of each
+            unit's drive `u_i = w_i . x` (its pre-activation without bias).
 
     Args:
         units: number of units (Dense units or convolution filters).
@@ -52,7 +58,7 @@ class UnitState(keras.layers.Layer):
 
     def _create_state(self):
         self.accumulator = self.add_weight(
-            shape=(2 * self.units + 1,),
+            shape=(rule.packed_size(self.units),),
             initializer="zeros",
             trainable=False,
             autocast=False,
@@ -75,32 +81,58 @@ class UnitState(keras.layers.Layer):
             dtype="float32",
             name="collecting",
         )
+        # Appended last so files saved by the first release keep their order.
+        self.drive_mean = self._vector("drive_mean", 0.0)
+        self.drive_square = self._vector("drive_square", 0.0)
 
-    def accumulate(self, outputs, unit_axis=-1):
+    def accumulate(self, preactivation, outputs, bias=None, unit_axis=-1):
         """Adds one forward pass's per-unit sums (no-op while not collecting)."""
-        packed = ops.stop_gradient(rule.unit_axis_reduction(outputs, unit_axis))
+        packed = ops.stop_gradient(
+            rule.sensor_statistics(preactivation, outputs, bias, unit_axis)
+        )
         # A non-finite batch is dropped here so it never reaches the traces.
         packed = ops.where(rule.is_usable(packed), packed, ops.zeros_like(packed))
         self.accumulator.assign_add(packed * self.collecting)
 
-    def update(self, packed, settings, step_fn=rule.homeostatic_step):
+    def current_state(self):
+        """The rule's state as a dict of tensors (`rule.homeostatic_step`)."""
+        names = rule.TRACES + ("log_gain", "steps")
+        return {
+            name: ops.convert_to_tensor(getattr(self, name).value) for name in names
+        }
+
+    def update(self, packed, bias, settings, step_fn=rule.homeostatic_step):
         """One homeostatic step from globally summed statistics `packed`.
 
-        `step_fn` is the pure rule (`rule.homeostatic_step`), or an
-        XLA-compiled version of it; the variable writes stay outside it.
+        `bias` is the layer's bias value after the optimizer update (zeros if
+        it has none). `step_fn` is the pure rule (`rule.homeostatic_step`),
+        or an XLA-compiled version of it; the variable writes stay outside it.
         """
-        state = [
-            ops.convert_to_tensor(v.value)
-            for v in (self.activity, self.firing_rate, self.log_gain, self.steps)
-        ]
-        new = step_fn(packed, *state, settings)
-        for name in ("activity", "firing_rate", "log_gain", "factor", "shift", "steps"):
+        new = step_fn(packed, self.current_state(), bias, settings)
+        for name in rule.TRACES + ("log_gain", "factor", "shift", "steps"):
             getattr(self, name).assign(new[name])
         self.accumulator.assign(ops.zeros_like(self.accumulator))
 
     def scale_kernel(self, kernel):
         """The kernel with each unit's incoming weights (last axis) scaled."""
         return kernel * ops.cast(self.factor, kernel.dtype)
+
+    def shift_bias(self, bias):
+        """The bias plus the rule's intrinsic-plasticity shift."""
+        return bias + ops.cast(self.shift, bias.dtype)
+
+    def load_own_variables(self, store):
+        if len(store.keys()) == LEGACY_VARIABLES:
+            self._load_legacy(store)
+            return
+        super().load_own_variables(store)
+
+    def _load_legacy(self, store):
+        # A file of the first release: its traces measured other statistics,
+        # so keep its gains and restart the traces (steps 0: warm-up again).
+        for index, name in ((1, "activity"), (2, "firing_rate"), (3, "log_gain")):
+            getattr(self, name).assign(store[str(index)])
+        self.collecting.assign(store["7"])
 
     def get_config(self):
         return {**super().get_config(), "units": self.units}

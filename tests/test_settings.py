@@ -11,10 +11,15 @@ from keras_homeostasis.settings import DEFAULTS
 from keras_homeostasis.settings import validate_settings
 
 BAD_VALUES = [
-    ("target", -1.0, ValueError),
-    ("target", 0.0, ValueError),
-    ("target", math.inf, ValueError),
-    ("target", "0.5", TypeError),
+    ("target_std", -1.0, ValueError),
+    ("target_std", 0.0, ValueError),
+    ("target_std", math.inf, ValueError),
+    ("target_std", "0.5", TypeError),
+    ("target_rate", 0.0, ValueError),
+    ("target_rate", 1.0, ValueError),
+    ("target_rate", "0.5", TypeError),
+    ("bias_rate", -0.1, ValueError),
+    ("bias_rate", 1.5, ValueError),
     ("rate", 0.0, ValueError),
     ("rate", 1.5, ValueError),
     ("rate", math.nan, ValueError),
@@ -32,25 +37,20 @@ BAD_VALUES = [
     ("period", True, TypeError),
     ("warmup", -1, ValueError),
     ("warmup", "10", TypeError),
-    ("scale_bias", 1, TypeError),
-    ("scale_bias", "yes", TypeError),
-    ("revive", -0.1, ValueError),
-    ("silent_rate", 1.0, ValueError),
 ]
 BAD_IDS = [f"{name}={value!r}" for name, value, _ in BAD_VALUES]
 
 EDGE_VALUES = {
-    "target": None,
+    "target_std": None,
+    "target_rate": None,
     "rate": 1.0,
+    "bias_rate": 0.0,
     "momentum": 0.0,
     "max_step": 1.0,
     "min_gain": 1.0,
     "max_gain": 1.0,
     "period": 1,
     "warmup": 0,
-    "scale_bias": False,
-    "revive": 0.0,
-    "silent_rate": 0.0,
 }
 
 LAYERS = [
@@ -116,7 +116,16 @@ def test_edge_values_are_accepted_and_coerced():
     settings = validate_settings(**EDGE_VALUES)
     assert settings == EDGE_VALUES
     assert isinstance(validate_settings(rate=1)["rate"], float)
-    assert isinstance(validate_settings(target=2)["target"], float)
+    assert isinstance(validate_settings(target_std=2)["target_std"], float)
+
+
+def test_settings_of_the_first_release_are_dropped_with_a_warning():
+    with pytest.warns(UserWarning, match="revive"):
+        settings = validate_settings(target=0.5, revive=0.01, rate=0.2)
+    assert settings == {**DEFAULTS, "rate": 0.2}
+    with pytest.warns(UserWarning, match="scale_bias"):
+        layer = homeostatic_layers.HomeostaticDense(3, scale_bias=True)
+    assert "scale_bias" not in layer.get_config()
 
 
 @pytest.mark.parametrize("make", LAYERS, ids=LAYER_IDS)

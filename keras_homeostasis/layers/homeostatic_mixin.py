@@ -1,8 +1,12 @@
 """Shared behaviour of the homeostatic drop-in layers."""
 
+import functools
+
 from keras_homeostasis import engine
 from keras_homeostasis import layer_selection
+from keras_homeostasis import sensor
 from keras_homeostasis.settings import DEFAULTS
+from keras_homeostasis.settings import LEGACY
 from keras_homeostasis.settings import validate_settings
 from keras_homeostasis.unit_state import UnitState
 
@@ -20,7 +24,8 @@ class HomeostaticMixin:
     """
 
     def __init__(self, *args, **kwargs):
-        settings = {k: kwargs.pop(k) for k in DEFAULTS if k in kwargs}
+        names = tuple(DEFAULTS) + LEGACY
+        settings = {k: kwargs.pop(k) for k in names if k in kwargs}
         super().__init__(*args, **kwargs)
         for name, value in validate_settings(**settings).items():
             setattr(self, name, value)
@@ -34,15 +39,15 @@ class HomeostaticMixin:
         units = int(self.kernel.shape[-1])
         self.homeostasis = UnitState(units, name="homeostasis")
         settings = self.homeostasis_settings
-        step = engine.HomeostasisEngine([(self.homeostasis, settings)])
+        step = engine.HomeostasisEngine([(self.homeostasis, settings, self.bias)])
         engine.attach_constraints([(self, self.homeostasis, settings)], step)
 
     def call(self, inputs, training=None):
-        outputs = super().call(inputs)
-        if training and self.trainable:
-            axis = layer_selection.unit_axis(self)
-            self.homeostasis.accumulate(outputs, axis)
-        return outputs
+        forward = functools.partial(super().call, inputs)
+        if not (training and self.trainable):
+            return forward()
+        axis = layer_selection.unit_axis(self)
+        return sensor.sensed_call(self, forward, self.homeostasis, axis)
 
     def get_config(self):
         return {**super().get_config(), **self.homeostasis_settings}

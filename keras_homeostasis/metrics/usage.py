@@ -72,7 +72,7 @@ def layer_statistics(model, data, layers=None, batch_size=256, steps=None):
             if len(chosen) == 1:
                 outputs = [outputs]
             for k, (layer, y) in enumerate(zip(chosen, outputs)):
-                packed = rule.unit_axis_reduction(y, layer_selection.unit_axis(layer))
+                packed = rule.output_statistics(y, layer_selection.unit_axis(layer))
                 packed = ops.convert_to_numpy(packed).astype("float64")
                 sums[k] = packed if sums[k] is None else sums[k] + packed
     result = {}
