@@ -9,7 +9,7 @@ DEFAULTS = {
     "target_rate": 0.5,
     "rate": 0.1,
     "bias_rate": 0.1,
-    "momentum": 0.99,
+    "momentum": 0.999,
     "max_step": 0.05,
     "min_gain": None,
     "max_gain": None,

@@ -103,7 +103,7 @@ def test_engine_step_merges_only_through_one_all_reduce(monkeypatch):
     settings = validate_settings()
     with strategy.scope():
         states = [UnitState(n) for n in (16, 12, 5)]
-    hub = engine.HomeostasisEngine([(s, settings) for s in states])
+    hub = engine.HomeostasisEngine([(s, settings, None) for s in states])
 
     @tf.function
     def run():

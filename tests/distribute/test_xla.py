@@ -97,12 +97,13 @@ def test_equal_width_layers_each_update_their_own_state():
 def test_compiled_step_lowers_to_hlo():
     units = 5
     settings = validate_settings(warmup=0)
-    packed = tf.constant(
-        np.r_[np.arange(1.0, units + 1), np.full(units, 3.0), 4.0], "float32"
-    )
+    sums = [np.arange(1.0, units + 1), np.full(units, 3.0)]
+    sums += [np.arange(units) - 2.0, np.arange(units) ** 2 + 5.0]
+    packed = tf.constant(np.concatenate(sums + [[4.0]]), "float32")
     zeros = tf.zeros((units,), "float32")
-    steps = tf.constant(3, "int64")
-    args = (packed, zeros + 1.0, zeros + 0.5, zeros, steps, settings)
+    state = {name: zeros + 0.25 for name in rule.TRACES}
+    state.update(log_gain=zeros, steps=tf.constant(3, "int64"))
+    args = (packed, state, zeros + 0.1, settings)
     hlo = engine.compiled_step.experimental_get_compiler_ir(*args)(stage="hlo")
     assert "HloModule" in hlo and "log" in hlo
     compiled = engine.compiled_step(*args)
