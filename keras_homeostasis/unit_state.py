@@ -113,6 +113,21 @@ class UnitState(keras.layers.Layer):
             getattr(self, name).assign(new[name])
         self.accumulator.assign(ops.zeros_like(self.accumulator))
 
+    def estimates(self, momentum):
+        """The bias-corrected traces: each unit's mean |output| (`activity`),
+        firing rate, mean pre-activation (`mean`, given `bias`-free drive
+        plus nothing: the drive's mean) and drive spread, as tensors.
+        """
+        steps = self.steps.value
+        mean = rule.debiased(self.drive_mean.value, momentum, steps)
+        square = rule.debiased(self.drive_square.value, momentum, steps)
+        return {
+            "activity": rule.debiased(self.activity.value, momentum, steps),
+            "firing_rate": rule.debiased(self.firing_rate.value, momentum, steps),
+            "drive_mean": mean,
+            "spread": rule.drive_spread(mean, square),
+        }
+
     def scale_kernel(self, kernel):
         """The kernel with each unit's incoming weights (last axis) scaled."""
         return kernel * ops.cast(self.factor, kernel.dtype)

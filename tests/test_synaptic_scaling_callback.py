@@ -293,10 +293,10 @@ def test_deepcopy_before_and_after_use():
 
 
 def test_config_rebuilds_an_equal_callback():
-    callback = SynapticScalingCallback(layers=["a", "b"], target=0.5, period=3)
+    callback = SynapticScalingCallback(layers=["a", "b"], target_std=0.5, period=3)
     clone = type(callback)(**callback.get_config())
     assert clone.get_config() == callback.get_config()
-    assert clone.settings["target"] == 0.5 and clone.layers == ["a", "b"]
+    assert clone.settings["target_std"] == 0.5 and clone.layers == ["a", "b"]
 
 
 @pytest.fixture

@@ -14,6 +14,9 @@ from keras_homeostasis.unit_state import UnitState
 
 # Attribute holding a layer's `UnitState` (callback-scaled and homeostatic layers).
 STATE_ATTRIBUTE = "homeostasis"
+# Firing rate (fraction of positive pre-activations) at or below which a
+# scaled unit is shown as dead.
+SILENT_RATE = 1e-3
 
 
 @keras.saving.register_keras_serializable(package="keras_homeostasis")
@@ -23,7 +26,7 @@ class HomeostasisLogger(keras.callbacks.Callback):
     Every `update_freq` optimizer steps, and at the end of every epoch, it
     writes one `keras_homeostasis.tensorboard.summary.unit_usage` summary
     per layer: each unit's mean |activity| `a_i`, its cumulative scale
-    factor `s_i = exp(G_i)`, the set point, and the layer's usage entropy,
+    factor `s_i = exp(G_i)`, the layer's mean activity, its usage entropy,
     coefficient of variation and dead fraction. The step is the optimizer's
     `iterations`, so runs resumed with `BackupAndRestore` continue their
     curves.
@@ -34,7 +37,7 @@ class HomeostasisLogger(keras.callbacks.Callback):
       homeostatic layer, which keep a `UnitState` at `layer.homeostasis`):
       `a_i` is the state's activity trace, measured on the training
       batches; `s_i` its gain; a unit is dead when its firing-rate trace is
-      at most `silent_rate`;
+      at most `SILENT_RATE` (0.001);
     - any other layer, when `probe_data` is given: `a_i` is measured on that
       fixed batch in inference mode, `s_i = 1`, the target is the layer's
       mean activity, and a unit is dead when it is never positive on the
@@ -61,8 +64,8 @@ class HomeostasisLogger(keras.callbacks.Callback):
             layer with homeostatic state, plus (with `probe_data`) every
             other Dense and Conv layer except the output layers.
         settings: the homeostatic settings of the layers scaled by a
-            `SynapticScalingCallback` (its `target` and `silent_rate` are
-            read); homeostatic layers use their own. Defaults to the
+            `SynapticScalingCallback` (its `momentum` is read to correct the
+            traces); homeostatic layers use their own. Defaults to the
             package defaults.
 
     Example:
@@ -175,13 +178,15 @@ class HomeostasisLogger(keras.callbacks.Callback):
         if int(keras.ops.convert_to_numpy(state.steps)) == 0:
             return  # Traces not initialised yet: nothing measured.
         settings = getattr(layer, "homeostasis_settings", None) or self.settings
-        firing = keras.ops.convert_to_numpy(state.firing_rate)
+        estimates = state.estimates(settings["momentum"])
+        firing = keras.ops.convert_to_numpy(estimates["firing_rate"])
+        # Usage is shown against the layer's mean activity: the picture of
+        # load balancing, whatever set points the rule holds.
         summary.unit_usage(
             layer.name,
-            keras.ops.convert_to_numpy(state.activity),
+            keras.ops.convert_to_numpy(estimates["activity"]),
             factor=np.exp(keras.ops.convert_to_numpy(state.log_gain)),
-            target=settings["target"],
-            dead=firing <= settings["silent_rate"],
+            dead=firing <= SILENT_RATE,
             step=step,
         )
 

@@ -20,17 +20,16 @@ CASES = {
 }
 KINDS = list(CASES)
 SETTINGS = dict(
-    target=0.3,
+    target_std=0.7,
+    target_rate=0.4,
     rate=0.2,
+    bias_rate=0.05,
     momentum=0.5,
     max_step=0.1,
     min_gain=0.25,
     max_gain=4.0,
     period=2,
     warmup=0,
-    scale_bias=False,
-    revive=0.05,
-    silent_rate=0.01,
 )
 
 
@@ -109,7 +108,7 @@ def test_one_fit_step_updates_the_state_once(kind):
     model = keras.Sequential(
         [
             keras.Input(x.shape[1:]),
-            make(kind, warmup=0, target=0.5),
+            make(kind, warmup=0, target_std=0.5),
             keras.layers.Flatten(),
             keras.layers.Dense(1),
         ]

@@ -55,7 +55,8 @@ def test_scaling_callback_logs_its_layers(tmp_path, mnist_slice, make_mlp):
     assert sorted(values["hidden_0"]) == [5, 10, 15, 16, 20, 25, 30, 32]
     for layer, state in callback.bindings:
         last = unpacked(values, contents, layer.name, 32)
-        activity = keras.ops.convert_to_numpy(state.activity)
+        estimates = state.estimates(callback.settings["momentum"])
+        activity = keras.ops.convert_to_numpy(estimates["activity"])
         np.testing.assert_allclose(last["activity"], activity, rtol=1e-6)
         gain = np.exp(keras.ops.convert_to_numpy(state.log_gain))
         np.testing.assert_allclose(last["factor"], gain, rtol=1e-6)
@@ -97,12 +98,12 @@ def test_named_layers_epoch_frequency_and_resume(tmp_path, mnist_slice, make_mlp
     assert sorted(values["bn_0"]) == [0, 8, 16, 24]
 
 
-def test_homeostatic_layers_use_their_own_target(tmp_path, mnist_slice):
+def test_homeostatic_layers_use_their_own_momentum(tmp_path, mnist_slice):
     x, y = mnist_slice
     model = keras.Sequential(
         [
             keras.Input((784,)),
-            HomeostaticDense(8, activation="relu", target=0.25, name="h"),
+            HomeostaticDense(8, activation="relu", momentum=0.5, name="h"),
             keras.layers.Dense(10, activation="softmax"),
         ]
     )
@@ -111,7 +112,9 @@ def test_homeostatic_layers_use_their_own_target(tmp_path, mnist_slice):
     model.fit(x[:128], y[:128], batch_size=32, epochs=1, verbose=0, callbacks=[logger])
     values, contents = logged(tmp_path / "run")
     assert sorted(values["h"]) == [4]
-    np.testing.assert_allclose(unpacked(values, contents, "h", 4)["target"], 0.25)
+    state = model.layers[0].homeostasis
+    activity = keras.ops.convert_to_numpy(state.estimates(0.5)["activity"])
+    np.testing.assert_allclose(unpacked(values, contents, "h", 4)["activity"], activity)
 
 
 def test_a_plain_model_without_probe_data_is_an_error(tmp_path, mnist_slice, make_mlp):
@@ -237,6 +240,7 @@ def test_logging_under_mirrored_strategy(
     assert sorted(values["hidden_0"]) == [4, 8]
     for layer, state in callback.bindings:
         last = unpacked(values, contents, layer.name, 8)
-        activity = keras.ops.convert_to_numpy(state.activity)
+        estimates = state.estimates(callback.settings["momentum"])
+        activity = keras.ops.convert_to_numpy(estimates["activity"])
         np.testing.assert_allclose(last["activity"], activity, rtol=1e-6)
         assert np.all(np.isfinite(last["factor"]))
