@@ -68,7 +68,11 @@ def test_shipped_configs_exist():
         ({"optimizer": {"nesterov": "no"}}, "`optimizer.nesterov`"),
         ({"scaling": {"rate": 5.0}}, "`scaling.rate`"),
         ({"scaling": {"period": 0}}, "`scaling.period`"),
-        ({"scaling": {"scale_bias": "yes"}}, "`scaling.scale_bias`"),
+        ({"scaling": {"bias_rate": 1.5}}, "`scaling.bias_rate`"),
+        ({"scaling": {"target_rate": 1.0}}, "`scaling.target_rate`"),
+        ({"scaling": {"target_std": 0}}, "`scaling.target_std`"),
+        ({"scaling": {"min_gain": 2.0}}, "`scaling.min_gain`"),
+        ({"scaling": {"max_gain": 0.5}}, "`scaling.max_gain`"),
         ({"scaling": {"rates": 0.1}}, "`scaling.rates`"),
         ({"scaling": {"layers": "hidden_1"}}, "`scaling.layers`"),
         ({"output": {"run_dir": 3}}, "`output.run_dir`"),
@@ -94,6 +98,31 @@ def test_every_error_names_the_key(raw, key):
     with pytest.raises(ConfigError) as info:
         validate_config(raw)
     assert key in str(info.value)
+
+
+def test_unbounded_gains_and_relative_set_points_are_null():
+    config = validate_config(
+        {"scaling": {"target_std": None, "target_rate": None, "max_gain": 4}}
+    )
+    scaling = config["scaling"]
+    assert scaling["target_std"] is None and scaling["target_rate"] is None
+    assert scaling["min_gain"] is None and scaling["max_gain"] == 4.0
+    assert validate_config(None)["scaling"]["min_gain"] is None
+
+
+def test_first_release_scaling_keys_are_ignored_with_a_warning():
+    raw = {"scaling": {"target": 0.5, "revive": 0.01, "rate": 0.2}}
+    with pytest.warns(UserWarning, match=r"scaling\.revive.*scaling\.target"):
+        config = validate_config(raw)
+    assert config["scaling"]["rate"] == 0.2
+    assert "target" not in config["scaling"] and "revive" not in config["scaling"]
+    assert raw["scaling"]["target"] == 0.5  # The caller's mapping is untouched.
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_use_the_current_settings(path, recwarn):
+    load_config(str(path))
+    assert not [w for w in recwarn if "first release" in str(w.message)]
 
 
 def test_unknown_key_lists_allowed_keys():

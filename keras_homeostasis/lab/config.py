@@ -3,7 +3,10 @@
 `SCHEMA` below is the single place where every key, its default and its
 meaning are defined (`docs/configs.md` documents the same keys). Unknown keys
 and wrong types raise `ConfigError` naming the key by its path, e.g.
-`training.epochs`, and listing the allowed keys.
+`training.epochs`, and listing the allowed keys. The `scaling` keys of the
+first release's rule (`settings.LEGACY`: `target`, `scale_bias`, `revive`,
+`silent_rate`) are ignored with a `UserWarning`, so old run folders' configs
+still load.
 
 Relative paths: `data.dataset`, when it names a file, is looked up relative
 to the current directory, then the config file's folder, then that folder's
@@ -16,10 +19,12 @@ import copy
 import math
 import numbers
 import os
+import warnings
 
 from keras_homeostasis.lab import models
 from keras_homeostasis.lab.data import CHOICES as DATASET_CHOICES
 from keras_homeostasis.settings import DEFAULTS as SCALING_DEFAULTS
+from keras_homeostasis.settings import LEGACY as SCALING_LEGACY
 from keras_homeostasis.settings import validate_settings
 from keras_homeostasis.validation import check_known_keys
 
@@ -185,20 +190,20 @@ def layer_targets(path, value):
     if value is None:
         return None
     if not isinstance(value, dict) or not value:
-        _fail(path, "a mapping of layer names to positive targets", value)
+        _fail(path, "a mapping of layer names to firing rates in (0, 1)", value)
     targets = {}
     for name, target in value.items():
         if target is None:
-            _fail(f"{path}.{name}", "a positive number", target)
-        targets[str(name)] = scaling_setting("target")(f"{path}.{name}", target)
+            _fail(f"{path}.{name}", "a number in (0, 1)", target)
+        targets[str(name)] = scaling_setting("target_rate")(f"{path}.{name}", target)
     return targets
 
 
 SCALING_SCHEMA["layer_targets"] = _Key(
     None,
     layer_targets,
-    "per-layer set points {layer: target}; the named layers are scaled, each "
-    "toward its own target",
+    "per-layer firing-rate set points {layer: target_rate}; the named layers "
+    "are scaled, each toward its own target_rate",
 )
 # Keys of the scaling section that are not SynapticScalingCallback settings.
 SCALING_EXTRA_KEYS = ("layers", "layer_targets")
@@ -381,6 +386,7 @@ def validate_config(raw, config_path=None):
             f"Allowed sections: {sorted(SCHEMA)}. Received: {raw!r}"
         )
     check_known_keys(raw, SCHEMA, "config section", error=ConfigError)
+    raw = _without_legacy_scaling(raw)
     config = {
         name: _section({} if raw.get(name) is None else raw[name], keys, name)
         for name, keys in SCHEMA.items()
@@ -394,6 +400,25 @@ def validate_config(raw, config_path=None):
     ]
     compare["optimizers"] = compare["optimizers"] or [dict(config["optimizer"])]
     return config
+
+
+def _without_legacy_scaling(raw):
+    """`raw` without the first release's `scaling` keys, with a warning."""
+    scaling = raw.get("scaling")
+    if not isinstance(scaling, dict):
+        return raw
+    legacy = sorted(str(k) for k in scaling if k in SCALING_LEGACY)
+    if not legacy:
+        return raw
+    warnings.warn(
+        f"Ignoring config key(s) {[f'scaling.{k}' for k in legacy]}: settings "
+        "of the first release's rule. The current rule is set by "
+        "`scaling.target_std` and `scaling.target_rate` (see docs/configs.md).",
+        UserWarning,
+        stacklevel=3,
+    )
+    kept = {k: v for k, v in scaling.items() if k not in SCALING_LEGACY}
+    return {**raw, "scaling": kept}
 
 
 def _full_scaling(scaling):

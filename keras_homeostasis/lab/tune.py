@@ -57,8 +57,8 @@ def check_tunable(config):
         )
     if config["scaling"]["layer_targets"] is not None:
         raise config_lib.ConfigError(
-            "`tune` draws the targets itself: remove `scaling.layer_targets` "
-            "and search per-layer targets with "
+            "`tune` draws the firing-rate set points itself: remove "
+            "`scaling.layer_targets` and search per-layer `target_rate`s with "
             "`tune.search_space.per_layer_targets`."
         )
 

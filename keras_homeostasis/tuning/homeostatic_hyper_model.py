@@ -34,10 +34,12 @@ class HomeostaticHyperModel(keras_tuner.HyperModel):
     `build(hp)` calls `build_model(hp)` (your model and its own
     hyper-parameters, compiled, with plain Dense/Conv layers) and registers
     the homeostatic hyper-parameters of `search_space` under the `scaling/`
-    prefix: set point (`scaling/target_mode`: the layer's mean activity or an
-    absolute `scaling/target`, log-sampled, shared or per layer), `rate`
-    (log), `momentum` (reverse log, i.e. dense near 1), `period` (log),
-    `warmup`, `scale_bias`, `min_gain` and `max_gain` (log). See
+    prefix: the set points (`scaling/target_mode`: an absolute firing-rate
+    set point `scaling/target_rate`, shared or per layer, or the layer's
+    own means: pure load balancing), `rate` and `bias_rate` (log),
+    `momentum` (reverse log, i.e. dense near 1), `period` (log) and
+    `warmup`. `max_step`, `min_gain`, `max_gain` and `target_std` keep
+    their base settings unless the search space names them. See
     `keras_homeostasis.tuning.search_space` for the ranges and how to change
     them.
 
@@ -156,8 +158,8 @@ class HomeostaticHyperModel(keras_tuner.HyperModel):
 
         Registers the search space on `hp` (a no-op for values already
         drawn) and returns one `SynapticScalingCallback` for shared
-        settings, or one per layer for per-layer targets, each already bound
-        to `model`. Use it to retrain the best configuration:
+        settings, or one per layer for per-layer `target_rate` set points,
+        each already bound to `model`. Use it to retrain the best configuration:
         `model.fit(..., callbacks=hypermodel.scaling_callbacks(best_hp, model))`.
         """
         names = [x.name for x in layer_selection.select_layers(model, self.layers)]

@@ -11,16 +11,23 @@ A search space maps each parameter name to one of:
   `step` is optional). Only numeric parameters take a range.
 
 The parameters are the settings of `SynapticScalingCallback` (`rate`,
-`momentum`, `max_step`, `min_gain`, `max_gain`, `period`, `warmup`,
-`scale_bias`, `revive`, `silent_rate`, `target`) and two that shape the
-target:
+`bias_rate`, `momentum`, `max_step`, `min_gain`, `max_gain`, `period`,
+`warmup`, `target_std`), the tuned set point `target_rate` (the fraction of
+inputs on which a unit fires, in (0, 1)) and two that shape it:
 
-- `target_mode`: `"layer_mean"` (set point = the layer's mean activity,
-  i.e. `target=None`: pure load balancing) or `"absolute"` (set point =
-  `target`);
-- `per_layer_targets`: with an absolute target, whether every scaled layer
-  gets its own target (`scaling/layer_targets/<layer>`) or all share one
-  (`scaling/target`).
+- `target_mode`: `"absolute"` (each unit's firing-rate set point is
+  `target_rate`, its drive's spread set point the `target_std` of the base
+  settings or of the search) or `"layer_mean"` (pure load balancing: both
+  set points are the layer's own means, i.e. `target_rate=None` and
+  `target_std=None`; `target_std` is then not searched);
+- `per_layer_targets`: with an absolute set point, whether every scaled
+  layer gets its own `target_rate` (`scaling/layer_targets/<layer>`) or all
+  share one (`scaling/target_rate`).
+
+`min_gain`, `max_gain`, `target_std` and `target_rate` also take `None` as
+a setting (unbounded, or the layer's mean); as a search-space entry `None`
+means "not searched" (the base setting, which may itself be `None`), so it
+cannot be one of the values of a list or range.
 
 Hyper-parameter names are prefixed with `scaling/`, so `scaling/rate` is the
 config key `scaling.rate`. This module does not import keras-tuner: configs
@@ -36,43 +43,46 @@ from keras_homeostasis.validation import check_known_keys
 
 PREFIX = "scaling/"
 LAYER_TARGETS = "layer_targets"
-TARGET_MODES = ("layer_mean", "absolute")
+TARGET_MODES = ("absolute", "layer_mean")
 SAMPLINGS = ("linear", "log", "reverse_log")
 RANGE_KEYS = ("min", "max", "sampling", "step")
 INTEGER_PARAMETERS = ("period", "warmup")
-BOOLEAN_PARAMETERS = ("scale_bias", "per_layer_targets")
+BOOLEAN_PARAMETERS = ("per_layer_targets",)
 # Settings searched by default, in the order they are registered.
 SETTING_PARAMETERS = (
     "rate",
+    "bias_rate",
     "momentum",
     "max_step",
     "min_gain",
     "max_gain",
     "period",
     "warmup",
-    "scale_bias",
-    "revive",
-    "silent_rate",
+    "target_std",
 )
-PARAMETERS = SETTING_PARAMETERS + ("target_mode", "per_layer_targets", "target")
+# Settings that only act with an absolute set point: registered under
+# `target_mode == "absolute"` when the mode is searched.
+ABSOLUTE_PARAMETERS = ("target_std",)
+PARAMETERS = SETTING_PARAMETERS + ("target_mode", "per_layer_targets", "target_rate")
 
-# Ranges around the rule's defaults (`keras_homeostasis.settings.DEFAULTS`).
-# Activities are mean |post-ReLU outputs|, typically 0.05-1 for inputs in
-# [0, 1]; rates and gains span an order of magnitude each side.
+# Ranges around the rule's defaults (`keras_homeostasis.settings.DEFAULTS`):
+# rates and the trace's horizon span an order of magnitude each side, the
+# firing-rate set point a band around 0.5 (the rule's default: half of the
+# inputs fire a unit). Gains are unbounded and the spread set point is the
+# base setting's (1.0 by default) unless a search space names them.
 DEFAULT_SEARCH_SPACE = {
-    "rate": {"min": 0.005, "max": 0.5, "sampling": "log"},
-    "momentum": {"min": 0.9, "max": 0.999, "sampling": "reverse_log"},
+    "rate": {"min": 0.01, "max": 0.5, "sampling": "log"},
+    "bias_rate": {"min": 0.01, "max": 0.5, "sampling": "log"},
+    "momentum": {"min": 0.99, "max": 0.9999, "sampling": "reverse_log"},
     "max_step": None,
-    "min_gain": {"min": 0.1, "max": 0.9, "sampling": "log"},
-    "max_gain": {"min": 1.1, "max": 10.0, "sampling": "log"},
+    "min_gain": None,
+    "max_gain": None,
     "period": {"min": 1, "max": 16, "sampling": "log"},
     "warmup": [0, 10, 100],
-    "scale_bias": [True, False],
-    "revive": None,
-    "silent_rate": None,
+    "target_std": None,
     "target_mode": list(TARGET_MODES),
     "per_layer_targets": [False, True],
-    "target": {"min": 0.01, "max": 2.0, "sampling": "log"},
+    "target_rate": {"min": 0.3, "max": 0.7, "sampling": "linear"},
 }
 
 
@@ -98,8 +108,14 @@ def _check_value(name, value, path):
             value = float(value)
         except ValueError:
             _fail(path, f"a valid value of `{name}`", value)
-    if name == "target" and value is None:
-        _fail(path, "a positive number (use target_mode for the layer mean)", value)
+    if value is None:
+        if name == "target_rate":
+            _fail(
+                path, "a number in (0, 1) (use target_mode for the layer mean)", value
+            )
+        # `None` is a setting of some parameters, but a search space entry
+        # of `None` means "not searched": it cannot be one of the values.
+        _fail(path, f"a number (a `null` entry leaves `{name}` unsearched)", value)
     try:
         return validate_settings(**{name: value})[name]
     except (TypeError, ValueError) as e:
@@ -184,9 +200,9 @@ def validate_search_space(overrides=None, path="search_space"):
 
 def _check_target(space, path):
     modes = _values(space["target_mode"])
-    if "absolute" in modes and space["target"] is None:
+    if "absolute" in modes and space["target_rate"] is None:
         _fail(
-            f"{path}.target",
+            f"{path}.target_rate",
             "a value, a list or a range while `target_mode` may be 'absolute'",
             None,
         )
@@ -232,42 +248,58 @@ def declare(hp, space, layer_names, base_settings=None):
 
     Returns:
         A list of `(layer_names or None, settings)`: one group with `None`
-        (every scaled layer) for a shared target, or one group per layer
-        with per-layer targets.
+        (every scaled layer) for a shared `target_rate`, or one group per
+        layer with per-layer targets.
     """
     settings = validate_settings(**(base_settings or {}))
     for name in SETTING_PARAMETERS:
+        if name in ABSOLUTE_PARAMETERS and space["target_mode"] is not None:
+            continue
         if space[name] is not None:
             settings[name] = register(hp, name, space[name])
     if space["target_mode"] is None:
         return [(None, validate_settings(**settings))]
     mode = register(hp, "target_mode", space["target_mode"])
     with hp.conditional_scope(PREFIX + "target_mode", ["absolute"]):
+        absolute = _absolute_settings(hp, space)
         targets = _absolute_targets(hp, space, layer_names)
     if mode != "absolute":
-        return [(None, validate_settings(**{**settings, "target": None}))]
+        relative = {"target_rate": None, "target_std": None}
+        return [(None, validate_settings(**{**settings, **relative}))]
+    settings.update(absolute)
     if isinstance(targets, dict):
         return [
-            ([layer], validate_settings(**{**settings, "target": target}))
+            ([layer], validate_settings(**{**settings, "target_rate": target}))
             for layer, target in targets.items()
         ]
-    return [(None, validate_settings(**{**settings, "target": targets}))]
+    return [(None, validate_settings(**{**settings, "target_rate": targets}))]
+
+
+def _absolute_settings(hp, space):
+    """The searched settings that only act with an absolute set point."""
+    return {
+        name: register(hp, name, space[name])
+        for name in ABSOLUTE_PARAMETERS
+        if space[name] is not None
+    }
 
 
 def _absolute_targets(hp, space, layer_names):
-    """The shared target, or `{layer: target}`; None while inactive."""
+    """The shared target_rate, or `{layer: target_rate}`; None while inactive."""
     choices = _values(space["per_layer_targets"]) or [False]
     per_layer = register(hp, "per_layer_targets", space["per_layer_targets"] or False)
     shared = None
     per_layer_values = {}
     if False in choices:
         with hp.conditional_scope(PREFIX + "per_layer_targets", [False]):
-            shared = register(hp, "target", space["target"])
+            shared = register(hp, "target_rate", space["target_rate"])
     if True in choices:
         with hp.conditional_scope(PREFIX + "per_layer_targets", [True]):
             for layer in layer_names:
                 label = f"{LAYER_TARGETS}/{layer}"
-                per_layer_values[layer] = register(hp, "target", space["target"], label)
+                per_layer_values[layer] = register(
+                    hp, "target_rate", space["target_rate"], label
+                )
     return per_layer_values if per_layer else shared
 
 
@@ -278,8 +310,10 @@ def config_updates(values):
         values: a trial's `hp.values` (only active parameters).
 
     Returns:
-        A dict of `scaling` section keys (`target` is None for the layer
-        mean; `layer_targets` is set for per-layer targets).
+        A dict of `scaling` section keys: with `target_mode` `layer_mean`,
+        `target_rate` and `target_std` are None (the layer's means); with
+        `absolute`, `target_rate` is the shared set point, or None with
+        `layer_targets` set for per-layer set points.
     """
     updates = {}
     for name in SETTING_PARAMETERS:
@@ -287,16 +321,18 @@ def config_updates(values):
             updates[name] = values[PREFIX + name]
     mode = values.get(PREFIX + "target_mode")
     if mode == "layer_mean":
-        updates.update(target=None, layer_targets=None)
+        updates.update(target_rate=None, target_std=None, layer_targets=None)
     elif mode == "absolute":
         prefix = f"{PREFIX}{LAYER_TARGETS}/"
         layer_targets = {
             k[len(prefix) :]: v for k, v in values.items() if k.startswith(prefix)
         }
         if values.get(PREFIX + "per_layer_targets") and layer_targets:
-            updates.update(target=None, layer_targets=layer_targets)
+            updates.update(target_rate=None, layer_targets=layer_targets)
         else:
-            updates.update(target=values[PREFIX + "target"], layer_targets=None)
+            updates.update(
+                target_rate=values[PREFIX + "target_rate"], layer_targets=None
+            )
     return updates
 
 

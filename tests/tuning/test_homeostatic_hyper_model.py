@@ -38,7 +38,13 @@ def test_build_registers_the_space_and_creates_the_state():
     hp = keras_tuner.HyperParameters()
     model = hypermodel.build(hp)
     names = {p.name for p in hp.space}
-    assert {"scaling/rate", "scaling/target_mode", "scaling/period"} <= names
+    assert {
+        "scaling/rate",
+        "scaling/bias_rate",
+        "scaling/target_mode",
+        "scaling/target_rate",
+        "scaling/period",
+    } <= names
     scaled = [
         x.name
         for x in model.layers
@@ -141,13 +147,13 @@ def test_per_layer_targets_train_one_callback_per_layer(digits):
         search_space={"target_mode": "absolute", "per_layer_targets": True},
     )
     hp = keras_tuner.HyperParameters()
-    hp.values["scaling/layer_targets/hidden_1"] = 0.5
-    hp.values["scaling/layer_targets/hidden_2"] = 0.1
+    hp.values["scaling/layer_targets/hidden_1"] = 0.6
+    hp.values["scaling/layer_targets/hidden_2"] = 0.35
     model = hypermodel.build(hp)
     callbacks = hypermodel.scaling_callbacks(hp, model)
-    assert [(c.layers, c.settings["target"]) for c in callbacks] == [
-        (["hidden_1"], 0.5),
-        (["hidden_2"], 0.1),
+    assert [(c.layers, c.settings["target_rate"]) for c in callbacks] == [
+        (["hidden_1"], 0.6),
+        (["hidden_2"], 0.35),
     ]
     for _ in range(2):  # Installed and removed cleanly, twice.
         hypermodel.fit(hp, model, x, y, epochs=1, batch_size=32, verbose=0)
@@ -248,7 +254,7 @@ class _ScoredHyperModel(HomeostaticHyperModel):
 # Two searched parameters keep the Gaussian process's proposals quick.
 TWO_SEARCHED = {
     **NOTHING_SEARCHED,
-    "rate": {"min": 0.005, "max": 0.5, "sampling": "log"},
+    "rate": {"min": 0.01, "max": 0.5, "sampling": "log"},
     "period": {"min": 1, "max": 16, "sampling": "log"},
 }
 
@@ -356,7 +362,9 @@ def test_hyperband_continues_trials_with_their_homeostatic_state(digits, tmp_pat
         ({"log_freq": 0}, "log_freq"),
         ({"layers": 3}, "layers"),
         ({"search_space": {"rate": 2.0}}, "search_space.rate"),
+        ({"search_space": {"target_rate": None}}, "search_space.target_rate"),
         ({"settings": {"rate": 0.0}}, "rate"),
+        ({"settings": {"target_rate": 1.0}}, "target_rate"),
     ],
 )
 def test_bad_arguments_name_the_argument(kwargs, name):

@@ -16,19 +16,27 @@ def test_default_space_searches_the_documented_parameters():
     searched = {name for name, spec in space.items() if spec is not None}
     assert searched == {
         "rate",
+        "bias_rate",
         "momentum",
-        "min_gain",
-        "max_gain",
         "period",
         "warmup",
-        "scale_bias",
         "target_mode",
         "per_layer_targets",
-        "target",
+        "target_rate",
     }
     assert space["rate"]["sampling"] == "log"
+    assert space["bias_rate"]["sampling"] == "log"
     assert space["momentum"]["sampling"] == "reverse_log"
-    assert space["target"]["sampling"] == "log"
+    assert space["target_rate"] == {
+        "min": 0.3,
+        "max": 0.7,
+        "sampling": "linear",
+        "step": None,
+    }
+    assert space["target_mode"] == ["absolute", "layer_mean"]
+    assert set(space_lib.SETTING_PARAMETERS) == set(validate_settings()) - {
+        "target_rate"
+    }
     # Every bound is itself a valid setting.
     for name, spec in space.items():
         if isinstance(spec, dict) and name in validate_settings():
@@ -67,13 +75,28 @@ def test_overrides_replace_one_parameter_each():
         ({"period": {"min": 1, "max": 8, "step": 0.5}}, "search_space.period.step"),
         ({"warmup": -1}, "search_space.warmup"),
         ({"min_gain": 2.0}, "search_space.min_gain"),
+        ({"min_gain": [None, 0.5]}, "search_space.min_gain[0]"),
         ({"max_gain": 0.5}, "search_space.max_gain"),
-        ({"scale_bias": "yes"}, "search_space.scale_bias"),
-        ({"scale_bias": {"min": 0, "max": 1}}, "search_space.scale_bias"),
+        ({"max_gain": {"min": None, "max": 4.0}}, "search_space.max_gain.min"),
+        ({"bias_rate": 1.5}, "search_space.bias_rate"),
+        (
+            {"bias_rate": {"min": 0.0, "max": 0.1, "sampling": "log"}},
+            "search_space.bias_rate",
+        ),
+        ({"target_std": 0.0}, "search_space.target_std"),
+        ({"target_std": [1.0, None]}, "search_space.target_std[1]"),
         ({"target_mode": "median"}, "search_space.target_mode"),
-        ({"target": -0.5}, "search_space.target"),
-        ({"target": None}, "search_space.target"),
+        ({"target_rate": 1.0}, "search_space.target_rate"),
+        ({"target_rate": [0.5, 0.0]}, "search_space.target_rate[1]"),
+        ({"target_rate": None}, "search_space.target_rate"),
+        ({"target_rate": [0.4, None]}, "search_space.target_rate[1]"),
+        ({"target": 0.5}, "search_space.target"),
+        ({"scale_bias": [True, False]}, "search_space.scale_bias"),
         ({"per_layer_targets": "both"}, "search_space.per_layer_targets"),
+        (
+            {"per_layer_targets": {"min": 0, "max": 1}},
+            "search_space.per_layer_targets",
+        ),
         ("rate", "search_space"),
     ],
 )
@@ -83,18 +106,33 @@ def test_bad_search_space_names_the_parameter(overrides, path):
     assert "Received" in str(info.value) or "Allowed" in str(info.value)
 
 
-def test_layer_mean_needs_no_target():
+def test_layer_mean_needs_no_target_rate():
     space = space_lib.validate_search_space(
-        {"target_mode": "layer_mean", "target": None}
+        {"target_mode": "layer_mean", "target_rate": None}
     )
-    assert space["target"] is None
+    assert space["target_rate"] is None
 
 
-def _declare(overrides, values=None, layers=LAYERS):
+def test_unbounded_gains_and_relative_set_points_are_base_settings():
+    # `None` entries are not searched: the base settings' `None` (unbounded,
+    # the layer's mean) is kept, and a fixed bound is a valid alternative.
+    hp, groups = _declare(
+        {"min_gain": None, "max_gain": 4.0, "target_mode": None},
+        base={"target_std": None, "target_rate": None},
+    )
+    ((layers, settings),) = groups
+    assert layers is None
+    assert settings["min_gain"] is None and settings["max_gain"] == 4.0
+    assert settings["target_std"] is None and settings["target_rate"] is None
+    names = {p.name for p in hp.space}
+    assert "scaling/min_gain" not in names and "scaling/target_rate" not in names
+
+
+def _declare(overrides, values=None, layers=LAYERS, base=None):
     hp = keras_tuner.HyperParameters()
     hp.values.update(values or {})
     space = space_lib.validate_search_space(overrides)
-    return hp, space_lib.declare(hp, space, layers)
+    return hp, space_lib.declare(hp, space, layers, base)
 
 
 def test_declare_registers_prefixed_hyper_parameters():
@@ -102,48 +140,82 @@ def test_declare_registers_prefixed_hyper_parameters():
     names = {p.name for p in hp.space}
     assert {
         "scaling/rate",
+        "scaling/bias_rate",
         "scaling/momentum",
         "scaling/period",
         "scaling/target_mode",
         "scaling/per_layer_targets",
-        "scaling/target",
+        "scaling/target_rate",
         "scaling/layer_targets/hidden_1",
         "scaling/layer_targets/hidden_2",
     } <= names
-    assert "scaling/max_step" not in names
-    # Defaults: the first choice (layer mean), a shared group.
+    for unsearched in ("max_step", "min_gain", "max_gain", "target_std"):
+        assert f"scaling/{unsearched}" not in names
+    # Defaults: the first choices (absolute, shared), the range's minimum.
     ((layers, settings),) = groups
-    assert layers is None and settings["target"] is None
+    assert layers is None
+    assert settings["target_rate"] == 0.3
+    assert settings["target_std"] == validate_settings()["target_std"]
+
+
+def test_declare_layer_mean_is_pure_load_balancing():
+    values = {"scaling/target_mode": "layer_mean", "scaling/rate": 0.2}
+    hp, groups = _declare({"target_std": [0.5, 2.0]}, values)
+    ((layers, settings),) = groups
+    assert layers is None and settings["rate"] == 0.2
+    assert settings["target_rate"] is None and settings["target_std"] is None
+    # `target_std` only acts, and is only drawn, with an absolute set point.
+    assert "scaling/target_std" not in hp.values
+    assert space_lib.config_updates(hp.values) == {
+        **{k[len("scaling/") :]: v for k, v in hp.values.items() if "mode" not in k},
+        "target_rate": None,
+        "target_std": None,
+        "layer_targets": None,
+    }
+
+
+def test_declare_absolute_searches_target_std_when_asked():
+    values = {
+        "scaling/target_mode": "absolute",
+        "scaling/per_layer_targets": False,
+        "scaling/target_rate": 0.6,
+        "scaling/target_std": 2.0,
+    }
+    hp, groups = _declare({"target_std": [0.5, 2.0]}, values)
+    ((_, settings),) = groups
+    assert settings["target_std"] == 2.0 and settings["target_rate"] == 0.6
+    updates = space_lib.config_updates(hp.values)
+    assert updates["target_std"] == 2.0 and updates["target_rate"] == 0.6
 
 
 def test_declare_shared_absolute_target():
     values = {
         "scaling/target_mode": "absolute",
         "scaling/per_layer_targets": False,
-        "scaling/target": 0.3,
+        "scaling/target_rate": 0.4,
         "scaling/rate": 0.2,
     }
     _, groups = _declare(None, values)
     ((layers, settings),) = groups
     assert layers is None
-    assert settings["target"] == 0.3 and settings["rate"] == 0.2
+    assert settings["target_rate"] == 0.4 and settings["rate"] == 0.2
 
 
 def test_declare_per_layer_targets():
     values = {
         "scaling/target_mode": "absolute",
         "scaling/per_layer_targets": True,
-        "scaling/layer_targets/hidden_1": 0.5,
-        "scaling/layer_targets/hidden_2": 0.1,
+        "scaling/layer_targets/hidden_1": 0.6,
+        "scaling/layer_targets/hidden_2": 0.35,
     }
     hp, groups = _declare(None, values)
-    assert [(layers, s["target"]) for layers, s in groups] == [
-        (["hidden_1"], 0.5),
-        (["hidden_2"], 0.1),
+    assert [(layers, s["target_rate"]) for layers, s in groups] == [
+        (["hidden_1"], 0.6),
+        (["hidden_2"], 0.35),
     ]
     updates = space_lib.config_updates(hp.values)
-    assert updates["layer_targets"] == {"hidden_1": 0.5, "hidden_2": 0.1}
-    assert updates["target"] is None
+    assert updates["layer_targets"] == {"hidden_1": 0.6, "hidden_2": 0.35}
+    assert updates["target_rate"] is None
 
 
 def test_fixed_values_and_unsearched_parameters():
@@ -153,21 +225,21 @@ def test_fixed_values_and_unsearched_parameters():
     assert settings["momentum"] == validate_settings()["momentum"]
     parameters = {p.name: p for p in hp.space}
     assert "scaling/momentum" not in parameters
-    assert "scaling/target" not in parameters
+    assert "scaling/target_rate" not in parameters
     assert type(parameters["scaling/rate"]).__name__ == "Fixed"
 
 
 def test_config_updates_of_layer_mean_and_shared_target():
     assert space_lib.config_updates(
         {"scaling/target_mode": "layer_mean", "scaling/rate": 0.1}
-    ) == {"rate": 0.1, "target": None, "layer_targets": None}
+    ) == {"rate": 0.1, "target_rate": None, "target_std": None, "layer_targets": None}
     assert space_lib.config_updates(
         {
             "scaling/target_mode": "absolute",
             "scaling/per_layer_targets": False,
-            "scaling/target": 0.7,
+            "scaling/target_rate": 0.7,
         }
-    ) == {"target": 0.7, "layer_targets": None}
+    ) == {"target_rate": 0.7, "layer_targets": None}
 
 
 @pytest.mark.parametrize("seed", range(40))

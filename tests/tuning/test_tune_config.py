@@ -49,8 +49,17 @@ def test_tune_defaults():
             "`tune.search_space.period[1]`",
         ),
         ({"tune": {"search_space": ["rate"]}}, "`tune.search_space`"),
+        (
+            {"tune": {"search_space": {"target": [0.5, 1.0]}}},
+            "`tune.search_space.target`",
+        ),
+        (
+            {"tune": {"search_space": {"target_rate": {"min": 0.2, "max": 1.5}}}},
+            "`tune.search_space.target_rate.max`",
+        ),
         ({"tune": 3}, "`tune`"),
         ({"scaling": {"layer_targets": {"hidden_1": -1.0}}}, "layer_targets.hidden_1"),
+        ({"scaling": {"layer_targets": {"hidden_1": 1.0}}}, "layer_targets.hidden_1"),
         ({"scaling": {"layer_targets": {"hidden_1": None}}}, "layer_targets.hidden_1"),
         ({"scaling": {"layer_targets": ["hidden_1"]}}, "`scaling.layer_targets`"),
         (
@@ -86,7 +95,7 @@ def test_layer_targets_give_one_callback_per_layer():
         }
     )
     callbacks = train.scaling_callbacks(config, "scaling")
-    assert [(c.layers, c.settings["target"]) for c in callbacks] == [
+    assert [(c.layers, c.settings["target_rate"]) for c in callbacks] == [
         (["hidden_1"], 0.4),
         (["hidden_2"], 0.2),
     ]
