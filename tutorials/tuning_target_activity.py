@@ -1,9 +1,9 @@
 """
-Title: Tune target activity rates with keras-tuner
+Title: Tune the firing-rate set point with keras-tuner
 Author: keras_homeostasis contributors
 Date created: 2026/11/29
-Last modified: 2026/11/29
-Description: Search the scaling settings (set points, rate, period) with keras-tuner.
+Last modified: 2026/12/02
+Description: Search the firing-rate set point and the rates of scaling with keras-tuner.
 """
 
 # ruff: noqa: E402
@@ -11,18 +11,22 @@ Description: Search the scaling settings (set points, rate, period) with keras-t
 """
 ## Introduction
 
-`SynapticScalingCallback` moves each unit's mean activity toward a set point:
-the layer's mean activity (pure load balancing, the default) or an absolute
-target rate. How high that target should be, how fast to correct, how often
-to scale and how far a unit's gain may move depend on the model and the data.
+`SynapticScalingCallback` holds every hidden unit at two set points: the
+spread of its synaptic drive (`target_std`, reached by scaling its incoming
+weights) and its firing rate, the fraction of inputs on which its
+pre-activation is positive (`target_rate`, 0.5 by default, reached by moving
+its bias). Either can instead be the layer's own mean (`None`): pure load
+balancing. Which firing rate suits a model, how fast to correct, how often to
+act and how long to watch first depend on the model and the data.
 `keras_homeostasis.tuning.HomeostaticHyperModel` turns these settings into a
 keras-tuner search space:
 
 - it wraps your `build_model(hp)` (which may tune its own hyper-parameters);
 - it registers the homeostatic hyper-parameters under the `scaling/` prefix:
-  the set point (layer mean, or an absolute target, log-sampled, shared by
-  the layers or one per layer), the rate (log-sampled), the momentum of the
-  activity traces, the period, the warm-up, bias scaling and the gain bounds;
+  the set points (`target_mode`: an absolute `target_rate`, shared by the
+  layers or one per layer, or the layers' own means), the scaling `rate` and
+  the `bias_rate` (log-sampled), the momentum of the statistics traces, the
+  period and the warm-up;
 - it builds each trial's scaling callback from `hp` in `HyperModel.fit` (the
   callbacks given to `search()` are deep-copied by keras-tuner, never
   parameterised by `hp`);
@@ -87,15 +91,17 @@ def build_model(hp):
 ## The search space
 
 The default space covers every setting worth tuning with ranges around the
-rule's defaults. Each parameter can be replaced: `None` (not searched), a
-value (fixed), a list (a choice) or a range `{"min", "max", "sampling",
-"step"}`. Here the target is searched between 0.05 and 1 (log scale), the
-warm-up is kept short for this small data set, and a target per layer is
-allowed.
+rule's defaults; the gain bounds (unbounded by default) and the spread set
+point `target_std` keep the base settings. Each parameter can be replaced:
+`None` (not searched), a value (fixed), a list (a choice) or a range
+`{"min", "max", "sampling", "step"}`. Here the firing-rate set point
+`target_rate` is searched between 0.2 and 0.8 (a unit firing on a fifth to
+four fifths of its inputs), the warm-up is kept short for this small data
+set, and a `target_rate` per layer is allowed.
 """
 
 overrides = {
-    "target": {"min": 0.05, "max": 1.0, "sampling": "log"},
+    "target_rate": {"min": 0.2, "max": 0.8},
     "warmup": [0, 10],
     "per_layer_targets": [False, True],
 }
@@ -156,9 +162,10 @@ tuner.results_summary(num_trials=3)
 """
 ## Training the best configuration
 
-`get_best_hyperparameters()` gives the winning values; `scaling_callbacks`
-turns them into the callbacks for a final training on all the training
-data, evaluated once on the test set.
+`get_best_hyperparameters()` gives the winning values (`scaling/target_mode`
+and the `scaling/target_rate`, or one `scaling/layer_targets/<layer>` per
+layer); `scaling_callbacks` turns them into the callbacks for a final
+training on all the training data, evaluated once on the test set.
 """
 
 best_hp = tuner.get_best_hyperparameters(1)[0]
