@@ -81,7 +81,7 @@ def scaling_callbacks(config, normalization):
     """`[SynapticScalingCallback]` for the `scaling` method, else `[]`.
 
     With `scaling.layer_targets`, one callback per named layer, each with its
-    own `target`.
+    own `target_rate`.
     """
     if normalization != "scaling":
         return []
@@ -89,8 +89,8 @@ def scaling_callbacks(config, normalization):
     layer_targets = config["scaling"].get("layer_targets")
     if layer_targets:
         return [
-            SynapticScalingCallback(layers=[name], **{**settings, "target": target})
-            for name, target in layer_targets.items()
+            SynapticScalingCallback(layers=[name], **{**settings, "target_rate": rate})
+            for name, rate in layer_targets.items()
         ]
     return [SynapticScalingCallback(layers=config["scaling"]["layers"], **settings)]
 
