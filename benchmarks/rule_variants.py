@@ -1,8 +1,10 @@
 """Sweep of the scaling rule's settings on MNIST, MLP 784-256-256-10.
 
 Reproduces the settings table of docs/design.md: for each optimizer, no
-normalization, BatchNormalization and the scaling callback under several
-(rate, max_step, min_gain, max_gain) settings, one seed, a few epochs.
+normalization, BatchNormalization and the scaling callback with its defaults
+and with one setting changed at a time (relative set points, a faster trace,
+no intrinsic plasticity, slower and faster rates, a bounded cumulative
+factor), one seed, a few epochs.
 
     python benchmarks/rule_variants.py --epochs 3 [--data ../shared/datasets/mnist.npz]
 """
@@ -20,15 +22,18 @@ import numpy as np  # noqa: E402
 import keras_homeostasis as kh  # noqa: E402
 
 VARIANTS = [
-    {"rate": 0.01, "max_step": 0.01, "min_gain": 0.25, "max_gain": 4.0},
-    {"rate": 0.02, "max_step": 0.02, "min_gain": 0.25, "max_gain": 4.0},
-    {"rate": 0.01, "max_step": 0.01, "min_gain": 0.1, "max_gain": 10.0},
-    {"rate": 0.05, "max_step": 0.05, "min_gain": 0.5, "max_gain": 2.0},
-    {"rate": 0.05, "max_step": 0.05, "min_gain": 0.01, "max_gain": 100.0},
+    {},
+    {"target_std": None, "target_rate": None},
+    {"momentum": 0.99},
+    {"bias_rate": 0.0},
+    {"rate": 0.03, "bias_rate": 0.03},
+    {"rate": 0.3, "bias_rate": 0.3},
+    {"min_gain": 0.5, "max_gain": 2.0},
 ]
 OPTIMIZERS = {
     "sgd": lambda: keras.optimizers.SGD(0.05, momentum=0.9),
     "adam": lambda: keras.optimizers.Adam(1e-3),
+    "adamw": lambda: keras.optimizers.AdamW(1e-3),
 }
 
 
@@ -63,6 +68,7 @@ def run(data, optimizer, method, settings, epochs, seed):
         probes = [x.name for x in model.layers if isinstance(x, keras.layers.ReLU)]
     report = kh.metrics.UsageReport.from_model(model, xt, layers=probes)
     entropy = [round(m["usage_entropy"], 4) for m in report.layers.values()]
+    dead = [round(m["dead_fraction"], 3) for m in report.layers.values()]
     cv = [round(m["cv"], 3) for m in report.layers.values()]
     return {
         "optimizer": optimizer,
@@ -71,6 +77,7 @@ def run(data, optimizer, method, settings, epochs, seed):
         "test_accuracy": round(float(accuracy), 4),
         "usage_entropy": entropy,
         "cv": cv,
+        "dead": dead,
         "seconds": round(time.time() - start, 1),
     }
 
@@ -80,13 +87,14 @@ def main():
     parser.add_argument("--data", default="../shared/datasets/mnist.npz")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS))
     args = parser.parse_args()
     raw = np.load(args.data)
     data = (
         (raw["x_train"].reshape(-1, 784) / 255.0, raw["y_train"]),
         (raw["x_test"].reshape(-1, 784) / 255.0, raw["y_test"]),
     )
-    for optimizer in OPTIMIZERS:
+    for optimizer in args.optimizers:
         jobs = [("none", {}), ("batchnorm", {})]
         jobs += [("scaling", v) for v in VARIANTS]
         for method, settings in jobs:

@@ -7,8 +7,8 @@ import warnings
 DEFAULTS = {
     "target_std": 1.0,
     "target_rate": 0.5,
-    "rate": 0.1,
-    "bias_rate": 0.1,
+    "rate": 0.01,
+    "bias_rate": 0.01,
     "momentum": 0.999,
     "max_step": 0.05,
     "min_gain": None,

@@ -25,14 +25,18 @@ _model_call = threading.local()
 class SynapticScalingCallback(keras.callbacks.Callback):
     """Homeostatic synaptic scaling of a model's Dense and Conv layers.
 
-    After every optimizer step, each unit's incoming weights (its kernel
-    column or convolution filter, and its bias) are multiplied by a factor
-    `s_i` that moves the unit's mean activity `a_i` toward a set point:
+    After every optimizer step, two homeostatic mechanisms act on each unit
+    (see `keras_homeostasis.rule`): synaptic scaling multiplies its incoming
+    weights (kernel column or convolution filter) by a factor `s_i` that
+    moves the spread of its pre-activation toward `target_std`,
 
-        log s_i = clip(rate * (log rho_i - log a_i), -max_step, max_step)
+        log s_i = clip(rate * (log target_std - log sigma_i), -max_step, max_step)
 
-    `rho_i` is `target` or, by default, the layer's mean activity (pure load
-    balancing). See `keras_homeostasis.rule` for the whole rule.
+    and intrinsic plasticity moves its bias so that it fires on a fraction
+    `target_rate` of its inputs (mean pre-activation 0 for 0.5). By default
+    every unit is held at mean 0 and standard deviation 1, where
+    BatchNormalization puts it, through its own weights: the trained model
+    is a plain model.
 
     The work runs inside the compiled train function (through the kernel and
     bias constraints, which Keras applies once per optimizer step), so it
@@ -64,21 +68,24 @@ class SynapticScalingCallback(keras.callbacks.Callback):
             `Conv3D` layer except the model's output layers. A class selects
             the hidden layers of that class; an output layer is scaled only
             when named.
-        target: set point of the mean |activity|, or None (default) for the
-            layer's mean activity (load balancing).
-        rate: fraction of the log error corrected per step, in (0, 1].
-        momentum: momentum of the activity traces, in [0, 1).
-        max_step: bound on |log s_i| per step, in (0, 1]. With a relative
-            target, keeping the layer's total activity shifts the live
-            units' log factors by up to another `max_step`.
-        min_gain: lower bound on a unit's cumulative factor, in (0, 1].
-        max_gain: upper bound on a unit's cumulative factor, >= 1.
-        period: scale every `period` optimizer steps.
-        warmup: optimizer steps to observe before the first scaling.
-        scale_bias: whether biases are scaled with the kernels.
-        revive: bias increment of silent units per step, in units of the
-            layer's mean activity (0 disables).
-        silent_rate: firing rate at or below which a unit counts as silent.
+        target_std: set point of each unit's pre-activation standard
+            deviation (> 0), or None for the layer's mean spread.
+        target_rate: set point of each unit's firing rate (fraction of
+            positive pre-activations), in (0, 1), or None for the layer's
+            mean offset.
+        rate: fraction of the log spread error corrected per step, in (0, 1].
+        bias_rate: fraction of the mean pre-activation error corrected by
+            the bias per step, in [0, 1] (0 disables intrinsic plasticity).
+        momentum: momentum of the traces, in [0, 1). The traces are
+            bias-corrected, so they hold a measurement from the first step.
+        max_step: bound on |log s_i| per step, in (0, 1].
+        min_gain: optional lower bound on a unit's cumulative factor, in
+            (0, 1]; None (default) leaves it unbounded.
+        max_gain: optional upper bound on a unit's cumulative factor, >= 1;
+            None (default) leaves it unbounded.
+        period: act every `period` optimizer steps (the traces are updated
+            every step).
+        warmup: optimizer steps to observe before the first action.
         log_dir: optional directory for TensorBoard's Homeostasis dashboard:
             when given, a `keras_homeostasis.tensorboard.HomeostasisLogger`
             writes each scaled unit's activity and factor there.
