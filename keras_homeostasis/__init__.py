@@ -8,6 +8,7 @@ from keras_homeostasis.weight_normalization import WeightNormalization
 
 __version__ = "0.1.0"
 
+
 __all__ = [
     "SynapticScalingCallback",
     "UnitState",
@@ -16,3 +17,12 @@ __all__ = [
     "metrics",
     "__version__",
 ]
+
+
+def __getattr__(name):
+    # `kh.tuning` without importing it (and keras-tuner) on `import keras_homeostasis`.
+    if name in ("tuning", "tensorboard"):
+        import importlib
+
+        return importlib.import_module(f"keras_homeostasis.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,5 +1,7 @@
 """Which layers of a model the scaling callback serves."""
 
+import warnings
+
 import keras
 
 ELIGIBLE_TYPES = (
@@ -10,25 +12,52 @@ ELIGIBLE_TYPES = (
 )
 
 
-def validate_selection(layers):
-    """Checks a `layers=` argument: None, or a list of names and layer classes."""
+def validate_selection(layers, argument="layers"):
+    """Checks a `layers=` / `exclude=` argument: None, or names and layer classes."""
     if layers is None:
         return None
-    if isinstance(layers, (str, type)):
+    if isinstance(layers, (str, type, dict)):
         layers = [layers]
+    if isinstance(layers, (list, tuple)):
+        layers = [_layer_class(x) if isinstance(x, dict) else x for x in layers]
     if not isinstance(layers, (list, tuple)) or not layers:
         raise TypeError(
-            "Expected `layers` to be None or a non-empty list of layer names "
-            f"or layer classes. Received: layers={layers!r}"
+            f"Expected `{argument}` to be None or a non-empty list of layer names "
+            f"or layer classes. Received: {argument}={layers!r}"
         )
     for item in layers:
         is_class = isinstance(item, type) and issubclass(item, keras.layers.Layer)
         if not (isinstance(item, str) or is_class):
             raise TypeError(
-                "Expected every entry of `layers` to be a layer name or a layer "
-                f"class. Received: layers={layers!r} with entry {item!r}"
+                f"Expected every entry of `{argument}` to be a layer name or a "
+                f"layer class. Received: {argument}={layers!r} with entry {item!r}"
             )
     return list(layers)
+
+
+def selection_config(layers):
+    """A `layers=` / `exclude=` value as JSON: classes by their registered name."""
+    if layers is None:
+        return None
+    return [
+        {"layer_class": keras.saving.get_registered_name(x)}
+        if isinstance(x, type)
+        else x
+        for x in layers
+    ]
+
+
+def _layer_class(entry):
+    name = entry.get("layer_class")
+    cls = keras.saving.get_registered_object(name) if isinstance(name, str) else None
+    if cls is None and isinstance(name, str):
+        cls = getattr(keras.layers, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, keras.layers.Layer)):
+        raise ValueError(
+            "Expected a layer class entry like {'layer_class': 'Dense'}, naming "
+            f"a Keras layer or a registered custom layer. Received: {entry!r}"
+        )
+    return cls
 
 
 def all_layers(model):
@@ -42,19 +71,84 @@ def all_layers(model):
 
 
 def output_layers(model):
-    """Layers whose output is one of the model's outputs (not hidden units)."""
-    outputs = getattr(model, "outputs", None) or []
-    ids = {id(t) for t in outputs}
-    found = []
-    for layer in all_layers(model):
-        try:
-            if id(layer.output) in ids:
+    """Layers with weights that a model output depends on through weightless steps.
+
+    A Dense followed by `Softmax`, `Activation`, `Reshape`, `Dropout`, a cast
+    or any other parameter-free layer or op is an output layer. Found by
+    tracing the model once in a `tf.function` and walking its graph back
+    from the outputs to the nearest layers with weights, so it works alike
+    for Sequential, functional, nested and subclassed models. Raises
+    `ValueError` when the model cannot be traced.
+    """
+    import tensorflow as tf
+
+    produced = {}
+    leaves = [x for x in all_layers(model) if x.weights and not hasattr(x, "layers")]
+    saved = [(x, vars(x).get("call")) for x in leaves]
+    for layer in leaves:
+        object.__setattr__(layer, "call", _recording(layer, produced))
+    try:
+        specs = _input_specs(model)
+        traced = tf.function(lambda inputs: model(inputs, training=False))
+        outputs = tf.nest.flatten(traced.get_concrete_function(specs).outputs)
+    except Exception as error:
+        raise ValueError(
+            f"Could not find the output layers of model '{model.name}' (the "
+            "model's graph could not be traced: "
+            f"{type(error).__name__}: {error}). Pass `layers=` (the layers to "
+            "scale) or `exclude=` (the layers to leave alone) to "
+            "SynapticScalingCallback."
+        ) from error
+    finally:
+        for layer, call in saved:
+            object.__delattr__(layer, "call")
+            if call is not None:
+                object.__setattr__(layer, "call", call)
+    return _walk_back(outputs, produced)
+
+
+def _recording(layer, produced):
+    original = layer.call
+
+    def call(*args, **kwargs):
+        outputs = original(*args, **kwargs)
+        for tensor in keras.tree.flatten(outputs):
+            if hasattr(tensor, "ref"):
+                produced.setdefault(tensor.ref(), layer)
+        return outputs
+
+    return call
+
+
+def _walk_back(outputs, produced):
+    found, seen, todo = [], set(), list(outputs)
+    while todo:
+        tensor = todo.pop()
+        layer = produced.get(tensor.ref())
+        if layer is not None:
+            if all(layer is not x for x in found):
                 found.append(layer)
-        except (AttributeError, ValueError):
             continue
-    if not found and model.layers:
-        found.append(model.layers[-1])
+        if tensor.op.name not in seen:
+            seen.add(tensor.op.name)
+            todo.extend(tensor.op.inputs)
     return found
+
+
+def _input_specs(model):
+    import tensorflow as tf
+
+    inputs = getattr(model, "inputs", None) or None
+    if inputs is not None:
+        # A Sequential model has no `input` structure until called: one input.
+        inputs = inputs[0] if len(inputs) == 1 else model.input
+        return keras.tree.map_structure(
+            lambda t: tf.TensorSpec(t.shape, t.dtype), inputs
+        )
+    shape = (model.get_build_config() or {}).get("input_shape")
+    if shape is None:
+        raise ValueError("its input shape is unknown (build it on one input)")
+    return keras.tree.map_shape_structure(lambda s: tf.TensorSpec(s, "float32"), shape)
 
 
 def is_homeostatic(layer):
@@ -66,38 +160,102 @@ def is_homeostatic(layer):
     return hasattr(type(layer), "homeostasis_settings")
 
 
+def unsupported_reason(layer):
+    """Why the callback cannot scale `layer` (a sentence), or None if it can."""
+    if is_homeostatic(layer):
+        return "it is a keras_homeostasis layer, which scales itself"
+    reason = refusal(layer)
+    if reason:
+        return reason
+    if not isinstance(layer, ELIGIBLE_TYPES):
+        return "it is not a Dense, Conv1D, Conv2D or Conv3D layer"
+    if not layer.built or getattr(layer, "kernel", None) is None:
+        return "it is not built (it has no kernel yet)"
+    if not layer.trainable:
+        return "it is not trainable"
+    return None
+
+
+def refusal(layer):
+    """Why a layer of a kind the callback refuses cannot be scaled, or None."""
+    if getattr(layer, "lora_enabled", False):
+        return (
+            "LoRA is enabled: its kernel is a frozen matrix plus trainable "
+            "low-rank factors, which cannot be rescaled per unit"
+        )
+    if getattr(layer, "quantization_mode", None):
+        return (
+            f"its kernel is quantized ({layer.quantization_mode}): the "
+            "integer kernel is not updated by the optimizer"
+        )
+    for types, reason in UNSUPPORTED:
+        if isinstance(layer, types):
+            return reason
+    return None
+
+
+UNSUPPORTED = (
+    (
+        keras.layers.RNN,
+        "recurrent kernels: a unit's drive mixes input and recurrent weights "
+        "across time steps and gates",
+    ),
+    (
+        (keras.layers.Bidirectional, keras.layers.TimeDistributed),
+        "wrappers are not supported: name a Dense or Conv layer instead",
+    ),
+    (
+        (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D),
+        "a depthwise kernel's last axis is the depth multiplier, not its units",
+    ),
+    (
+        (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D),
+        "a separable convolution has two kernels (depthwise and pointwise)",
+    ),
+    (
+        (
+            keras.layers.Conv1DTranspose,
+            keras.layers.Conv2DTranspose,
+            keras.layers.Conv3DTranspose,
+        ),
+        "a transposed convolution's kernel holds its units on axis -2, not -1",
+    ),
+    (
+        keras.layers.EinsumDense,
+        "EinsumDense is not supported yet (its unit axis depends on the equation)",
+    ),
+)
+
+
 def is_scalable(layer):
-    """A standard Dense/Conv layer with a kernel, not already homeostatic."""
-    return (
-        isinstance(layer, ELIGIBLE_TYPES)
-        and not is_homeostatic(layer)
-        and getattr(layer, "kernel", None) is not None
-    )
+    """A trainable, built standard Dense/Conv layer the callback can scale."""
+    return unsupported_reason(layer) is None
 
 
-def select_layers(model, selection):
-    """The layers to scale; raises `ValueError` when there are none."""
-    candidates = [x for x in all_layers(model) if is_scalable(x) and x.trainable]
-    excluded = {id(x) for x in output_layers(model)}
-    hidden = [x for x in candidates if id(x) not in excluded]
-    if selection is None:
-        chosen = hidden
+def select_layers(model, selection, exclude=None):
+    """The layers to scale; raises `ValueError` when there are none.
+
+    By default every scalable layer except the model's output layers (see
+    `output_layers`); `selection` names layers or classes to scale instead,
+    `exclude` layers or classes to leave alone.
+    """
+    everything = all_layers(model)
+    candidates = [x for x in everything if is_scalable(x)]
+    _check_names(model, everything, selection, "layers")
+    _check_names(model, everything, exclude, "exclude")
+    names = {x for x in selection or () if isinstance(x, str)}
+    if selection is not None and not (set(selection) - names):
+        chosen = [x for x in candidates if x.name in names]  # names only
     else:
-        # A class selects among the hidden layers; only a name selects an output.
-        names = {x for x in selection if isinstance(x, str)}
-        types = tuple(x for x in selection if isinstance(x, type))
+        chosen = _default_or_classes(model, candidates, selection, exclude)
+    if exclude is not None:
+        skip_names = {x for x in exclude if isinstance(x, str)}
+        skip_types = tuple(x for x in exclude if isinstance(x, type))
         chosen = [
             x
-            for x in candidates
-            if x.name in names or (isinstance(x, types) and id(x) not in excluded)
+            for x in chosen
+            if x.name not in skip_names and not isinstance(x, skip_types)
         ]
-        missing = names - {x.name for x in chosen}
-        if missing:
-            raise ValueError(
-                f"`layers` names {sorted(missing)}, which are not trainable Dense "
-                f"or Conv layers of model '{model.name}'. Scalable layers: "
-                f"{[x.name for x in candidates]}"
-            )
     if not chosen:
         raise ValueError(
             f"Model '{model.name}' has no layer that SynapticScalingCallback can "
@@ -105,7 +263,65 @@ def select_layers(model, selection):
             "hidden layer (output layers are skipped unless named in `layers`). "
             f"Layers: {[x.name for x in model.layers]}"
         )
+    if selection is None:
+        _warn_skipped(model, everything, chosen)
     return chosen
+
+
+def _default_or_classes(model, candidates, selection, exclude):
+    try:
+        outputs = {id(x) for x in output_layers(model)}
+    except ValueError:
+        if exclude is None:
+            raise
+        outputs = set()  # the user's `exclude=` stands for the output layers
+    if selection is None:
+        return [x for x in candidates if id(x) not in outputs]
+    # A class selects among the hidden layers; only a name selects an output.
+    names = {x for x in selection if isinstance(x, str)}
+    types = tuple(x for x in selection if isinstance(x, type))
+    return [
+        x
+        for x in candidates
+        if x.name in names or (isinstance(x, types) and id(x) not in outputs)
+    ]
+
+
+def _check_names(model, everything, selection, argument):
+    by_name = {x.name: x for x in everything}
+    problems, named = [], []
+    for item in selection or ():
+        if isinstance(item, str) and item not in by_name:
+            problems.append(f"'{item}': no such layer")
+            named.append(item)
+        elif isinstance(item, str) and argument == "layers":
+            reason = unsupported_reason(by_name[item])
+            if reason:
+                problems.append(f"'{item}': {reason}")
+                named.append(item)
+        elif isinstance(item, type) and argument == "layers":
+            for layer in everything:
+                reason = isinstance(layer, item) and refusal(layer)
+                if reason:
+                    problems.append(f"'{layer.name}' ({item.__name__}): {reason}")
+                    named.append(layer.name)
+    if problems:
+        raise ValueError(
+            f"`{argument}` names {named}, which SynapticScalingCallback cannot "
+            f"scale in model '{model.name}': {'; '.join(problems)}. "
+            f"Scalable layers: {[x.name for x in everything if is_scalable(x)]}"
+        )
+
+
+def _warn_skipped(model, everything, chosen):
+    skipped = [x for x in everything if isinstance(x, UNSUPPORTED[0][0])]
+    if skipped:
+        warnings.warn(
+            f"SynapticScalingCallback on model '{model.name}' scales "
+            f"{[x.name for x in chosen]} and skips the recurrent layers "
+            f"{[x.name for x in skipped]} ({UNSUPPORTED[0][1]}).",
+            stacklevel=4,
+        )
 
 
 def unit_axis(layer):

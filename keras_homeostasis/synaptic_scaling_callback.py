@@ -1,24 +1,17 @@
 """`SynapticScalingCallback`: homeostatic scaling for an unchanged Keras model."""
 
-import functools
-import inspect
-import threading
+import contextlib
+import warnings
 
 import keras
 
+from keras_homeostasis import call_hooks
 from keras_homeostasis import distribute_compat
-from keras_homeostasis import engine
 from keras_homeostasis import layer_selection
-from keras_homeostasis import sensor
 from keras_homeostasis.settings import validate_settings
 from keras_homeostasis.unit_state import UnitState
 
 STATE_ATTRIBUTE = "homeostasis"
-
-# The `training` flag of the model call in progress on this thread (None when
-# unknown). Keras passes `training` to the model but never to Conv layers,
-# whose call() has no such argument: their wrappers read it here.
-_model_call = threading.local()
 
 
 @keras.saving.register_keras_serializable(package="keras_homeostasis")
@@ -50,10 +43,15 @@ class SynapticScalingCallback(keras.callbacks.Callback):
     `keras_homeostasis.distribute_compat.enable_multi_worker_fit()` first.
 
     Only training passes count: while `fit` runs, the layers' calls are
-    wrapped, and calls with `training=False` or without `training` (those of
-    `predict`, `evaluate` and of other callbacks) leave the statistics alone.
-    The hooks are removed at `on_train_end`; after a `fit` that raised, the
-    next `fit` with a `SynapticScalingCallback` replaces them.
+    wrapped, and they count in Keras' `train_step` (also in a subclassed model
+    whose `call` does not forward `training`), never in `evaluate`, `predict`,
+    other callbacks' calls or calls with `training=False`. A scaled layer no
+    training pass reached is named in a warning at `on_train_end`. The hooks
+    are removed at `on_train_end`; after a `fit` that raised or was
+    interrupted (Keras calls no callback then), the next `fit`,
+    `train_on_batch` or `SynapticScalingCallback` on the model removes them
+    first, so the model trains as if it had never been hooked. For
+    `train_on_batch` and custom loops, use `with callback.attached(model):`.
 
     The state (traces, gains, counters) lives in `UnitState` variables attached
     to each layer as `layer.homeostasis`: `save_weights`, `ModelCheckpoint`,
@@ -65,9 +63,18 @@ class SynapticScalingCallback(keras.callbacks.Callback):
     Args:
         layers: optional list of layer names and/or layer classes to scale.
             By default, every trainable `Dense`, `Conv1D`, `Conv2D` and
-            `Conv3D` layer except the model's output layers. A class selects
-            the hidden layers of that class; an output layer is scaled only
-            when named.
+            `Conv3D` layer except the model's output layers: those a model
+            output depends on through parameter-free layers or ops only
+            (`Softmax`, `Activation`, `Reshape`, `Dropout`, casts), found by
+            tracing the model's graph. A class selects the hidden layers of
+            that class; an output layer is scaled only when named. Layers the
+            callback cannot scale (recurrent, depthwise, separable,
+            transposed convolutions, wrappers, LoRA-enabled or quantized
+            layers) raise a `ValueError` saying why when named.
+        exclude: optional list of layer names and/or layer classes never to
+            scale. For a subclassed model whose graph cannot be traced,
+            `exclude=` (naming its output layers) replaces the automatic
+            output detection.
         target_std: set point of each unit's pre-activation standard
             deviation (> 0), or None for the layer's mean spread.
         target_rate: set point of each unit's firing rate (fraction of
@@ -89,7 +96,8 @@ class SynapticScalingCallback(keras.callbacks.Callback):
         log_dir: optional directory for TensorBoard's Homeostasis dashboard:
             when given, a `keras_homeostasis.tensorboard.HomeostasisLogger`
             writes each scaled unit's activity and factor there.
-        log_freq: log every `log_freq` optimizer steps and at epoch ends, or
+        log_freq: log every `log_freq` optimizer steps and at epoch ends
+            (`"batch"`: every step, as Keras' TensorBoard `update_freq`), or
             `"epoch"` for epoch ends only.
 
     Example:
@@ -99,16 +107,18 @@ class SynapticScalingCallback(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, layers=None, log_dir=None, log_freq=100, **settings):
+    def __init__(
+        self, layers=None, exclude=None, log_dir=None, log_freq=100, **settings
+    ):
         super().__init__()
         self.settings = validate_settings(**settings)
         self.layers = layer_selection.validate_selection(layers)
+        self.exclude = layer_selection.validate_selection(exclude, "exclude")
         self._logger = _make_logger(log_dir, log_freq, self.settings)
         self.log_dir = None if self._logger is None else self._logger.log_dir
         self.log_freq = log_freq
         self._bindings = []
-        self._saved_constraints = []
-        self._saved_calls = []
+        self._hooks = None
 
     @property
     def bindings(self):
@@ -122,7 +132,7 @@ class SynapticScalingCallback(keras.callbacks.Callback):
         self._forward("set_model", model)
 
     def _bind(self, model):
-        chosen = layer_selection.select_layers(model, self.layers)
+        chosen = layer_selection.select_layers(model, self.layers, self.exclude)
         order = {id(v): i for i, v in enumerate(model.trainable_variables)}
         chosen.sort(key=lambda layer: order.get(id(layer.kernel), len(order)))
         self._bindings = []
@@ -141,7 +151,12 @@ class SynapticScalingCallback(keras.callbacks.Callback):
         return state
 
     def on_train_begin(self, logs=None):
-        if not self.model.built:
+        self._check_model()
+        self._attach(lazy_removal=True)
+        self._forward("on_train_begin", logs)
+
+    def _check_model(self):
+        if self.model is None or not self.model.built:
             raise ValueError(
                 "SynapticScalingCallback needs a built model: call the model on "
                 "data or build it before `fit`."
@@ -149,9 +164,24 @@ class SynapticScalingCallback(keras.callbacks.Callback):
         distribute_compat.check_steps_per_execution(self.model)
         if not self._bindings:
             self._bind(self.model)
-        self._install()
+
+    def _attach(self, lazy_removal):
+        self._detach()
+        self._hooks = call_hooks.CallHooks(
+            self.model, self._bindings, lazy_removal=lazy_removal
+        )
+        try:
+            self._hooks.install()
+        except BaseException:
+            self._detach()
+            raise
         self._set_collecting(1.0)
-        self._forward("on_train_begin", logs)
+
+    def _detach(self):
+        hooks, self._hooks = self._hooks, None
+        if hooks is not None:
+            hooks.remove()
+        return hooks
 
     def on_train_batch_end(self, batch, logs=None):
         self._forward("on_train_batch_end", batch, logs)
@@ -160,8 +190,39 @@ class SynapticScalingCallback(keras.callbacks.Callback):
         self._forward("on_epoch_end", epoch, logs)
 
     def on_train_end(self, logs=None):
-        self._uninstall()
+        hooks = self._detach()
         self._forward("on_train_end", logs)
+        if hooks is not None:
+            _warn_unsensed(hooks)
+
+    @contextlib.contextmanager
+    def attached(self, model):
+        """Scales `model` inside the `with` block, for loops other than `fit`.
+
+        The hooks `fit` would install (sensor, scaling constraints) are on
+        for the block and removed when it exits, even on an exception. Inside
+        it, `model.train_on_batch(...)` counts and scales like a step of
+        `fit`; a custom loop counts calls with `training=True` and scales at
+        `optimizer.apply(...)`; `evaluate`, `predict` and `training=False`
+        calls do not count.
+
+        Example:
+
+        ```python
+        with callback.attached(model):
+            for x, y in batches:
+                model.train_on_batch(x, y)
+        ```
+        """
+        self.set_model(model)
+        self._check_model()
+        self._attach(lazy_removal=False)
+        self._forward("on_train_begin", None)
+        try:
+            yield self
+        finally:
+            self._detach()
+            self._forward("on_train_end", None)
 
     def _forward(self, hook, *args):
         if self._logger is not None:
@@ -183,88 +244,17 @@ class SynapticScalingCallback(keras.callbacks.Callback):
         for _, state, _ in self._bindings:
             state.collecting.assign(value)
 
-    def _install(self):
-        self._uninstall()
-        self._wrap_model_call(self.model)
-        for layer, state, _ in self._bindings:
-            self._wrap_call(layer, state)
-        self._saved_constraints = engine.attach_constraints(
-            self._bindings,
-            engine.HomeostasisEngine(
-                [
-                    (state, settings, getattr(layer, "bias", None))
-                    for layer, state, settings in self._bindings
-                ]
-            ),
-        )
-        # Retrace so the compiled step contains the new statistics and constraints.
-        self.model.make_train_function(force=True)
-
-    def _wrap_model_call(self, model):
-        original = _unwrapped_call(model)
-        if "training" not in inspect.signature(original).parameters:
-            return  # Keras gives this model no flag to relay.
-
-        def call(*args, **kwargs):
-            outer = getattr(_model_call, "training", None)
-            # As in Keras, a call without `training` is an inference call.
-            _model_call.training = bool(kwargs.get("training"))
-            try:
-                return original(*args, **kwargs)
-            finally:
-                _model_call.training = outer
-
-        self._set_call(model, call, original)
-
-    def _wrap_call(self, layer, state):
-        original = _unwrapped_call(layer)
-        unit_axis = layer_selection.unit_axis(layer)
-        # Keras passes `training` only to layers whose call() takes it
-        # (Dense): there a missing flag means inference, as for
-        # BatchNormalization. Conv layers get the model call's flag; when
-        # it is unknown they count, and `collecting` guards evaluate/predict.
-        takes_training = "training" in inspect.signature(original).parameters
-
-        def call(*args, **kwargs):
-            if takes_training:
-                training = kwargs.get("training")
-            else:
-                training = getattr(_model_call, "training", None) is not False
-            symbolic = any(keras.backend.is_keras_tensor(a) for a in args)
-            if not training or symbolic:
-                return original(*args, **kwargs)
-            forward = functools.partial(original, *args, **kwargs)
-            return sensor.sensed_call(layer, forward, state, unit_axis)
-
-        self._set_call(layer, call, original)
-
-    def _set_call(self, layer, call, original):
-        call.homeostasis_original = original
-        object.__setattr__(layer, "call", call)
-        self._saved_calls.append((layer, call))
-
-    def _uninstall(self):
-        for layer, call in self._saved_calls:
-            # Another callback on the same model (e.g. one per layer) may have
-            # replaced this model-call relay with its own: leave that one.
-            if vars(layer).get("call") is call:
-                object.__delattr__(layer, "call")
-        for variable, constraint in self._saved_constraints:
-            variable.constraint = constraint
-        if self._saved_calls and self.model is not None:
-            # Functions traced with the hooks would keep counting: retrace.
-            self.model.train_function = None
-            self.model.test_function = None
-            self.model.predict_function = None
-        self._saved_calls = []
-        self._saved_constraints = []
-
     def __deepcopy__(self, memo):
         return type(self)(**self.get_config())
 
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
     def get_config(self):
         return {
-            "layers": self.layers,
+            "layers": layer_selection.selection_config(self.layers),
+            "exclude": layer_selection.selection_config(self.exclude),
             "log_dir": self.log_dir,
             "log_freq": self.log_freq,
             **self.settings,
@@ -283,8 +273,14 @@ def _make_logger(log_dir, log_freq, settings):
     )
 
 
-def _unwrapped_call(layer):
-    """`layer.call` without a wrapper left by a fit that raised (no on_train_end)."""
-    if hasattr(vars(layer).get("call"), "homeostasis_original"):
-        object.__delattr__(layer, "call")
-    return layer.call
+def _warn_unsensed(hooks):
+    unsensed = [
+        layer.name for layer, _, _ in hooks.bindings if id(layer) not in hooks.sensed
+    ]
+    if unsensed:
+        warnings.warn(
+            f"SynapticScalingCallback: no training pass of layer(s) {unsensed} "
+            "was seen, so they were not scaled. Is the layer called in the "
+            "model's `call` (with `training` not False)?",
+            stacklevel=3,
+        )

@@ -29,6 +29,7 @@ def test_train_quickstart_writes_every_run_file(tmp_path, capsys):
         assert (run_dir / name).exists(), name
     assert list((run_dir / "logs" / "train").glob("events.out.tfevents.*"))
     assert list((run_dir / "logs" / "validation").glob("events.out.tfevents.*"))
+    assert list((run_dir / "logs" / "homeostasis").glob("events.out.tfevents.*"))
     with open(run_dir / "history.csv") as f:
         history = list(csv.DictReader(f))
     assert len(history) == 1 and "val_accuracy" in history[0]
@@ -174,3 +175,25 @@ def test_scaling_callback_only_for_the_scaling_method():
     assert np.isclose(
         callback.settings["max_step"], config_lib.SCALING_DEFAULTS["max_step"]
     )
+
+
+def test_train_refuses_a_run_folder_that_is_not_empty(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "model.keras").write_text("an earlier run")
+    argv = ["train", str(QUICKSTART), "--epochs", "1", "--run-dir", str(run_dir)]
+    assert cli.main(argv) == cli.BAD_INPUT
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "--run-dir" in err and "--overwrite" in err and "Traceback" not in err
+    assert (run_dir / "model.keras").read_text() == "an earlier run"
+
+
+def test_train_writes_the_dashboard_for_an_unscaled_run(tmp_path):
+    config = config_lib.load_config(QUICKSTART, overrides={"training": {"epochs": 1}})
+    config["model"]["normalization"] = "none"
+    callbacks = train.homeostasis_callbacks(
+        config, "none", str(tmp_path), np.ones((4, 64))
+    )
+    assert [type(c).__name__ for c in callbacks] == ["HomeostasisLogger"]
+    assert callbacks[0].log_dir == str(tmp_path / "logs" / "homeostasis")

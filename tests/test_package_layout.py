@@ -133,3 +133,21 @@ def test_importing_the_package_stays_light():
         check=True,
     )
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_subpackages_are_attributes_of_the_package_imported_on_first_use():
+    code = (
+        "import sys, keras_homeostasis as kh\n"
+        "before = 'keras_homeostasis.tuning' in sys.modules\n"
+        "print(before, kh.tuning.SCORE_KEY, 'keras_tuner' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT.parent,
+        timeout=300,
+        check=True,
+    )
+    last = result.stdout.strip().splitlines()[-1]
+    assert last == "False val_homeostasis_score False"

@@ -48,6 +48,9 @@ def build_parser():
     train.add_argument("--run-dir", help="run folder (default: output.run_dir)")
     train.add_argument("--epochs", type=_positive, help="override training.epochs")
     train.add_argument(
+        "--overwrite", action="store_true", help="reuse a run folder that is not empty"
+    )
+    train.add_argument(
         "--quiet", action="store_true", help="no progress bar, summary only"
     )
     train.add_argument(
@@ -170,7 +173,7 @@ def _launch_workers(args, config):
 
     if os.environ.get("TF_CONFIG"):
         return _fail("--workers starts its own local cluster: unset TF_CONFIG")
-    train_args = [args.config]
+    train_args = [args.config, "--overwrite"]
     if args.epochs is not None:
         train_args += ["--epochs", str(args.epochs)]
     if args.quiet:
@@ -226,6 +229,14 @@ def _tune(args, config, data):
     return 0 if result["best_config"] and not result["stopped"] else 1
 
 
+def _may_write(args, config):
+    """A run folder that is absent or empty, or `--overwrite` (or a worker)."""
+    if args.overwrite or os.environ.get("TF_CONFIG"):
+        return True
+    run_dir = args.run_dir or config["output"]["run_dir"]
+    return not (os.path.isdir(run_dir) and os.listdir(run_dir))
+
+
 def _fail(error):
     print(f"keras-homeostasis: error: {error}", file=sys.stderr)
     return BAD_INPUT
@@ -245,6 +256,12 @@ def main(argv=None):
         config = config_lib.load_config(args.config, overrides=_overrides(args))
     except (config_lib.ConfigError, FileNotFoundError) as e:
         return _fail(e)
+    if args.command == "train" and not _may_write(args, config):
+        run_dir = args.run_dir or config["output"]["run_dir"]
+        return _fail(
+            f"--run-dir: the run folder {run_dir} is not empty; pass --overwrite "
+            "to write into it, or choose another --run-dir"
+        )
     if args.command == "train" and args.workers > 1:
         return _launch_workers(args, config)
     if args.command == "train" and os.environ.get("TF_CONFIG"):

@@ -77,15 +77,17 @@ def build_compiled_model(
     return model
 
 
-def scaling_callbacks(config, normalization):
+def scaling_callbacks(config, normalization, log_dir=None):
     """`[SynapticScalingCallback]` for the `scaling` method, else `[]`.
 
     With `scaling.layer_targets`, one callback per named layer, each with its
-    own `target_rate`.
+    own `target_rate`. With `log_dir`, they write the Homeostasis dashboard there.
     """
     if normalization != "scaling":
         return []
     settings = config_lib.scaling_kwargs(config)
+    if log_dir is not None:
+        settings = {**settings, "log_dir": log_dir}
     layer_targets = config["scaling"].get("layer_targets")
     if layer_targets:
         return [
@@ -93,6 +95,21 @@ def scaling_callbacks(config, normalization):
             for name, rate in layer_targets.items()
         ]
     return [SynapticScalingCallback(layers=config["scaling"]["layers"], **settings)]
+
+
+def homeostasis_callbacks(config, normalization, run_dir, x_probe):
+    """The scaling callbacks, or a `HomeostasisLogger`: the Homeostasis dashboard.
+
+    Written to `logs/homeostasis` of the run folder: by the scaling callbacks
+    themselves for the `scaling` method, else by a logger measuring the hidden
+    layers on a fixed probe batch of the test data.
+    """
+    log_dir = os.path.join(run_dir, "logs", "homeostasis")
+    if normalization == "scaling":
+        return scaling_callbacks(config, normalization, log_dir=log_dir)
+    from keras_homeostasis.tensorboard import HomeostasisLogger
+
+    return [HomeostasisLogger(log_dir, probe_data=x_probe[:256])]
 
 
 def usage_report(model, x):
@@ -130,7 +147,7 @@ def train(config, run_dir=None, verbose=1, data=None):
         normalization,
         config["optimizer"],
     )
-    callbacks = scaling_callbacks(config, normalization) + [
+    callbacks = homeostasis_callbacks(config, normalization, run_dir, x_test) + [
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv")),
         keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "logs")),

@@ -56,7 +56,8 @@ class HomeostasisLogger(keras.callbacks.Callback):
         log_dir: directory of the run's event files, such as `"runs/bn"`
             (the run is named after it in TensorBoard).
         update_freq: log every `update_freq` optimizer steps (a positive
-            integer), or `"epoch"` to log at epoch ends only.
+            integer; `"batch"` means 1, as in Keras' TensorBoard), or
+            `"epoch"` to log at epoch ends only.
         probe_data: optional fixed batch of inputs (an array, or an `(x, y)`
             tuple whose `x` is used) on which unscaled layers are measured.
             Keep it small (a few hundred samples): it runs at every log.
@@ -256,12 +257,14 @@ def _validate_log_dir(log_dir):
 
 
 def validate_update_freq(value, name="update_freq"):
-    """A positive integer or "epoch"; raises naming the argument `name`."""
+    """A positive integer, "batch" (1, as in Keras' TensorBoard) or "epoch"."""
     if value == "epoch":
         return value
+    if value == "batch":
+        return 1
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(
-            f"Expected a positive integer or 'epoch' for `{name}`. "
+            f"Expected a positive integer, 'batch' or 'epoch' for `{name}`. "
             f"Received: {name}={value!r}"
         )
     if value < 1:

@@ -160,7 +160,7 @@ def test_deep_copies_and_config(tmp_path, mnist_slice, make_mlp):
         ({"log_dir": ""}, ValueError, "log_dir"),
         ({"update_freq": 0}, ValueError, "update_freq"),
         ({"update_freq": 1.5}, TypeError, "update_freq"),
-        ({"update_freq": "batch"}, TypeError, "update_freq"),
+        ({"update_freq": "step"}, TypeError, "update_freq"),
         ({"probe_data": np.zeros((0, 4))}, ValueError, "probe_data"),
         ({"probe_data": 3.0}, ValueError, "probe_data"),
         ({"layers": [1]}, TypeError, "layers"),
@@ -178,7 +178,7 @@ def test_bad_arguments_name_themselves(kwargs, error, name):
     "kwargs, error",
     [
         ({"log_dir": "runs/x", "log_freq": 0}, ValueError),
-        ({"log_freq": "batch"}, TypeError),
+        ({"log_freq": "step"}, TypeError),
         ({"log_dir": 3}, TypeError),
     ],
 )
@@ -244,3 +244,10 @@ def test_logging_under_mirrored_strategy(
         activity = keras.ops.convert_to_numpy(estimates["activity"])
         np.testing.assert_allclose(last["activity"], activity, rtol=1e-6)
         assert np.all(np.isfinite(last["factor"]))
+
+
+def test_batch_frequency_means_every_step_as_in_keras_tensorboard(tmp_path):
+    assert HomeostasisLogger(tmp_path / "a", update_freq="batch").update_freq == 1
+    callback = SynapticScalingCallback(log_dir=str(tmp_path / "b"), log_freq="batch")
+    assert callback._logger.update_freq == 1
+    assert callback.get_config()["log_freq"] == "batch"

@@ -1,0 +1,193 @@
+"""The hooks a `SynapticScalingCallback` puts on a model for one fit.
+
+`CallHooks` wraps the scaled layers' `call` (the sensor), the model's `call`
+(relaying its `training` flag to layers whose `call` has none, such as
+Conv), the model's `train_step` / `test_step` / `predict_step` (so a layer
+knows it runs in a training step even when Keras passes it no flag, as in
+a subclassed model whose `call` does not forward `training`), and the
+scaling constraints. `remove()` takes all of them off again.
+
+Keras 3.15 calls no callback when `fit` raises, so the hooks of an
+interrupted fit are removed lazily: the first `make_train_function` after
+`on_train_begin` that is not the hooks' own (a later `fit` or
+`train_on_batch`) removes them before anything is traced.
+
+Which layer calls count (first answer wins):
+1. the layer's own `training` argument, when Keras passes one;
+2. the `training` flag of the enclosing model call (absent: inference);
+3. the Keras step in progress: `train_step` counts, `test_step` and
+   `predict_step` do not;
+4. otherwise (no flag known): nothing counts during `fit`; in a custom loop
+   under `SynapticScalingCallback.attached`, layers whose `call` takes
+   `training` do not count and the others (Conv) do.
+"""
+
+import functools
+import inspect
+import threading
+import warnings
+
+import keras
+
+from keras_homeostasis import engine
+from keras_homeostasis import layer_selection
+from keras_homeostasis import sensor
+
+# The model call and the Keras step in progress on this thread. Replicas of
+# a tf.distribute strategy trace on their own threads, steps included.
+_context = threading.local()
+
+_STEPS = {"train_step": True, "test_step": False, "predict_step": False}
+
+
+class CallHooks:
+    """The call wrappers and scaling constraints of one callback on one model.
+
+    Args:
+        model: the Keras model.
+        bindings: `(layer, UnitState, settings)` triples, in optimizer order.
+        lazy_removal: whether a foreign `make_train_function` call removes the
+            hooks (a fit that raised); False in `SynapticScalingCallback.attached`.
+    """
+
+    def __init__(self, model, bindings, lazy_removal=True):
+        self.model = model
+        self.bindings = list(bindings)
+        self.lazy_removal = lazy_removal
+        self.in_fit = lazy_removal
+        self.active = False
+        self.sensed = set()
+        self._wrapped = []
+        self._constraints = []
+        self._make_train_function = None
+
+    def install(self):
+        self.active = True
+        for name, is_train in _STEPS.items():
+            self._wrap_step(name, is_train)
+        self._wrap_make_train_function()
+        self._wrap_model_call()
+        for layer, state, _ in self.bindings:
+            self._wrap_layer(layer, state)
+        states = [
+            (state, settings, getattr(layer, "bias", None))
+            for layer, state, settings in self.bindings
+        ]
+        self._constraints = engine.attach_constraints(
+            self.bindings, engine.HomeostasisEngine(states)
+        )
+        # Retrace so the compiled step contains the statistics and constraints.
+        self._make_train_function(force=True)
+
+    def remove(self):
+        if not self.active:
+            return
+        self.active = False
+        for owner, name, wrapper in reversed(self._wrapped):
+            # A wrapper installed above ours (another callback) stays, and ours
+            # below it passes calls through now that it is inactive.
+            if vars(owner).get(name) is wrapper:
+                object.__delattr__(owner, name)
+        for variable, constraint in self._constraints:
+            variable.constraint = constraint
+        # Functions traced with the hooks would keep counting: retrace.
+        self.model.train_function = None
+        self.model.test_function = None
+        self.model.predict_function = None
+        self._wrapped = []
+        self._constraints = []
+
+    def _set(self, owner, name, wrapper):
+        wrapper.homeostasis_hooks = self
+        object.__setattr__(owner, name, wrapper)
+        self._wrapped.append((owner, name, wrapper))
+
+    def _wrap_step(self, name, is_train):
+        original = getattr(self.model, name)
+
+        @functools.wraps(original)
+        def step(*args, **kwargs):
+            if not self.active:
+                return original(*args, **kwargs)
+            outer = getattr(_context, "step", None)
+            _context.step = is_train
+            try:
+                return original(*args, **kwargs)
+            finally:
+                _context.step = outer
+
+        self._set(self.model, name, step)
+
+    def _wrap_make_train_function(self):
+        original = self.model.make_train_function
+        self._make_train_function = original
+
+        @functools.wraps(original)
+        def make_train_function(force=False):
+            if self.active and self.lazy_removal:
+                warnings.warn(
+                    "SynapticScalingCallback: removing the hooks of a fit that "
+                    "did not finish (it raised or was interrupted) before "
+                    f"training model '{self.model.name}' again. To drive the "
+                    "callback outside `fit`, use `with callback.attached(model):`.",
+                    stacklevel=2,
+                )
+                self.remove()
+            return original(force=force)
+
+        self._set(self.model, "make_train_function", make_train_function)
+
+    def _wrap_model_call(self):
+        original = _unwrapped_call(self.model)
+        if "training" not in inspect.signature(original).parameters:
+            return  # Keras gives this call no flag to relay.
+
+        def call(*args, **kwargs):
+            if not self.active:
+                return original(*args, **kwargs)
+            outer = getattr(_context, "training", None)
+            # As in Keras, a call without `training` is an inference call.
+            _context.training = bool(kwargs.get("training"))
+            try:
+                return original(*args, **kwargs)
+            finally:
+                _context.training = outer
+
+        self._set(self.model, "call", call)
+
+    def _wrap_layer(self, layer, state):
+        original = _unwrapped_call(layer)
+        axis = layer_selection.unit_axis(layer)
+        takes_training = "training" in inspect.signature(original).parameters
+
+        def call(*args, **kwargs):
+            symbolic = any(keras.backend.is_keras_tensor(a) for a in args)
+            counts = self.active and _counts(takes_training, kwargs, self.in_fit)
+            if symbolic or not counts:
+                return original(*args, **kwargs)
+            self.sensed.add(id(layer))
+            forward = functools.partial(original, *args, **kwargs)
+            return sensor.sensed_call(layer, forward, state, axis)
+
+        self._set(layer, "call", call)
+
+
+def _counts(takes_training, kwargs, in_fit):
+    """Whether a layer call is a training pass (rules in the module docstring)."""
+    training = kwargs.get("training") if takes_training else None
+    if training is None:
+        training = getattr(_context, "training", None)
+    if training is None:
+        training = getattr(_context, "step", None)
+    if training is None:
+        return not (takes_training or in_fit)
+    return bool(training)
+
+
+def _unwrapped_call(layer):
+    """`layer.call` without an inactive wrapper left on it (a fit that raised)."""
+    wrapper = vars(layer).get("call")
+    hooks = getattr(wrapper, "homeostasis_hooks", None)
+    if hooks is not None and not hooks.active:
+        object.__delattr__(layer, "call")
+    return layer.call
