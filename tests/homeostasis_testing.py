@@ -142,11 +142,13 @@ def assert_bit_equal(a, b):
     assert not differ, f"variables differ: {differ}"
 
 
-def assert_close(a, b, atol):
-    """Two snapshots hold the same keys and arrays within `atol`."""
+def assert_close(a, b, atol, rtol=1e-6):
+    """Two snapshots hold the same keys and arrays within `atol + rtol |b|`."""
     assert sorted(a) == sorted(b), f"keys differ: {sorted(set(a) ^ set(b))}"
     worst = {
-        k: float(np.max(np.abs(a[k].astype("float64") - b[k]))) for k in a if a[k].size
+        k: float(np.max(np.abs(a[k].astype("float64") - b[k]) - rtol * np.abs(b[k])))
+        for k in a
+        if a[k].size
     }
     bad = {k: d for k, d in worst.items() if not d <= atol}
     assert not bad, f"variables differ by more than {atol}: {bad}"
