@@ -5,9 +5,16 @@ channels pooled over space): usage `p_i = a_i / sum_j a_j`; normalised usage
 entropy `H(p) / log(n)` (1.0 = perfectly balanced); coefficient of variation
 `std(a) / mean(a)`; Gini coefficient of `a`; dead fraction = share of units
 never positive on the data set.
+
+Degenerate inputs follow one convention: activities must be a non-empty,
+finite, non-negative vector (a `ValueError` names what is wrong otherwise);
+a layer whose units are all silent (every activity 0) has no usage
+distribution, so its entropy, CV and Gini are NaN, never a value that reads
+as "balanced"; one unit is trivially balanced (entropy 1, CV 0, Gini 0).
 """
 
 import contextlib
+import math
 
 import keras
 import numpy as np
@@ -17,26 +24,56 @@ from keras_homeostasis import layer_selection
 from keras_homeostasis import rule
 
 
+def checked_activity(activity, name="activity"):
+    """`activity` as a float32 vector; raises `ValueError` on bad input."""
+    a = np.asarray(ops.convert_to_numpy(activity), "float64")
+    if a.ndim != 1:
+        raise ValueError(
+            f"Expected `{name}` to be a vector of per-unit values. "
+            f"Received: {name} with shape {a.shape}"
+        )
+    if a.size == 0:
+        raise ValueError(f"Expected `{name}` to hold at least one unit. Received: []")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"Expected finite `{name}`. Received: {name}={a.tolist()}")
+    if np.any(a < 0):
+        raise ValueError(
+            f"Expected non-negative `{name}` (mean |output|). "
+            f"Received: {name}={a.tolist()}"
+        )
+    return ops.convert_to_tensor(a.astype("float32"))
+
+
+def _all_silent(a):
+    return a.shape[-1] > 1 and float(ops.max(a)) <= 0.0
+
+
 def usage_entropy(activity):
-    """Normalised entropy of the usage distribution, in [0, 1]."""
-    a = ops.maximum(ops.cast(activity, "float32"), 0.0)
+    """Normalised entropy of the usage distribution, in [0, 1] (NaN if all silent)."""
+    a = checked_activity(activity)
     n = a.shape[-1]
     if n < 2:
         return 1.0
+    if _all_silent(a):
+        return math.nan
     p = a / ops.maximum(ops.sum(a), rule.EPSILON)
     h = -ops.sum(ops.where(p > 0, p * ops.log(ops.maximum(p, rule.EPSILON)), 0.0))
     return float(h / np.log(n))
 
 
 def coefficient_of_variation(activity):
-    """Standard deviation over mean of the per-unit activities."""
-    a = ops.cast(activity, "float32")
+    """Standard deviation over mean of the per-unit activities (NaN if all silent)."""
+    a = checked_activity(activity)
+    if _all_silent(a):
+        return math.nan
     return float(ops.std(a) / ops.maximum(ops.mean(a), rule.EPSILON))
 
 
 def gini(activity):
-    """Gini coefficient of the per-unit activities (0 = equal use)."""
-    a = ops.sort(ops.maximum(ops.cast(activity, "float32"), 0.0))
+    """Gini coefficient of the activities (0 = equal use; NaN if all silent)."""
+    a = ops.sort(checked_activity(activity))
+    if _all_silent(a):
+        return math.nan
     n = a.shape[-1]
     ranks = ops.arange(1, n + 1, dtype="float32")
     total = ops.maximum(ops.sum(a), rule.EPSILON)
@@ -45,7 +82,7 @@ def gini(activity):
 
 def dead_fraction(positive_counts):
     """Fraction of units that were never positive (counts of `y > 0`)."""
-    counts = ops.cast(positive_counts, "float32")
+    counts = checked_activity(positive_counts, "positive_counts")
     return float(ops.mean(ops.cast(counts <= 0, "float32")))
 
 
@@ -75,6 +112,11 @@ def layer_statistics(model, data, layers=None, batch_size=256, steps=None):
                 packed = rule.output_statistics(y, layer_selection.unit_axis(layer))
                 packed = ops.convert_to_numpy(packed).astype("float64")
                 sums[k] = packed if sums[k] is None else sums[k] + packed
+    if sums and sums[0] is None:
+        raise ValueError(
+            "`data` holds no example: the usage of a layer cannot be measured "
+            "on an empty data set."
+        )
     result = {}
     for layer, packed in zip(chosen, sums):
         n = (packed.shape[0] - 1) // 2

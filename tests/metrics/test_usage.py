@@ -169,3 +169,38 @@ def test_a_report_during_fit_does_not_change_the_scaling():
         model.fit(x, y, batch_size=16, shuffle=False, verbose=0, callbacks=callbacks)
         results.append(snapshot(model))
     assert_bit_equal(results[0], results[1])
+
+
+@pytest.mark.parametrize(
+    "activity, match",
+    [
+        (np.ones((2, 3)), "vector"),
+        (np.array([]), "at least one unit"),
+        (np.array([math.nan, 1.0]), "finite"),
+        (np.array([-1.0, 1.0]), "non-negative"),
+    ],
+    ids=["two_d", "empty", "nan", "negative"],
+)
+@pytest.mark.parametrize(
+    "metric", ["usage_entropy", "coefficient_of_variation", "gini"], ids=str
+)
+def test_metrics_refuse_bad_activity_by_name(metric, activity, match):
+    with pytest.raises(ValueError, match=match):
+        getattr(metrics, metric)(activity)
+
+
+def test_all_silent_layer_has_no_balance_value_and_is_all_dead():
+    zeros = np.zeros(4)
+    assert math.isnan(metrics.usage_entropy(zeros))
+    assert math.isnan(metrics.coefficient_of_variation(zeros))
+    assert math.isnan(metrics.gini(zeros))
+    assert metrics.dead_fraction(zeros) == 1.0
+
+
+def test_usage_report_on_empty_data_is_a_clear_error():
+    model = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(4, activation="relu")]
+        + [keras.layers.Dense(2)]
+    )
+    with pytest.raises(ValueError, match="no example"):
+        metrics.UsageReport.from_model(model, np.zeros((0, 3), "float32"))
