@@ -71,7 +71,9 @@ raw = {
     "model": {"hidden": [16, 16, 16] if SMALL else [100, 100, 100]},
     "training": {"learning_rate": 0.03, "batch_size": 1, "steps_per_execution": 100},
     "continual": {"tasks": 3 if SMALL else 10, "methods": ["backprop", "scaling"]},
-    "output": {"run_dir": os.path.join(OUT, "continual")},
+    "output": {
+        "run_dir": os.path.join(OUT, "continual_small" if SMALL else "continual")
+    },
 }
 config = continual.validate_config(raw)
 pool = continual.load_pool(config)
