@@ -26,10 +26,11 @@ EXPECTED = {
     "synaptic_scaling_quickstart.py": ["With scaling:", "restored test accuracy"],
     "tuning_target_activity.py": ["test accuracy", "| hidden_1 |"],
     "monitoring_in_tensorboard.py": ["replicas: 2", "mirrored   hidden_2"],
+    "continual_learning.py": ["task 2: online accuracy", "| scaling | 3 |"],
 }
 
 
-def test_the_three_tutorials_exist():
+def test_the_four_tutorials_exist():
     assert {p.name for p in SCRIPTS} == set(EXPECTED)
 
 

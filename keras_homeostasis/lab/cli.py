@@ -1,14 +1,16 @@
-"""The `keras-homeostasis` command line: `train`, `compare`, `tune`.
+"""The `keras-homeostasis` command line: `train`, `compare`, `tune`, ...
 
     keras-homeostasis train CONFIG [--run-dir DIR] [--epochs N] [--workers N]
     keras-homeostasis compare CONFIG [--out DIR] [--epochs N] [--seeds S ...]
     keras-homeostasis tune CONFIG [--out DIR] [--epochs N] [--max-trials N]
                                [--overwrite] [--quiet | --verbose]
     keras-homeostasis bench [--quick] [--out DIR] [--settings ...] [--gpus]
+    keras-homeostasis continual CONFIG [--out DIR] [--tasks N] [--methods M ...]
 
 Configs are YAML files (see `docs/configs.md`). Each command's work is done
 by its job module beside this one: `train` (under `TF_CONFIG` or with
-`--workers` by `multi_worker`), `compare`, `tune` and `bench`.
+`--workers` by `multi_worker`), `compare`, `tune`, `bench` and `continual`
+(whose configs have their own schema, in `continual`).
 """
 
 import argparse
@@ -88,7 +90,63 @@ def build_parser():
     detail.add_argument("--quiet", action="store_true", help="summary only")
     detail.add_argument("--verbose", action="store_true", help="also print every epoch")
     _add_bench(commands)
+    _add_continual(commands)
     return parser
+
+
+def _add_continual(commands):
+    from keras_homeostasis.lab.continual import METHODS
+
+    continual = commands.add_parser(
+        "continual",
+        help="Online Permuted MNIST: loss of plasticity of each method (Dohare 2024)",
+    )
+    continual.add_argument("config", help="YAML continual config")
+    continual.add_argument("--out", help="results folder (default: output.run_dir)")
+    continual.add_argument("--tasks", type=_positive, help="override continual.tasks")
+    continual.add_argument(
+        "--methods", nargs="+", choices=METHODS, help="override continual.methods"
+    )
+
+
+def _continual(args):
+    from keras_homeostasis.lab import continual
+
+    overrides = {}
+    if args.tasks is not None:
+        overrides["continual"] = {"tasks": args.tasks}
+    if args.methods:
+        overrides.setdefault("continual", {})["methods"] = list(args.methods)
+    if not os.path.isfile(args.config):
+        return _fail(f"argument CONFIG: config file not found: {args.config!r}")
+    try:
+        config = continual.load_config(args.config, overrides=overrides)
+    except continual.ContinualConfigError as e:
+        return _fail(e)
+    out = args.out or config["output"]["run_dir"]
+    if os.path.exists(out) and not os.path.isdir(out):
+        return _fail(f"argument --out: not a folder: {out!r}")
+    try:
+        pool = continual.load_pool(config)
+    except continual.ContinualConfigError as e:
+        return _fail(e)
+    except (FileNotFoundError, ImportError, RuntimeError, ValueError) as e:
+        return _fail(f"`data.dataset`: {e}")
+    try:
+        continual.run_continual(
+            config, out_dir=out, pool=pool, log=lambda s: print(s, flush=True)
+        )
+    except KeyboardInterrupt:
+        print(
+            f"\nInterrupted. Finished tasks are in {os.path.join(out, 'results.csv')}; "
+            "run the same command again to resume.",
+            file=sys.stderr,
+        )
+        return INTERRUPTED
+    except ValueError as e:
+        return _fail(e)
+    print(f"Results: {os.path.join(out, 'results.csv')}, results.md and *.png")
+    return 0
 
 
 def _add_bench(commands):
@@ -249,6 +307,8 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.command == "bench":
         return _bench(args, sys.argv[1:] if argv is None else argv)
+    if args.command == "continual":
+        return _continual(args)
     from keras_homeostasis.lab import config as config_lib
     from keras_homeostasis.lab import train
 

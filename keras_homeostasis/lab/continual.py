@@ -1,0 +1,663 @@
+"""Online Permuted MNIST, after Dohare et al. 2024 (the `continual` command).
+
+One network per method learns a sequence of tasks. Each task is the data set
+under a new fixed random pixel permutation (seeded by `continual.seed` and
+the task number); the task's `data.examples_per_task` examples (a seeded
+random subset of the training set, in random order) are each seen once.
+
+Per task, one row of `results.csv` (appended and flushed as soon as the
+task ends, so an interrupted run loses at most the task in progress):
+
+- `online_accuracy`: the fraction of the task's examples classified
+  correctly by the forward pass just before the update on them. It is the
+  `accuracy` of one epoch of `fit` over the task's examples with
+  `batch_size=1`: Keras computes train-mode metrics on the predictions of the
+  forward pass that precedes each update.
+- `hidden_<k>_dead`: percentage of units of hidden block k whose post-ReLU
+  output is zero on every one of the probe images (the first
+  `data.probe_examples` images of the task, permuted), measured at the end of
+  the task.
+- `hidden_<k>_weight`: mean |w| of block k's kernel at the end of the task.
+- `hidden_<k>_erank`: effective rank (Roy & Vetterli 2007, as Dohare et al.)
+  of block k's post-ReLU representation of the probe images:
+  `exp(-sum_k p_k log p_k)` with `p_k = sigma_k / sum(sigma)` the normalized
+  singular values.
+- `seconds`: the task's wall time (training and probing).
+
+After each task the network (and its optimizer and homeostatic state) is
+saved under `checkpoints/`, so a rerun skips the rows already present and
+continues each method from its last finished task.
+
+Methods: `backprop` (plain SGD), `l2` (SGD weight decay), `shrink_and_perturb`
+(SGD weight decay, plus Gaussian noise added to every kernel and bias after
+each step by an in-graph constraint), `batchnorm`, `layernorm` (Dense ->
+norm -> ReLU) and `scaling` (`SynapticScalingCallback` with the config's
+`scaling` settings).
+"""
+
+import csv
+import json
+import math
+import os
+import time
+
+import keras
+import numpy as np
+
+from keras_homeostasis import settings as settings_lib
+from keras_homeostasis.validation import check_known_keys
+
+METHODS = (
+    "backprop",
+    "l2",
+    "shrink_and_perturb",
+    "batchnorm",
+    "layernorm",
+    "scaling",
+)
+NORMS = {"batchnorm": "batchnorm", "layernorm": "layernorm"}
+KEY_COLUMNS = ("method", "task")
+RESULT_COLUMNS = ("examples", "online_accuracy", "online_loss", "seconds")
+LAYER_METRICS = ("dead", "weight", "erank")
+CSV_NAME = "results.csv"
+
+
+class ContinualConfigError(ValueError):
+    """A `continual` config with an unknown key or a bad value."""
+
+
+# ----------------------------------------------------------------------------
+# The config: its schema, defaults and validation.
+
+
+def _fail(path, expected, value):
+    raise ContinualConfigError(
+        f"Invalid config value for `{path}`, expected {expected}. "
+        f"Received: {path}={value!r}"
+    )
+
+
+def _integer(minimum):
+    def check(path, value):
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            _fail(path, f"an integer >= {minimum}", value)
+        return value
+
+    return check
+
+
+def _positive_number(path, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        _fail(path, "a positive number", value)
+    if not (math.isfinite(value) and value > 0):
+        _fail(path, "a positive number", value)
+    return float(value)
+
+
+def _non_negative_number(path, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        _fail(path, "a number >= 0", value)
+    if not (math.isfinite(value) and value >= 0):
+        _fail(path, "a number >= 0", value)
+    return float(value)
+
+
+def _text(path, value):
+    if not isinstance(value, str) or not value:
+        _fail(path, "a non-empty string", value)
+    return value
+
+
+def _optional_text(path, value):
+    return None if value is None else _text(path, value)
+
+
+def _widths(path, value):
+    if not isinstance(value, list) or not value:
+        _fail(path, "a non-empty list of positive integers", value)
+    return [_integer(1)(f"{path}[{i}]", v) for i, v in enumerate(value)]
+
+
+def _boolean(path, value):
+    if not isinstance(value, bool):
+        _fail(path, "true or false", value)
+    return value
+
+
+def _methods(path, value):
+    if not isinstance(value, list) or not value:
+        _fail(path, f"a non-empty list of methods from {list(METHODS)}", value)
+    for i, method in enumerate(value):
+        if method not in METHODS:
+            _fail(f"{path}[{i}]", f"one of {list(METHODS)}", method)
+    if len(set(value)) < len(value):
+        _fail(path, "a list without repeats", value)
+    return list(value)
+
+
+SCHEMA = {
+    "data": {
+        "dataset": ("mnist", _text),
+        "examples_per_task": (60000, _integer(1)),
+        "probe_examples": (2000, _integer(1)),
+    },
+    "model": {"hidden": ([2000, 2000, 2000], _widths)},
+    "training": {
+        "learning_rate": (0.003, _positive_number),
+        "batch_size": (1, _integer(1)),
+        "steps_per_execution": (250, _integer(1)),
+        "jit_compile": (True, _boolean),
+    },
+    "continual": {
+        "tasks": (800, _integer(1)),
+        "methods": (list(METHODS), _methods),
+        "seed": (0, _integer(0)),
+        "weight_decay": (1e-4, _non_negative_number),
+        "perturb_std": (1e-5, _non_negative_number),
+    },
+    "scaling": None,  # SynapticScalingCallback settings, checked by the library.
+    "output": {"run_dir": (None, _optional_text)},
+}
+
+
+def validate_config(raw):
+    """Checks a raw `continual` config; returns it with every default filled in.
+
+    Raises:
+        ContinualConfigError: an unknown section or key (named by its path,
+            e.g. `training.lerning_rate`) or a bad value (the message names
+            the key and echoes the value).
+    """
+    if not isinstance(raw, dict):
+        raise ContinualConfigError(
+            f"A continual config is a mapping of sections. Received: {raw!r}"
+        )
+    check_known_keys(raw, SCHEMA, "config section", error=ContinualConfigError)
+    config = {}
+    for section, keys in SCHEMA.items():
+        values = raw.get(section) or {}
+        if not isinstance(values, dict):
+            _fail(section, "a mapping", values)
+        if keys is None:
+            config[section] = _scaling(values)
+            continue
+        check_known_keys(values, keys, "config key", section, ContinualConfigError)
+        config[section] = {
+            key: check(f"{section}.{key}", values[key]) if key in values else default
+            for key, (default, check) in keys.items()
+        }
+    if config["data"]["probe_examples"] > config["data"]["examples_per_task"]:
+        _fail(
+            "data.probe_examples",
+            f"at most `data.examples_per_task` ({config['data']['examples_per_task']})",
+            config["data"]["probe_examples"],
+        )
+    return config
+
+
+def _scaling(values):
+    allowed = [*settings_lib.DEFAULTS, *settings_lib.LEGACY, "layers"]
+    check_known_keys(values, allowed, "config key", "scaling", ContinualConfigError)
+    settings = {k: v for k, v in values.items() if k != "layers"}
+    try:
+        settings_lib.validate_settings(**settings)
+    except (TypeError, ValueError) as e:
+        raise ContinualConfigError(f"Invalid config section `scaling`: {e}") from None
+    return dict(values)
+
+
+def load_config(path, overrides=None):
+    """Reads and validates a YAML `continual` config.
+
+    Args:
+        path: the YAML file.
+        overrides: optional `{section: {key: value}}` applied before
+            validation (what command-line flags set).
+
+    Returns:
+        The validated config; a relative `data.dataset` path is resolved
+        against the current folder, then the config's folder, then its
+        parent, and `output.run_dir` defaults to `runs/<config name>`.
+    """
+    import yaml
+
+    from keras_homeostasis.lab import config as config_lib
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Config file not found: {path!r}")
+    with open(path, encoding="utf-8") as f:
+        try:
+            raw = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise ContinualConfigError(
+                f"Could not parse {path!r} as YAML: {e}"
+            ) from None
+    if isinstance(raw, dict):
+        for section, values in (overrides or {}).items():
+            raw[section] = {**(raw.get(section) or {}), **values}
+    config = validate_config(raw)
+    dataset = config["data"]["dataset"]
+    if dataset.endswith(".npz") or os.sep in dataset:
+        config["data"]["dataset"] = config_lib.resolve_path(dataset, path)
+    if config["output"]["run_dir"] is None:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        config["output"]["run_dir"] = os.path.join("runs", stem)
+    return config
+
+
+# ----------------------------------------------------------------------------
+# The tasks.
+
+
+def load_pool(config):
+    """The training images, flattened to float32 `(n, pixels)`, and labels."""
+    from keras_homeostasis.lab.data import load_dataset
+
+    (x, y), _ = load_dataset(config["data"]["dataset"])
+    x = x.reshape(len(x), -1).astype("float32")
+    wanted = config["data"]["examples_per_task"]
+    if wanted > len(x):
+        _fail(
+            "data.examples_per_task",
+            f"at most the {len(x)} training examples of the data set",
+            wanted,
+        )
+    return x, y
+
+
+def task_permutation(seed, task, pixels):
+    """The fixed pixel permutation of task `task` (1, 2, ...) for `seed`."""
+    return np.random.default_rng([seed, task, 0]).permutation(pixels)
+
+
+def task_data(pool, seed, task, examples):
+    """The examples of one task: a seeded subset, in a seeded order, permuted."""
+    x, y = pool
+    order = np.random.default_rng([seed, task, 1]).permutation(len(x))[:examples]
+    permutation = task_permutation(seed, task, x.shape[1])
+    return x[order][:, permutation], y[order]
+
+
+# ----------------------------------------------------------------------------
+# The networks.
+
+
+@keras.saving.register_keras_serializable(package="keras_homeostasis")
+class Perturb(keras.constraints.Constraint):
+    """Adds `N(0, stddev^2)` noise to a variable after each optimizer step.
+
+    Keras applies a variable's constraint right after each update, inside
+    the compiled train function; the noise comes from a `SeedGenerator`
+    whose state `reseed(seed, task)` sets, so a resumed run draws the same
+    noise as an uninterrupted one.
+    """
+
+    def __init__(self, stddev, seed=0):
+        self.stddev = float(stddev)
+        self.seed = int(seed)
+        self.generator = keras.random.SeedGenerator(self.seed)
+
+    def __call__(self, w):
+        noise = keras.random.normal(
+            keras.ops.shape(w), stddev=self.stddev, dtype=w.dtype, seed=self.generator
+        )
+        return w + noise
+
+    def reseed(self, seed, task):
+        self.generator.state.assign(np.array([seed, task], dtype="uint32"))
+
+    def get_config(self):
+        return {"stddev": self.stddev, "seed": self.seed}
+
+
+def build_model(config, method, pixels, classes):
+    """A compiled MLP `pixels -> hidden... -> classes` for one method.
+
+    Hidden block k's post-ReLU output is the layer `hidden_<k>`; for
+    `batchnorm` and `layernorm` it is `hidden_<k>_linear` (Dense, no bias)
+    -> `hidden_<k>_norm` -> ReLU `hidden_<k>`.
+    """
+    seed = config["continual"]["seed"]
+    keras.utils.set_random_seed(seed)
+    perturb = None
+    if method == "shrink_and_perturb":
+        perturb = Perturb(config["continual"]["perturb_std"], seed)
+    inputs = keras.Input((pixels,))
+    x = inputs
+    for k, width in enumerate(config["model"]["hidden"], start=1):
+        if method in NORMS:
+            x = keras.layers.Dense(width, use_bias=False, name=f"hidden_{k}_linear")(x)
+            norm = (
+                keras.layers.BatchNormalization
+                if method == "batchnorm"
+                else keras.layers.LayerNormalization
+            )
+            x = norm(name=f"hidden_{k}_norm")(x)
+            x = keras.layers.Activation("relu", name=f"hidden_{k}")(x)
+        else:
+            x = keras.layers.Dense(
+                width,
+                activation="relu",
+                kernel_constraint=perturb,
+                bias_constraint=perturb,
+                name=f"hidden_{k}",
+            )(x)
+    outputs = keras.layers.Dense(
+        classes,
+        activation="softmax",
+        kernel_constraint=perturb,
+        bias_constraint=perturb,
+        name="output",
+    )(x)
+    model = keras.Model(inputs, outputs, name=f"continual_{method}")
+    decay = config["continual"]["weight_decay"]
+    training = config["training"]
+    model.compile(
+        optimizer=keras.optimizers.SGD(
+            learning_rate=training["learning_rate"],
+            weight_decay=decay if method in ("l2", "shrink_and_perturb") else None,
+        ),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        steps_per_execution=training["steps_per_execution"],
+        # keras.random.normal under XLA on CPU takes TensorFlow's slow
+        # `auto_select` RNG path (about 30x slower than without XLA).
+        jit_compile=training["jit_compile"] and perturb is None,
+    )
+    model.perturb = perturb
+    return model
+
+
+def method_callbacks(config, method):
+    """The callbacks of a method's `fit` (one instance kept for every task)."""
+    if method != "scaling":
+        return []
+    from keras_homeostasis import SynapticScalingCallback
+
+    return [SynapticScalingCallback(**config["scaling"])]
+
+
+# ----------------------------------------------------------------------------
+# The measurements (pure numpy).
+
+
+def dead_percentage(activations):
+    """Percentage of units (columns) that are zero on every sample (row)."""
+    activations = np.asarray(activations)
+    return 100.0 * float(np.mean(np.all(activations == 0, axis=0)))
+
+
+def effective_rank(representation):
+    """Dohare et al.'s effective rank of a `(samples, units)` matrix.
+
+    `exp(-sum_k p_k log p_k)` with `p_k = sigma_k / sum(sigma)` the singular
+    values normalized to sum to 1 (Roy & Vetterli 2007). It is `n` for a
+    matrix with `n` equal singular values, 1 for a rank-1 matrix, and 0 for
+    an all-zero one.
+    """
+    sigma = np.linalg.svd(np.asarray(representation, "float64"), compute_uv=False)
+    total = sigma.sum()
+    if total <= 0:
+        return 0.0
+    p = sigma[sigma > 0] / total
+    return float(np.exp(-np.sum(p * np.log(p))))
+
+
+def hidden_count(config):
+    return len(config["model"]["hidden"])
+
+
+def probe(model, config, x_probe):
+    """Dead %, mean |w| and effective rank of every hidden block, by column."""
+    names = [f"hidden_{k}" for k in range(1, hidden_count(config) + 1)]
+    features = keras.Model(
+        model.inputs, [model.get_layer(name).output for name in names]
+    )
+    outputs = features.predict(x_probe, batch_size=500, verbose=0)
+    row = {}
+    for name, activations in zip(names, outputs):
+        layer = model.get_layer(name)
+        if not hasattr(layer, "kernel"):
+            layer = model.get_layer(f"{name}_linear")
+        kernel = keras.ops.convert_to_numpy(layer.kernel)
+        row[f"{name}_dead"] = f"{dead_percentage(activations):.2f}"
+        row[f"{name}_weight"] = f"{float(np.mean(np.abs(kernel))):.6f}"
+        row[f"{name}_erank"] = f"{effective_rank(activations):.2f}"
+    return row
+
+
+def online_task(model, config, x, y, callbacks=()):
+    """Trains on one task's examples once; returns (online accuracy, loss)."""
+    history = model.fit(
+        x,
+        y,
+        batch_size=config["training"]["batch_size"],
+        epochs=1,
+        shuffle=False,
+        callbacks=list(callbacks),
+        verbose=0,
+    )
+    return history.history["accuracy"][-1], history.history["loss"][-1]
+
+
+# ----------------------------------------------------------------------------
+# results.csv, checkpoints and the run.
+
+
+def columns(config):
+    layers = [
+        f"hidden_{k}_{metric}"
+        for k in range(1, hidden_count(config) + 1)
+        for metric in LAYER_METRICS
+    ]
+    return list(KEY_COLUMNS) + list(RESULT_COLUMNS) + layers
+
+
+def read_rows(path, header):
+    """Rows already in results.csv; raises if it belongs to another run."""
+    if not os.path.exists(path) or os.path.getsize(path) == 0:
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames != header:
+            raise ValueError(
+                f"{path} has the columns {reader.fieldnames}, not those of this "
+                f"config ({header}). Pass another output folder (`--out`)."
+            )
+        return list(reader)
+
+
+def append_row(path, header, row):
+    """Appends one row (writing the header first) and flushes it to disk."""
+    new = not os.path.exists(path) or os.path.getsize(path) == 0
+    with open(path, "a", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=header, restval="")
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+# Keys whose change makes earlier rows incomparable with new ones.
+_RUN_IDENTITY = ("data", "model", "training", "scaling")
+
+
+def check_same_run(out_dir, config):
+    """Raises if `out_dir` holds results of a config with other settings."""
+    path = os.path.join(out_dir, "continual_config.json")
+    identity = {k: config[k] for k in _RUN_IDENTITY}
+    identity["continual"] = {
+        k: v for k, v in config["continual"].items() if k not in ("tasks", "methods")
+    }
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+        for section, values in identity.items():
+            for key, value in values.items():
+                old = saved.get(section, {}).get(key)
+                if old != json.loads(json.dumps(value)):
+                    raise ValueError(
+                        f"{out_dir} holds a run with `{section}.{key}`={old!r}, "
+                        f"not {value!r}. Pass another output folder (`--out`)."
+                    )
+    _write_json(path, identity)
+
+
+def _write_json(path, value):
+    temporary = f"{path}.tmp"
+    with open(temporary, "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=1)
+    os.replace(temporary, path)
+
+
+def _checkpoint(out_dir, method):
+    folder = os.path.join(out_dir, "checkpoints")
+    return (
+        os.path.join(folder, f"{method}.weights.h5"),
+        os.path.join(folder, f"{method}.json"),
+    )
+
+
+def save_checkpoint(out_dir, method, model, row):
+    """Saves the network after a task, with that task's row (atomically)."""
+    weights, sidecar = _checkpoint(out_dir, method)
+    os.makedirs(os.path.dirname(weights), exist_ok=True)
+    temporary = weights.replace(".weights.h5", ".tmp.weights.h5")
+    model.save_weights(temporary)
+    os.replace(temporary, weights)
+    _write_json(sidecar, row)
+
+
+def restore(out_dir, method, model, done, csv_path, header):
+    """Loads a method's last checkpoint; returns the last finished task.
+
+    `done` is the set of the method's finished tasks in results.csv. A
+    checkpoint one task ahead of the file (a crash between the two writes)
+    gives its saved row to the file.
+    """
+    weights, sidecar = _checkpoint(out_dir, method)
+    if not done:
+        return 0
+    last = max(done)
+    if not os.path.exists(sidecar):
+        raise ValueError(
+            f"{csv_path} has {method} up to task {last} but {weights} is missing: "
+            "the network cannot be resumed. Pass another output folder (`--out`)."
+        )
+    with open(sidecar, encoding="utf-8") as f:
+        row = json.load(f)
+    saved = int(row["task"])
+    if saved == last + 1:
+        append_row(csv_path, header, row)
+        done.add(saved)
+        last = saved
+    if saved != last:
+        raise ValueError(
+            f"{weights} holds {method} after task {saved}, but {csv_path} ends "
+            f"at task {last}. Pass another output folder (`--out`)."
+        )
+    model.load_weights(weights)
+    return last
+
+
+def run_method(config, method, pool, out_dir, done, progress):
+    """Runs (or resumes) one method's tasks, appending a row per task."""
+    csv_path = os.path.join(out_dir, CSV_NAME)
+    header = columns(config)
+    x_pool, y_pool = pool
+    keras.backend.clear_session()
+    model = build_model(config, method, x_pool.shape[1], int(y_pool.max()) + 1)
+    callbacks = method_callbacks(config, method)
+    for callback in callbacks:
+        callback.set_model(model)  # Creates the homeostatic state to restore.
+    last = restore(out_dir, method, model, done, csv_path, header)
+    data = config["data"]
+    seed = config["continual"]["seed"]
+    for task in range(last + 1, config["continual"]["tasks"] + 1):
+        start = time.perf_counter()
+        x, y = task_data(pool, seed, task, data["examples_per_task"])
+        if model.perturb is not None:
+            model.perturb.reseed(seed, task)
+        accuracy, loss = online_task(model, config, x, y, callbacks)
+        row = {"method": method, "task": task, "examples": len(x)}
+        row.update(online_accuracy=f"{accuracy:.6f}", online_loss=f"{loss:.6f}")
+        row.update(probe(model, config, x[: data["probe_examples"]]))
+        row["seconds"] = f"{time.perf_counter() - start:.2f}"
+        save_checkpoint(out_dir, method, model, row)
+        append_row(csv_path, header, row)
+        progress(row)
+
+
+def run_continual(config, out_dir=None, pool=None, log=print):
+    """Runs (or resumes) every method of a config; returns the rows.
+
+    Args:
+        config: a validated `continual` config (`load_config`).
+        out_dir: output folder (default `config["output"]["run_dir"]`).
+        pool: `(x, y)` training pool, if already loaded (`load_pool`).
+        log: function receiving one progress line per task.
+    """
+    from keras_homeostasis.lab import continual_report
+
+    out_dir = out_dir or config["output"]["run_dir"]
+    os.makedirs(out_dir, exist_ok=True)
+    csv_path = os.path.join(out_dir, CSV_NAME)
+    header = columns(config)
+    rows = read_rows(csv_path, header)
+    check_same_run(out_dir, config)
+    methods = config["continual"]["methods"]
+    tasks = config["continual"]["tasks"]
+    done = {m: {int(r["task"]) for r in rows if r["method"] == m} for m in methods}
+    total = len(methods) * tasks
+    finished = sum(len({t for t in done[m] if t <= tasks}) for m in methods)
+    if finished:
+        log(f"Resuming: {finished} of {total} tasks are already in {csv_path}")
+    progress = _Progress(total, finished, log)
+    for method in methods:
+        if all(t in done[method] for t in range(1, tasks + 1)):
+            continue
+        if pool is None:
+            pool = load_pool(config)
+        run_method(config, method, pool, out_dir, done[method], progress)
+        continual_report.write_report(out_dir, read_rows(csv_path, header), config)
+    rows = read_rows(csv_path, header)
+    continual_report.write_report(out_dir, rows, config)
+    return rows
+
+
+class _Progress:
+    """One line per finished task, with elapsed time and ETA."""
+
+    def __init__(self, total, finished, log):
+        self.total = total
+        self.finished = finished
+        self.count = 0
+        self.started = time.perf_counter()
+        self.log = log
+
+    def __call__(self, row):
+        from keras_homeostasis.lab.continual_report import layer_names
+
+        self.count += 1
+        self.finished += 1
+        elapsed = time.perf_counter() - self.started
+        eta = elapsed / self.count * (self.total - self.finished)
+        layers = layer_names(row)
+        dead = " ".join(f"{float(row[f'{n}_dead']):.0f}" for n in layers)
+        erank = " ".join(f"{float(row[f'{n}_erank']):.0f}" for n in layers)
+        self.log(
+            f"[{self.finished}/{self.total}] {row['method']} task {row['task']}: "
+            f"online accuracy {float(row['online_accuracy']):.4f}, dead % {dead}, "
+            f"effective rank {erank} ({float(row['seconds']):.1f} s); "
+            f"elapsed {_clock(elapsed)}, ETA {_clock(eta)}"
+        )
+
+
+def _clock(seconds):
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m{seconds:02d}s"
+    return f"{minutes}m{seconds:02d}s"
