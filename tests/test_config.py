@@ -42,6 +42,9 @@ def test_shipped_configs_exist():
         "compare_quick.yaml",
         "compare_mnist_mlp.yaml",
         "compare_mnist_cnn.yaml",
+        "compare_batch_size_mlp.yaml",
+        "compare_batch_size_cnn.yaml",
+        "compare_lr_sweep.yaml",
     } <= names
 
 
@@ -92,12 +95,53 @@ def test_shipped_configs_exist():
         ({"compare": {"architectures": ["rnn"]}}, "`compare.architectures[0]`"),
         ({"compare": {"accuracy_threshold": 0}}, "`compare.accuracy_threshold`"),
         ({"compare": {"accuracy_threshold": 1.5}}, "`compare.accuracy_threshold`"),
+        ({"compare": {"batch_sizes": [1, 0]}}, "`compare.batch_sizes[1]`"),
+        ({"compare": {"batch_sizes": [2, 2]}}, "`compare.batch_sizes`"),
+        ({"compare": {"batch_sizes": [1, 8]}}, "`compare.train_examples`"),
+        ({"compare": {"train_examples": 0}}, "`compare.train_examples`"),
+        ({"compare": {"lr_scaling": "cubic"}}, "`compare.lr_scaling`"),
+        ({"compare": {"learning_rates": [0.1, -1]}}, "`compare.learning_rates[1]`"),
+        ({"compare": {"learning_rates": []}}, "`compare.learning_rates`"),
+        (
+            {"optimizer": {"learning_rate": 0.1}, "compare": {"learning_rates": [1]}},
+            "`optimizer.learning_rate`",
+        ),
+        (
+            {
+                "compare": {
+                    "learning_rates": [0.1],
+                    "optimizers": ["sgd", {"name": "adam", "learning_rate": 0.1}],
+                }
+            },
+            "`compare.optimizers[1].learning_rate`",
+        ),
+        ({"compare": {"steps_per_execution": "fast"}}, "`compare.steps_per_execution`"),
+        ({"compare": {"steps_per_execution": 0}}, "`compare.steps_per_execution`"),
+        ({"compare": {"jit_compile": "yes"}}, "`compare.jit_compile`"),
     ],
 )
 def test_every_error_names_the_key(raw, key):
     with pytest.raises(ConfigError) as info:
         validate_config(raw)
     assert key in str(info.value)
+
+
+def test_sweep_errors_echo_the_value():
+    with pytest.raises(ConfigError, match=r"compare\.batch_sizes=\[1, 8\]"):
+        validate_config({"compare": {"batch_sizes": [1, 8]}})
+    with pytest.raises(ConfigError, match=r"compare\.lr_scaling='cubic'"):
+        validate_config({"compare": {"lr_scaling": "cubic"}})
+    with pytest.raises(ConfigError, match=r"optimizer\.learning_rate=0\.1"):
+        validate_config(
+            {"optimizer": {"learning_rate": 0.1}, "compare": {"learning_rates": [1]}}
+        )
+
+
+def test_sweep_keys_default_to_no_sweep():
+    compare = validate_config(None)["compare"]
+    assert compare["batch_sizes"] is None and compare["learning_rates"] is None
+    assert compare["train_examples"] is None and compare["lr_scaling"] == "sqrt"
+    assert compare["steps_per_execution"] is None and compare["jit_compile"] is None
 
 
 def test_unbounded_gains_and_relative_set_points_are_null():
@@ -208,7 +252,16 @@ def test_docs_describe_every_key():
 
 
 @pytest.mark.mnist
-@pytest.mark.parametrize("name", ["compare_mnist_mlp.yaml", "compare_mnist_cnn.yaml"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "compare_mnist_mlp.yaml",
+        "compare_mnist_cnn.yaml",
+        "compare_batch_size_mlp.yaml",
+        "compare_batch_size_cnn.yaml",
+        "compare_lr_sweep.yaml",
+    ],
+)
 @pytest.mark.parametrize("cwd", [ROOT, ROOT / "configs"])
 def test_mnist_configs_find_the_shared_copy(mnist_path, name, cwd, monkeypatch):
     monkeypatch.chdir(cwd)

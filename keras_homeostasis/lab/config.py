@@ -247,6 +247,16 @@ def search_space(path, value):
     }
 
 
+def execution_steps(path, value):
+    if value is None or value == "auto":
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        _fail(path, "an integer >= 1, 'auto' or null", value)
+    return int(value)
+
+
+# `compare.lr_scaling`: the exponent k of lr * (batch / data.batch_size) ** k.
+LR_SCALING = {"sqrt": 0.5, "linear": 1.0, "none": 0.0}
 TUNERS = ("random", "bayesian", "hyperband")
 OBJECTIVES = (
     "val_accuracy",
@@ -320,7 +330,41 @@ SCHEMA = {
         "accuracy_threshold": _Key(
             0.9,
             number(0.0, 1.0, low_open=True),
-            "test accuracy whose first epoch is reported",
+            "test accuracy whose first epoch is reported; a run with it or more "
+            "(and no divergence) trains",
+        ),
+        "batch_sizes": _Key(
+            None,
+            list_of(integer(1), optional=True, unique=True),
+            "batch-size axis of the grid; null for `data.batch_size` alone",
+        ),
+        "train_examples": _Key(
+            None,
+            integer(1, optional=True),
+            "train each run on the first train_examples training examples "
+            "(`training.epochs` passes); required with batch_sizes",
+        ),
+        "lr_scaling": _Key(
+            "sqrt",
+            choice(LR_SCALING),
+            "learning rate at batch b: lr * (b / data.batch_size) ** k, "
+            "k = 1/2 (sqrt), 1 (linear) or 0 (none)",
+        ),
+        "learning_rates": _Key(
+            None,
+            list_of(number(0.0, low_open=True), optional=True, unique=True),
+            "learning-rate axis of the grid (at data.batch_size); null for each "
+            "optimizer's own",
+        ),
+        "steps_per_execution": _Key(
+            None,
+            execution_steps,
+            "null for training.steps_per_execution, an integer, or 'auto'",
+        ),
+        "jit_compile": _Key(
+            None,
+            lambda path, v: None if v is None else jit(path, v),
+            "null for training.jit_compile, or true, false, 'auto'",
         ),
     },
     "tune": {
@@ -394,12 +438,41 @@ def validate_config(raw, config_path=None):
     config["optimizer"] = optimizer_section(config["optimizer"])
     config["scaling"] = _full_scaling(config["scaling"])
     _resolve_paths(config, config_path)
+    _check_sweeps(config, raw.get("compare") or {})
     compare = config["compare"]
     compare["architectures"] = compare["architectures"] or [
         config["model"]["architecture"]
     ]
     compare["optimizers"] = compare["optimizers"] or [dict(config["optimizer"])]
     return config
+
+
+def _check_sweeps(config, raw_compare):
+    """Checks the keys of `compare`'s batch-size and learning-rate axes together."""
+    compare = config["compare"]
+    if compare["batch_sizes"] is not None and compare["train_examples"] is None:
+        raise ConfigError(
+            "Missing config key `compare.train_examples`: `compare.batch_sizes` "
+            "trains every batch size on the same number of examples, which "
+            "`compare.train_examples` sets. Received: compare.batch_sizes="
+            f"{compare['batch_sizes']!r}"
+        )
+    if compare["learning_rates"] is None:
+        return
+    if isinstance(raw_compare, dict) and raw_compare.get("optimizers") is not None:
+        sections = [
+            (f"compare.optimizers[{i}]", o) for i, o in enumerate(compare["optimizers"])
+        ]
+    else:
+        sections = [("optimizer", config["optimizer"])]
+    for path, section in sections:
+        if section["learning_rate"] is not None:
+            raise ConfigError(
+                f"Invalid config key `{path}.learning_rate`: "
+                "`compare.learning_rates` sets the learning rate of every run; "
+                f"remove it. Received: {path}.learning_rate="
+                f"{section['learning_rate']!r}"
+            )
 
 
 def _without_legacy_scaling(raw):
