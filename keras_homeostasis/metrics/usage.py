@@ -7,10 +7,11 @@ entropy `H(p) / log(n)` (1.0 = perfectly balanced); coefficient of variation
 never positive on the data set.
 
 Degenerate inputs follow one convention: activities must be a non-empty,
-finite, non-negative vector (a `ValueError` names what is wrong otherwise);
-a layer whose units are all silent (every activity 0) has no usage
-distribution, so its entropy, CV and Gini are NaN, never a value that reads
-as "balanced"; one unit is trivially balanced (entropy 1, CV 0, Gini 0).
+non-negative vector (a `ValueError` names what is wrong otherwise); a
+non-finite activity (a diverged network) gives NaN; a layer whose units are
+all silent (every activity 0) has no usage distribution, so its entropy, CV
+and Gini are NaN, never a value that reads as "balanced"; one unit is
+trivially balanced (entropy 1, CV 0, Gini 0).
 """
 
 import contextlib
@@ -34,8 +35,6 @@ def checked_activity(activity, name="activity"):
         )
     if a.size == 0:
         raise ValueError(f"Expected `{name}` to hold at least one unit. Received: []")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"Expected finite `{name}`. Received: {name}={a.tolist()}")
     if np.any(a < 0):
         raise ValueError(
             f"Expected non-negative `{name}` (mean |output|). "
@@ -44,18 +43,22 @@ def checked_activity(activity, name="activity"):
     return ops.convert_to_tensor(a.astype("float32"))
 
 
-def _all_silent(a):
-    return a.shape[-1] > 1 and float(ops.max(a)) <= 0.0
+def _no_value(a):
+    """True when the metrics have no meaningful value: NaN/inf or all silent."""
+    values = ops.convert_to_numpy(a)
+    if not np.all(np.isfinite(values)):
+        return True
+    return values.shape[-1] > 1 and float(np.max(values)) <= 0.0
 
 
 def usage_entropy(activity):
     """Normalised entropy of the usage distribution, in [0, 1] (NaN if all silent)."""
     a = checked_activity(activity)
     n = a.shape[-1]
+    if _no_value(a):
+        return math.nan
     if n < 2:
         return 1.0
-    if _all_silent(a):
-        return math.nan
     p = a / ops.maximum(ops.sum(a), rule.EPSILON)
     h = -ops.sum(ops.where(p > 0, p * ops.log(ops.maximum(p, rule.EPSILON)), 0.0))
     return float(h / np.log(n))
@@ -64,7 +67,7 @@ def usage_entropy(activity):
 def coefficient_of_variation(activity):
     """Standard deviation over mean of the per-unit activities (NaN if all silent)."""
     a = checked_activity(activity)
-    if _all_silent(a):
+    if _no_value(a):
         return math.nan
     return float(ops.std(a) / ops.maximum(ops.mean(a), rule.EPSILON))
 
@@ -72,7 +75,7 @@ def coefficient_of_variation(activity):
 def gini(activity):
     """Gini coefficient of the activities (0 = equal use; NaN if all silent)."""
     a = ops.sort(checked_activity(activity))
-    if _all_silent(a):
+    if _no_value(a):
         return math.nan
     n = a.shape[-1]
     ranks = ops.arange(1, n + 1, dtype="float32")
@@ -83,6 +86,8 @@ def gini(activity):
 def dead_fraction(positive_counts):
     """Fraction of units that were never positive (counts of `y > 0`)."""
     counts = checked_activity(positive_counts, "positive_counts")
+    if not np.all(np.isfinite(ops.convert_to_numpy(counts))):
+        return math.nan
     return float(ops.mean(ops.cast(counts <= 0, "float32")))
 
 
