@@ -77,7 +77,13 @@ class CallHooks:
             self.bindings, engine.HomeostasisEngine(states)
         )
         # Retrace so the compiled step contains the statistics and constraints.
-        self._make_train_function(force=True)
+        # Another callback's hooks below ours see this call as an install,
+        # not as a later fit (which would remove them).
+        _context.installing = True
+        try:
+            self._make_train_function(force=True)
+        finally:
+            _context.installing = False
 
     def remove(self):
         if not self.active:
@@ -124,7 +130,8 @@ class CallHooks:
 
         @functools.wraps(original)
         def make_train_function(force=False):
-            if self.active and self.lazy_removal:
+            installing = getattr(_context, "installing", False)
+            if self.active and self.lazy_removal and not installing:
                 warnings.warn(
                     "SynapticScalingCallback: removing the hooks of a fit that "
                     "did not finish (it raised or was interrupted) before "
