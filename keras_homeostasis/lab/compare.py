@@ -44,7 +44,6 @@ Ratios to `none` are most meaningful when the rows come from one process on
 one machine.
 """
 
-import csv
 import math
 import os
 import statistics
@@ -56,6 +55,8 @@ from keras_homeostasis.lab import compare_report
 from keras_homeostasis.lab import config as config_lib
 from keras_homeostasis.lab import models
 from keras_homeostasis.lab import train
+from keras_homeostasis.lab.results_csv import append_row
+from keras_homeostasis.lab.results_csv import read_rows
 
 KEY_COLUMNS = ("dataset", "architecture", "optimizer", "method", "seed", "epochs")
 # Key columns of the sweep axes, each present only when its `compare` key is.
@@ -301,32 +302,6 @@ def _first_epoch(accuracies, threshold):
         if accuracy >= threshold:
             return epoch
     return ""
-
-
-def read_rows(path, header):
-    """Rows already in results.csv; raises if it belongs to another comparison."""
-    if not os.path.exists(path) or os.path.getsize(path) == 0:
-        return []
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames != header:
-            raise ValueError(
-                f"{path} has the columns {reader.fieldnames}, not those of this "
-                f"comparison ({header}). Pass another output folder (`--out`)."
-            )
-        return list(reader)
-
-
-def append_row(path, header, row):
-    """Appends one row (writing the header first) and flushes it to disk."""
-    new = not os.path.exists(path) or os.path.getsize(path) == 0
-    with open(path, "a", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=header, restval="")
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def run_comparison(config, out_dir=None, data=None, verbose=0, log=print):

@@ -35,7 +35,6 @@ norm -> ReLU) and `scaling` (`SynapticScalingCallback` with the config's
 `scaling` settings).
 """
 
-import csv
 import json
 import math
 import os
@@ -45,6 +44,8 @@ import keras
 import numpy as np
 
 from keras_homeostasis import settings as settings_lib
+from keras_homeostasis.lab.results_csv import append_row
+from keras_homeostasis.lab.results_csv import read_rows
 from keras_homeostasis.validation import check_known_keys
 
 METHODS = (
@@ -451,32 +452,6 @@ def columns(config):
         for metric in LAYER_METRICS
     ]
     return list(KEY_COLUMNS) + list(RESULT_COLUMNS) + layers
-
-
-def read_rows(path, header):
-    """Rows already in results.csv; raises if it belongs to another run."""
-    if not os.path.exists(path) or os.path.getsize(path) == 0:
-        return []
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames != header:
-            raise ValueError(
-                f"{path} has the columns {reader.fieldnames}, not those of this "
-                f"config ({header}). Pass another output folder (`--out`)."
-            )
-        return list(reader)
-
-
-def append_row(path, header, row):
-    """Appends one row (writing the header first) and flushes it to disk."""
-    new = not os.path.exists(path) or os.path.getsize(path) == 0
-    with open(path, "a", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=header, restval="")
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 # Keys whose change makes earlier rows incomparable with new ones.
