@@ -137,12 +137,7 @@ def _continual(args):
             config, out_dir=out, pool=pool, log=lambda s: print(s, flush=True)
         )
     except KeyboardInterrupt:
-        print(
-            f"\nInterrupted. Finished tasks are in {os.path.join(out, 'results.csv')}; "
-            "run the same command again to resume.",
-            file=sys.stderr,
-        )
-        return INTERRUPTED
+        return _interrupted(out, "tasks")
     except ValueError as e:
         return _fail(e)
     print(f"Results: {os.path.join(out, 'results.csv')}, results.md and *.png")
@@ -240,6 +235,16 @@ def _launch_workers(args, config):
     return multi_worker.launch_local(train_args, args.workers, run_dir)
 
 
+def _interrupted(out, finished):
+    """Says where the finished work is and how to resume; the exit code."""
+    print(
+        f"\nInterrupted. Finished {finished} are in "
+        f"{os.path.join(out, 'results.csv')}; run the same command again to resume.",
+        file=sys.stderr,
+    )
+    return INTERRUPTED
+
+
 def _compare(args, config, data):
     from keras_homeostasis.lab import compare
 
@@ -249,12 +254,7 @@ def _compare(args, config, data):
             config, out_dir=out, data=data, log=lambda s: print(s, flush=True)
         )
     except KeyboardInterrupt:
-        print(
-            f"\nInterrupted. Finished runs are in {os.path.join(out, 'results.csv')}; "
-            "run the same command again to resume.",
-            file=sys.stderr,
-        )
-        return INTERRUPTED
+        return _interrupted(out, "runs")
     print(f"Results: {os.path.join(out, 'results.csv')} and results.md")
     return 0
 

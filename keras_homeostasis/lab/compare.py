@@ -55,6 +55,7 @@ from keras_homeostasis.lab import compare_report
 from keras_homeostasis.lab import config as config_lib
 from keras_homeostasis.lab import models
 from keras_homeostasis.lab import train
+from keras_homeostasis.lab.progress import clock
 from keras_homeostasis.lab.results_csv import append_row
 from keras_homeostasis.lab.results_csv import read_rows
 
@@ -362,15 +363,6 @@ def _progress(i, total, row, elapsed, eta):
         f"[{i}/{total}] {row['architecture']} {row['optimizer']} {row['method']} "
         f"seed={row['seed']}{sweep}: "
         f"test accuracy {float(row['test_accuracy']):.4f}{flag} "
-        f"({float(row['train_seconds']):.1f} s); elapsed {_clock(elapsed)}, "
-        f"ETA {_clock(eta)}"
+        f"({float(row['train_seconds']):.1f} s); elapsed {clock(elapsed)}, "
+        f"ETA {clock(eta)}"
     )
-
-
-def _clock(seconds):
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, seconds = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m{seconds:02d}s"
-    return f"{minutes}m{seconds:02d}s"

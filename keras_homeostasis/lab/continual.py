@@ -44,6 +44,7 @@ import keras
 import numpy as np
 
 from keras_homeostasis import settings as settings_lib
+from keras_homeostasis.lab.progress import clock
 from keras_homeostasis.lab.results_csv import append_row
 from keras_homeostasis.lab.results_csv import read_rows
 from keras_homeostasis.validation import check_known_keys
@@ -625,14 +626,5 @@ class _Progress:
             f"[{self.finished}/{self.total}] {row['method']} task {row['task']}: "
             f"online accuracy {float(row['online_accuracy']):.4f}, dead % {dead}, "
             f"effective rank {erank} ({float(row['seconds']):.1f} s); "
-            f"elapsed {_clock(elapsed)}, ETA {_clock(eta)}"
+            f"elapsed {clock(elapsed)}, ETA {clock(eta)}"
         )
-
-
-def _clock(seconds):
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, seconds = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m{seconds:02d}s"
-    return f"{minutes}m{seconds:02d}s"
