@@ -5,7 +5,10 @@
 Conv), the model's `train_step` / `test_step` / `predict_step` (so a layer
 knows it runs in a training step even when Keras passes it no flag, as in
 a subclassed model whose `call` does not forward `training`), and the
-scaling constraints. `remove()` takes all of them off again.
+scaling constraints. `remove()` takes all of them off again; `install()`
+puts the same wrappers back and, when the model's compiled train function
+from the last install still fits (same compile, same settings), reuses it:
+a second `fit` with the same callback neither re-traces nor recompiles.
 
 Keras 3.15 calls no callback when `fit` raises, so the hooks of an
 interrupted fit are removed lazily: the first `make_train_function` after
@@ -60,15 +63,30 @@ class CallHooks:
         self._wrapped = []
         self._constraints = []
         self._make_train_function = None
+        self._train_function = None
+        self._compiled_for = None
+
+    def serves(self, model, bindings, lazy_removal):
+        """Whether these hooks can be installed again for this fit."""
+
+        def identity(pairs):
+            return [(id(layer), id(state), s) for layer, state, s in pairs]
+
+        return (
+            model is self.model
+            and identity(bindings) == identity(self.bindings)
+            and lazy_removal == self.lazy_removal
+        )
 
     def install(self):
         self.active = True
-        for name, is_train in _STEPS.items():
-            self._wrap_step(name, is_train)
-        self._wrap_make_train_function()
-        self._wrap_model_call()
-        for layer, state, _ in self.bindings:
-            self._wrap_layer(layer, state)
+        if self._wrapped:
+            # The same wrapper objects as before: a retrace of the cached
+            # train function (Keras retraces on a new input shape) finds them.
+            for owner, name, wrapper in self._wrapped:
+                object.__setattr__(owner, name, wrapper)
+        else:
+            self._wrap_all()
         states = [
             (state, settings, getattr(layer, "bias", None))
             for layer, state, settings in self.bindings
@@ -76,6 +94,9 @@ class CallHooks:
         self._constraints = engine.attach_constraints(
             self.bindings, engine.HomeostasisEngine(states)
         )
+        if same_compile(self._compiled_for, compile_key(self.model)):
+            self.model.train_function = self._train_function
+            return
         # Retrace so the compiled step contains the statistics and constraints.
         # Another callback's hooks below ours see this call as an install,
         # not as a later fit (which would remove them).
@@ -84,6 +105,16 @@ class CallHooks:
             self._make_train_function(force=True)
         finally:
             _context.installing = False
+        self._train_function = self.model.train_function
+        self._compiled_for = compile_key(self.model)
+
+    def _wrap_all(self):
+        for name, is_train in _STEPS.items():
+            self._wrap_step(name, is_train)
+        self._wrap_make_train_function()
+        self._wrap_model_call()
+        for layer, state, _ in self.bindings:
+            self._wrap_layer(layer, state)
 
     def remove(self):
         if not self.active:
@@ -96,12 +127,12 @@ class CallHooks:
                 object.__delattr__(owner, name)
         for variable, constraint in self._constraints:
             variable.constraint = constraint
-        # Functions traced with the hooks would keep counting: retrace.
-        self.model.train_function = None
-        self.model.test_function = None
-        self.model.predict_function = None
-        self._wrapped = []
         self._constraints = []
+        # The train function traced with the hooks would keep counting and
+        # scaling: retrace without them (it stays cached for a later install).
+        # Test and predict steps never count, so their functions stay.
+        if self.model.train_function is self._train_function:
+            self.model.train_function = None
 
     def _set(self, owner, name, wrapper):
         wrapper.homeostasis_hooks = self
@@ -177,6 +208,31 @@ class CallHooks:
             return sensor.sensed_call(layer, forward, state, axis)
 
         self._set(layer, "call", call)
+
+
+def compile_key(model):
+    """What a cached train function depends on besides the hooks.
+
+    `compile()` makes a new `_compile_config`, so holding it (not its id)
+    tells a recompiled model, as Keras' own `train_function = None` does.
+    """
+    return (
+        getattr(model, "_compile_config", None),
+        model.optimizer,
+        model.jit_compile,
+        model.steps_per_execution,
+        model.distribute_strategy,
+    )
+
+
+def same_compile(old, new):
+    """Whether two `compile_key`s are of the same compile (objects by identity)."""
+    if old is None:
+        return False
+    return all(
+        a is b or (isinstance(a, (bool, int, str)) and type(a) is type(b) and a == b)
+        for a, b in zip(old, new)
+    )
 
 
 def _counts(takes_training, kwargs, in_fit):

@@ -167,9 +167,12 @@ class SynapticScalingCallback(keras.callbacks.Callback):
 
     def _attach(self, lazy_removal):
         self._detach()
-        self._hooks = call_hooks.CallHooks(
-            self.model, self._bindings, lazy_removal=lazy_removal
-        )
+        if self._hooks is None or not self._hooks.serves(
+            self.model, self._bindings, lazy_removal
+        ):
+            self._hooks = call_hooks.CallHooks(
+                self.model, self._bindings, lazy_removal=lazy_removal
+            )
         try:
             self._hooks.install()
         except BaseException:
@@ -178,10 +181,11 @@ class SynapticScalingCallback(keras.callbacks.Callback):
         self._set_collecting(1.0)
 
     def _detach(self):
-        hooks, self._hooks = self._hooks, None
-        if hooks is not None:
-            hooks.remove()
-        return hooks
+        # The hooks stay known (inactive): the next fit installs them again
+        # and reuses their compiled train function.
+        if self._hooks is not None:
+            self._hooks.remove()
+        return self._hooks
 
     def on_train_batch_end(self, batch, logs=None):
         self._forward("on_train_batch_end", batch, logs)
