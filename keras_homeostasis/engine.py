@@ -14,31 +14,35 @@ from keras import ops
 
 from keras_homeostasis import rule
 
-# The rule's math, compiled by XLA on its own. Keras turns `jit_compile` off
-# under tf.distribute strategies; this keeps the rescale math compiled there
-# (it holds no collective and writes no variable, so XLA accepts it).
-compiled_step = tf.function(rule.homeostatic_step, jit_compile=True)
+# The rule's math for all layers, compiled by XLA as one call. Keras turns
+# `jit_compile` off under tf.distribute strategies; this keeps the rule
+# compiled there (it holds no collective and writes no variable, so XLA
+# accepts it).
+compiled_steps = tf.function(rule.homeostatic_steps, jit_compile=True)
 
 
 def step_function():
     """The compiled rule under a strategy; the plain one otherwise.
 
     On one device the whole train step is already compiled when the user
-    asks for `jit_compile=True`, so the plain function is inlined there.
+    asks for `jit_compile=True`, so the plain function is inlined there;
+    without it, a CPU runs the plain operations faster than one XLA call.
     """
     return (
-        _compiled_on_values if tf.distribute.has_strategy() else rule.homeostatic_step
+        _compiled_on_values if tf.distribute.has_strategy() else rule.homeostatic_steps
     )
 
 
-def _compiled_on_values(packed, state, bias, settings):
+def _compiled_on_values(packed, states, biases, settings):
     # Read the (mirrored) variables here, in the replica's graph, so that
-    # `compiled_step` only ever receives tensors. Given the variables
+    # `compiled_steps` only ever receives tensors. Given the variables
     # themselves, its first trace captured them and later calls with other
     # variables of the same shape (another layer, another model) silently
     # read the first ones.
-    state = {name: tf.identity(value) for name, value in state.items()}
-    return compiled_step(tf.identity(packed), state, tf.identity(bias), settings)
+    states = [{k: tf.identity(v) for k, v in state.items()} for state in states]
+    packed = [tf.identity(p) for p in packed]
+    biases = [tf.identity(b) for b in biases]
+    return compiled_steps(packed, states, biases, settings)
 
 
 def all_reduce_sum(value):
@@ -69,14 +73,31 @@ class HomeostasisEngine:
             # A step whose update left non-finite weights is not counted. The
             # sensor alone misses it: a fused MatMul+ReLU maps a NaN input to
             # 0 in the forward pass while the gradient still carries the NaN.
-            finite = ops.all(ops.isfinite(weights))
+            # (w * 0 is NaN exactly where w is not finite; a float sum is
+            # one fast pass, where TensorFlow's boolean `All` is slow on CPU.)
+            finite = ops.isfinite(ops.sum(weights * 0.0))
             packed = ops.where(finite, packed, ops.zeros_like(packed))
-        offset = 0
         step_fn = step_function()
-        for (state, settings, bias), size in zip(self.bindings, sizes):
-            value = bias_value(bias, state)
-            state.update(packed[offset : offset + size], value, settings, step_fn)
-            offset += size
+        for group in _groups_by_settings(self.bindings, sizes, packed):
+            states = [state for state, _, _, _ in group]
+            new = step_fn(
+                [p for _, _, _, p in group],
+                [state.current_state() for state in states],
+                [bias_value(bias, state) for state, _, bias, _ in group],
+                group[0][1],
+            )
+            for state, values in zip(states, new):
+                state.write(values)
+
+
+def _groups_by_settings(bindings, sizes, packed):
+    """`(state, settings, bias, its packed slice)` lists, one per settings."""
+    groups, offset = {}, 0
+    for (state, settings, bias), size in zip(bindings, sizes):
+        entry = (state, settings, bias, packed[offset : offset + size])
+        groups.setdefault(id(settings), []).append(entry)
+        offset += size
+    return list(groups.values())
 
 
 def bias_value(bias, state):

@@ -194,8 +194,67 @@ def homeostatic_step(packed, state, bias, settings):
     kernel `factor` (s_i) and bias `shift`. A batch whose statistics are not
     finite leaves the state unchanged (factor 1, shift 0).
     """
-    usable = is_usable(packed)
     means, _ = split_statistics(packed)
+    return step_on_means(means, is_usable(packed), state, bias, settings)
+
+
+def homeostatic_steps(packed, states, biases, settings):
+    """`homeostatic_step` for several layers sharing `settings`, at once.
+
+    `packed`, `states` and `biases` are lists, one entry per layer. With
+    fixed set points every unit's update is its own, so the layers' units
+    are concatenated and stepped together: the same arithmetic as one call
+    per layer, in a quarter of the operations for four layers (a compiled
+    step pays for every operation, however short its vectors). Returns the
+    list of new states.
+    """
+    layer_means = _layer_means(settings)
+    if len(packed) == 1 or layer_means:
+        return [
+            homeostatic_step(*args, settings) for args in zip(packed, states, biases)
+        ]
+    sizes = [int(b.shape[0]) for b in biases]
+    means = [split_statistics(p)[0] for p in packed]
+    usable = [is_usable(p) for p in packed]
+
+    def joined(values):
+        return ops.concatenate(values, axis=0)
+
+    def per_unit(scalars):
+        return joined([ops.broadcast_to(x, (n,)) for x, n in zip(scalars, sizes)])
+
+    new = step_on_means(
+        {name: joined([m[name] for m in means]) for name in STATISTICS},
+        per_unit(usable),
+        {
+            **{name: joined([s[name] for s in states]) for name in TRACES},
+            "log_gain": joined([s["log_gain"] for s in states]),
+            "steps": per_unit([s["steps"] for s in states]),
+        },
+        joined(biases),
+        settings,
+    )
+    return _split_units(new, sizes)
+
+
+def _layer_means(settings):
+    # A set point left to the layer's mean couples the units of one layer.
+    return settings["target_std"] is None or settings["target_rate"] is None
+
+
+def _split_units(new, sizes):
+    out, offset = [], 0
+    for n in sizes:
+        layer = {name: value[offset : offset + n] for name, value in new.items()}
+        layer["steps"] = new["steps"][offset]
+        out.append(layer)
+        offset += n
+    return out
+
+
+def step_on_means(means, usable, state, bias, settings):
+    """The rule on per-unit means (`split_statistics`); `usable` and
+    `state["steps"]` are scalars for one layer or per-unit vectors."""
     momentum = settings["momentum"]
     steps = state["steps"] + 1
     traces = {

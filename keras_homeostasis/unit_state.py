@@ -1,12 +1,32 @@
 """Per-layer homeostatic state: the statistics and gains of one layer's units."""
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_homeostasis import rule
 
 # Variables of a state saved by the first release (before the drive traces).
 LEGACY_VARIABLES = 8
+
+
+# Rows of the `traces` variable: the rule's traces, then what it keeps of
+# the last step. One variable instead of one per vector: every variable a
+# compiled step writes costs about as much as a small layer's whole update.
+ROWS = rule.TRACES + ("log_gain", "factor", "shift")
+# The variables of a state saved before `traces` packed them, in that order.
+UNPACKED_VARIABLES = (
+    "accumulator",
+    "activity",
+    "firing_rate",
+    "log_gain",
+    "factor",
+    "shift",
+    "steps",
+    "collecting",
+    "drive_mean",
+    "drive_square",
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_homeostasis")
@@ -21,15 +41,19 @@ class UnitState(keras.layers.Layer):
     Variables (traces start at zero and are bias-corrected by `steps`):
         accumulator: this replica's packed sums (`rule.sensor_statistics`)
             since the last step.
-        activity: trace of each unit's mean |output|.
-        firing_rate: trace of each unit's fraction of positive pre-activations.
-        log_gain: cumulative log factor applied to each unit's kernel.
-        factor: the kernel factor applied at the last step (`s_i`).
-        shift: the bias increment applied at the last step.
+        traces: one row per unit vector named in `ROWS`, each readable as an
+            attribute (`state.activity`, a tensor):
+            activity: trace of each unit's mean |output|;
+            firing_rate: trace of each unit's fraction of positive
+                pre-activations;
+            drive_mean, drive_square: traces of the first two moments of
+                each unit's drive `u_i = w_i . x` (its pre-activation
+                without bias);
+            log_gain: cumulative log factor applied to each unit's kernel;
+            factor: the kernel factor applied at the last step (`s_i`);
+            shift: the bias increment applied at the last step.
         steps: optimizer steps seen (statistics counted).
         collecting: 1.0 while forward passes should be counted, else 0.0.
-        drive_mean, drive_square: traces of the first two moments of each
-            unit's drive `u_i = w_i . x` (its pre-activation without bias).
 
     Args:
         units: number of units (Dense units or convolution filters).
@@ -46,10 +70,10 @@ class UnitState(keras.layers.Layer):
         self._create_state()
         self.built = True
 
-    def _vector(self, name, value):
+    def _float_variable(self, name, shape, initializer):
         return self.add_weight(
-            shape=(self.units,),
-            initializer=keras.initializers.Constant(value),
+            shape=shape,
+            initializer=initializer,
             trainable=False,
             autocast=False,
             dtype="float32",
@@ -57,33 +81,28 @@ class UnitState(keras.layers.Layer):
         )
 
     def _create_state(self):
-        self.accumulator = self.add_weight(
-            shape=(rule.packed_size(self.units),),
-            initializer="zeros",
-            trainable=False,
-            autocast=False,
-            dtype="float32",
-            name="accumulator",
+        self.accumulator = self._float_variable(
+            "accumulator", (rule.packed_size(self.units),), "zeros"
         )
-        self.activity = self._vector("activity", 0.0)
-        self.firing_rate = self._vector("firing_rate", 0.0)
-        self.log_gain = self._vector("log_gain", 0.0)
-        self.factor = self._vector("factor", 1.0)
-        self.shift = self._vector("shift", 0.0)
+        initial = np.zeros((len(ROWS), self.units), "float32")
+        initial[ROWS.index("factor")] = 1.0
+        self.traces = self._float_variable(
+            "traces", initial.shape, keras.initializers.Constant(initial)
+        )
         self.steps = self.add_weight(
             shape=(), initializer="zeros", trainable=False, dtype="int64", name="steps"
         )
-        self.collecting = self.add_weight(
-            shape=(),
-            initializer="ones",
-            trainable=False,
-            autocast=False,
-            dtype="float32",
-            name="collecting",
-        )
-        # Appended last so files saved by the first release keep their order.
-        self.drive_mean = self._vector("drive_mean", 0.0)
-        self.drive_square = self._vector("drive_square", 0.0)
+        self.collecting = self._float_variable("collecting", (), "ones")
+
+    def __getattr__(self, name):
+        # `state.activity`, `state.log_gain`...: one row of `traces`.
+        if name in ROWS and "traces" in vars(self):
+            return self.row(name)
+        raise AttributeError(f"'UnitState' object has no attribute {name!r}")
+
+    def row(self, name):
+        """The current value of one row of `traces` (`ROWS`), as a tensor."""
+        return ops.convert_to_tensor(self.traces)[ROWS.index(name)]
 
     def accumulate(self, preactivation, outputs, bias=None, unit_axis=-1):
         """Adds one forward pass's per-unit sums (no-op while not collecting)."""
@@ -94,23 +113,34 @@ class UnitState(keras.layers.Layer):
         packed = ops.where(rule.is_usable(packed), packed, ops.zeros_like(packed))
         self.accumulator.assign_add(packed * self.collecting)
 
+    def numpy_values(self):
+        """Every vector and counter of the state by name, as NumPy arrays."""
+        traces = np.asarray(self.traces.numpy())
+        found = {name: traces[i] for i, name in enumerate(ROWS)}
+        for name in ("accumulator", "steps", "collecting"):
+            found[name] = np.asarray(getattr(self, name).numpy())
+        return found
+
     def current_state(self):
         """The rule's state as a dict of tensors (`rule.homeostatic_step`)."""
-        names = rule.TRACES + ("log_gain", "steps")
-        return {
-            name: ops.convert_to_tensor(getattr(self, name).value) for name in names
-        }
+        traces = ops.convert_to_tensor(self.traces)
+        state = {name: traces[i] for i, name in enumerate(ROWS)}
+        state["steps"] = ops.convert_to_tensor(self.steps)
+        return state
 
-    def update(self, packed, bias, settings, step_fn=rule.homeostatic_step):
+    def update(self, packed, bias, settings):
         """One homeostatic step from globally summed statistics `packed`.
 
         `bias` is the layer's bias value after the optimizer update (zeros if
-        it has none). `step_fn` is the pure rule (`rule.homeostatic_step`),
-        or an XLA-compiled version of it; the variable writes stay outside it.
+        it has none). The engine steps several states at once instead
+        (`rule.homeostatic_steps`, then `write`).
         """
-        new = step_fn(packed, self.current_state(), bias, settings)
-        for name in rule.TRACES + ("log_gain", "factor", "shift", "steps"):
-            getattr(self, name).assign(new[name])
+        self.write(rule.homeostatic_step(packed, self.current_state(), bias, settings))
+
+    def write(self, new):
+        """Stores a step's result (`rule.homeostatic_step`); clears the sums."""
+        self.traces.assign(ops.stack([new[name] for name in ROWS]))
+        self.steps.assign(new["steps"])
         self.accumulator.assign(ops.zeros_like(self.accumulator))
 
     def estimates(self, momentum):
@@ -118,35 +148,48 @@ class UnitState(keras.layers.Layer):
         firing rate, mean pre-activation (`mean`, given `bias`-free drive
         plus nothing: the drive's mean) and drive spread, as tensors.
         """
-        steps = self.steps.value
-        mean = rule.debiased(self.drive_mean.value, momentum, steps)
-        square = rule.debiased(self.drive_square.value, momentum, steps)
+        state = self.current_state()
+        steps = state["steps"]
+        mean = rule.debiased(state["drive_mean"], momentum, steps)
+        square = rule.debiased(state["drive_square"], momentum, steps)
         return {
-            "activity": rule.debiased(self.activity.value, momentum, steps),
-            "firing_rate": rule.debiased(self.firing_rate.value, momentum, steps),
+            "activity": rule.debiased(state["activity"], momentum, steps),
+            "firing_rate": rule.debiased(state["firing_rate"], momentum, steps),
             "drive_mean": mean,
             "spread": rule.drive_spread(mean, square),
         }
 
     def scale_kernel(self, kernel):
         """The kernel with each unit's incoming weights (last axis) scaled."""
-        return kernel * ops.cast(self.factor, kernel.dtype)
+        return kernel * ops.cast(self.row("factor"), kernel.dtype)
 
     def shift_bias(self, bias):
         """The bias plus the rule's intrinsic-plasticity shift."""
-        return bias + ops.cast(self.shift, bias.dtype)
+        return bias + ops.cast(self.row("shift"), bias.dtype)
 
     def load_own_variables(self, store):
-        if len(store.keys()) == LEGACY_VARIABLES:
+        count = len(store.keys())
+        if count == LEGACY_VARIABLES:
             self._load_legacy(store)
-            return
-        super().load_own_variables(store)
+        elif count == len(UNPACKED_VARIABLES):
+            self._load_unpacked(store)
+        else:
+            super().load_own_variables(store)
+
+    def _load_unpacked(self, store):
+        # A file saved with one variable per vector: same values, new layout.
+        saved = {name: store[str(i)] for i, name in enumerate(UNPACKED_VARIABLES)}
+        self.traces.assign(np.stack([np.asarray(saved[name]) for name in ROWS]))
+        for name in ("accumulator", "steps", "collecting"):
+            getattr(self, name).assign(saved[name])
 
     def _load_legacy(self, store):
         # A file of the first release: its traces measured other statistics,
         # so keep its gains and restart the traces (steps 0: warm-up again).
+        traces = np.array(self.traces.numpy())
         for index, name in ((1, "activity"), (2, "firing_rate"), (3, "log_gain")):
-            getattr(self, name).assign(store[str(index)])
+            traces[ROWS.index(name)] = store[str(index)]
+        self.traces.assign(traces)
         self.collecting.assign(store["7"])
 
     def get_config(self):

@@ -114,7 +114,7 @@ def states(model):
 
 def state_arrays(state):
     """A UnitState's variables as `{name: numpy array}`."""
-    return {v.name: np.array(v.numpy()) for v in state.variables}
+    return state.numpy_values()
 
 
 def snapshot(model, optimizer=True):

@@ -19,7 +19,10 @@ def _kernels(model):
 
 
 @pytest.mark.parametrize("kind", ["Dense", "Conv2D"])
-def test_callback_and_layers_train_bit_identically(kind):
+def test_callback_and_layers_train_identically(kind):
+    # The callback steps all its layers' units in one vectorised call and
+    # each homeostatic layer steps its own: the same arithmetic, but
+    # vectorised `exp`/`log` may round the last bit differently by position.
     x, y = ht.noise(ht.INPUT_SHAPES[kind], n=128)
     settings = {"warmup": 0, "rate": 0.2}
     plain = ht.compiled(ht.model_of(kind, seed=3))
@@ -28,10 +31,12 @@ def test_callback_and_layers_train_bit_identically(kind):
     plain.fit(x, y, callbacks=[SynapticScalingCallback(**settings)], **fit)
     homeostatic.fit(x, y, **fit)
     for a, b in zip(_kernels(plain), _kernels(homeostatic)):
-        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     plain_states = [s for _, s in ht.states(plain)]
     layer_states = [s for _, s in ht.states(homeostatic)]
     assert len(plain_states) == len(layer_states) == 2
     for a, b in zip(plain_states, layer_states):
-        np.testing.assert_array_equal(a.log_gain.numpy(), b.log_gain.numpy())
+        np.testing.assert_allclose(
+            a.log_gain.numpy(), b.log_gain.numpy(), rtol=1e-6, atol=1e-7
+        )
         assert a.steps.numpy() == b.steps.numpy() == 8

@@ -243,3 +243,37 @@ def test_many_steps_settle_every_unit_at_the_set_points():
     z = base * gain + bias
     np.testing.assert_allclose(z.std(0), 1.0, rtol=0.02)
     np.testing.assert_allclose(z.mean(0), 0.0, atol=0.03)
+
+
+# Several layers in one call (the engine's path).
+
+
+@pytest.mark.parametrize(
+    "set_points",
+    [{}, {"target_std": None}, {"target_rate": None}],
+    ids=["fixed", "layer-spread", "layer-offset"],
+)
+def test_layers_stepped_together_match_one_call_per_layer(set_points):
+    rng = np.random.default_rng(0)
+    settings = validate_settings(warmup=2, momentum=0.9, **set_points)
+    packed = [packed_from(rng.normal(size=(8, n)) * (1 + n)) for n in (3, 5, 2)]
+    nan = np.array(packed[2])
+    nan[0] = math.nan  # this layer's batch is unusable: its state stays
+    packed[2] = ops.convert_to_tensor(nan)
+    # Layers at different steps (one added later, one past its warm-up).
+    states = [
+        fresh_state(3, steps=np.int64(5), log_gain=np.full(3, 0.2, "f4")),
+        fresh_state(5),
+        fresh_state(2, steps=np.int64(1)),
+    ]
+    biases = [ops.convert_to_tensor(rng.normal(size=n).astype("f4")) for n in (3, 5, 2)]
+    together = rule.homeostatic_steps(packed, states, biases, settings)
+    for new, args in zip(together, zip(packed, states, biases)):
+        alone = rule.homeostatic_step(*args, settings)
+        assert sorted(new) == sorted(alone)
+        for name in alone:
+            np.testing.assert_allclose(
+                numpy(new[name]), numpy(alone[name]), rtol=1e-6, err_msg=name
+            )
+    assert [int(numpy(new["steps"])) for new in together] == [6, 1, 1]
+    assert np.all(numpy(together[2]["factor"]) == 1.0)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from keras_homeostasis.settings import validate_settings
+from keras_homeostasis.unit_state import ROWS
 from keras_homeostasis.unit_state import UnitState
 
 VECTORS = [
@@ -33,7 +34,7 @@ def settings(**overrides):
 
 
 def values(state):
-    return {v.name: np.array(v.numpy()) for v in state.variables}
+    return state.numpy_values()
 
 
 def accumulate(state, z, bias=None, unit_axis=-1):
@@ -44,15 +45,19 @@ def accumulate(state, z, bias=None, unit_axis=-1):
 def test_state_variables_are_float32_non_trainable_and_named():
     state = UnitState(3)
     by_name = {v.name: v for v in state.variables}
+    # Few variables: each one a compiled step writes has a fixed cost.
+    assert sorted(by_name) == ["accumulator", "collecting", "steps", "traces"]
+    assert by_name["traces"].shape == (len(VECTORS), 3)
     for name in VECTORS:
-        assert by_name[name].shape == (3,)
-        assert by_name[name].dtype == "float32"
+        assert getattr(state, name).shape == (3,)
+        assert getattr(state, name).dtype == "float32"
+    assert by_name["traces"].dtype == "float32"
     assert by_name["accumulator"].shape == (4 * 3 + 1,)
     assert by_name["steps"].dtype == "int64"
     assert by_name["collecting"].numpy() == 1.0
     assert not state.trainable_weights
-    assert np.all(by_name["factor"].numpy() == 1.0)
-    assert np.all(by_name["log_gain"].numpy() == 0.0)
+    assert np.all(state.factor.numpy() == 1.0)
+    assert np.all(state.log_gain.numpy() == 0.0)
 
 
 def test_state_stays_float32_under_mixed_precision(mixed_precision):
@@ -167,12 +172,34 @@ def test_a_file_of_the_first_release_loads_with_its_gains_and_fresh_traces():
     assert np.all(state.drive_square.numpy() == 0.0)
 
 
+def test_a_file_with_one_variable_per_vector_loads_every_value():
+    saved = {
+        "accumulator": np.arange(9, dtype="f4"),
+        "activity": np.array([0.3, 0.4], "f4"),
+        "firing_rate": np.array([0.5, 0.6], "f4"),
+        "log_gain": np.array([0.1, -0.1], "f4"),
+        "factor": np.array([1.1, 0.9], "f4"),
+        "shift": np.array([0.01, -0.02], "f4"),
+        "steps": np.int64(40),
+        "collecting": np.float32(0.0),
+        "drive_mean": np.array([0.2, -0.3], "f4"),
+        "drive_square": np.array([1.5, 2.5], "f4"),
+    }
+    state = UnitState(2)
+    state.load_own_variables({str(i): saved[n] for i, n in enumerate(saved)})
+    loaded = state.numpy_values()
+    for name, value in saved.items():
+        np.testing.assert_array_equal(loaded[name], value)
+
+
 @pytest.mark.parametrize(
     "shape", [(3, 4), (2, 3, 4), (2, 2, 3, 4), (2, 2, 2, 3, 4)], ids=str
 )
 def test_scale_kernel_multiplies_each_units_incoming_weights(shape):
     state = UnitState(4)
-    state.factor.assign(np.array([0.5, 1.0, 2.0, 1.5], "float32"))
+    traces = state.traces.numpy()
+    traces[ROWS.index("factor")] = [0.5, 1.0, 2.0, 1.5]
+    state.traces.assign(traces)
     kernel = np.random.default_rng(0).normal(size=shape).astype("float32")
     scaled = keras.ops.convert_to_numpy(state.scale_kernel(kernel))
     np.testing.assert_allclose(scaled, kernel * [0.5, 1.0, 2.0, 1.5], rtol=1e-6)

@@ -77,8 +77,10 @@ def snapshot(model):
     for v in model.optimizer.variables:
         arrays[f"optimizer/{v.path}"] = keras.ops.convert_to_numpy(v)
     for layer in model.layers:
-        for v in getattr(layer, "homeostasis", keras.layers.Layer()).variables:
-            arrays[f"state/{layer.name}/{v.name}"] = keras.ops.convert_to_numpy(v)
+        state = getattr(layer, "homeostasis", None)
+        if state is not None:
+            for name, value in state.numpy_values().items():
+                arrays[f"state/{layer.name}/{name}"] = value
     return arrays
 
 
