@@ -12,6 +12,8 @@ model has no graph to read: there a layer's own output is measured.
 import keras
 from keras.src.ops.function import make_node_key
 
+from keras_homeostasis import layer_selection
+
 ACTIVATIONS = (
     keras.layers.Activation,
     keras.layers.ReLU,
@@ -28,16 +30,27 @@ NO_OPS = (
 )
 
 
-def activations_after(model, layers):
-    """For each of `layers` (by id), the activation layer its units feed, or None."""
+def measurement_points(model, layers):
+    """For each of `layers`: `(layer to record, activation after it or None)`.
+
+    A layer inside a `TimeDistributed` is recorded at the wrapper's output
+    (every time step); the others at their own output.
+    """
+    wrappers = {
+        id(x.layer): x
+        for x in layer_selection.all_layers(model)
+        if isinstance(x, keras.layers.TimeDistributed)
+    }
+    sources = [wrappers.get(id(x), x) for x in layers]
+    linear = {id(s) for s, x in zip(sources, layers) if _is_linear(x)}
     found = {}
-    _walk(model, {id(x) for x in layers}, found)
-    return found
+    _walk(model, linear, found)
+    return [(s, found.get(id(s))) for s in sources]
 
 
 def _walk(model, wanted, found):
     for layer in model.layers:
-        if id(layer) in wanted and _is_linear(layer):
+        if id(layer) in wanted:
             found[id(layer)] = _following_activation(model, layer)
         if hasattr(layer, "layers"):
             _walk(layer, wanted, found)
@@ -76,12 +89,13 @@ def _sole_consumer(model, layer):
     return consumers[0] if len(consumers) == 1 else None
 
 
-def real_outputs(model, layers, activations, batch):
-    """Outputs of `layers` on `batch` in an inference pass of `model`.
+def real_outputs(model, points, batch):
+    """Outputs at `points` (`measurement_points`) on `batch`, in an inference pass.
 
-    Each is the layer's output (its first call, for a layer called more than
-    once), passed through its activation in `activations` when it has one.
+    Each is the recorded layer's output (its first call, for a layer called
+    more than once), passed through the activation after it when there is one.
     """
+    layers = [layer for layer, _ in points]
     seen = {}
     saved = [(x, vars(x).get("call")) for x in layers]
     for layer in layers:
@@ -100,9 +114,8 @@ def real_outputs(model, layers, activations, batch):
             "forward pass of the model, so their usage cannot be measured."
         )
     results = []
-    for layer in layers:
+    for layer, activation in points:
         outputs = seen[id(layer)]
-        activation = activations.get(id(layer))
         results.append(outputs if activation is None else activation(outputs))
     return results
 

@@ -108,11 +108,11 @@ def layer_statistics(model, data, layers=None, batch_size=256, steps=None):
     graph is not known, the layer's own output is measured).
     """
     chosen = _layers_to_probe(model, layers)
-    activations = probe.activations_after(model, chosen)
+    points = probe.measurement_points(model, chosen)
     sums = [None] * len(chosen)
     with _not_collecting(model):
         for batch in _batches(data, batch_size, steps):
-            outputs = probe.real_outputs(model, chosen, activations, batch)
+            outputs = probe.real_outputs(model, points, batch)
             for k, (layer, y) in enumerate(zip(chosen, outputs)):
                 packed = rule.output_statistics(y, layer_selection.unit_axis(layer))
                 packed = ops.convert_to_numpy(packed).astype("float64")
