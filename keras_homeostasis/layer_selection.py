@@ -273,6 +273,13 @@ UNSUPPORTED = (
 )
 
 
+def is_measurable(layer):
+    """A layer whose units' usage can be measured (a kind with a unit axis)."""
+    if isinstance(layer, keras.layers.EinsumDense) and _einsum_refusal(layer):
+        return False
+    return isinstance(layer, ELIGIBLE_TYPES)
+
+
 def is_scalable(layer):
     """A trainable, built layer of a kind the callback can scale."""
     return unsupported_reason(layer) is None

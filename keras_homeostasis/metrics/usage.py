@@ -171,7 +171,7 @@ def _layers_to_probe(model, layers):
     return [
         x
         for x in everything
-        if isinstance(x, layer_selection.ELIGIBLE_TYPES) and id(x) not in excluded
+        if layer_selection.is_measurable(x) and id(x) not in excluded
     ]
 
 

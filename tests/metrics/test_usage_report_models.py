@@ -151,3 +151,25 @@ def test_unknown_layer_name_is_a_clear_error():
         metrics.UsageReport.from_model(
             small_model(), np.ones((4, 3), "float32"), layers=["nope"]
         )
+
+
+def test_new_layer_kinds_are_measured_and_unclear_einsums_are_not():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4, 6))
+    h = keras.layers.EinsumDense("abc,cd->abd", (4, 5), name="einsum")(inputs)
+    h = keras.layers.ReLU()(h)
+    h = keras.layers.EinsumDense("abc,cde->abde", (4, 2, 3), name="unclear")(h)
+    h = keras.layers.Reshape((4, 6))(h)
+    h = keras.layers.Conv1DTranspose(3, 2, activation="relu", name="transpose")(h)
+    outputs = keras.layers.Dense(2, name="out")(keras.layers.Flatten()(h))
+    model = keras.Model(inputs, outputs)
+    x = np.random.default_rng(0).normal(size=(32, 4, 6)).astype("float32")
+    report = metrics.UsageReport.from_model(model, x)
+    assert list(report.layers) == ["einsum", "transpose"]
+    assert report.layers["einsum"]["units"] == 5
+    assert report.layers["transpose"]["units"] == 3
+    post = keras.Model(inputs, model.layers[2].output)(x)
+    pre = keras.Model(inputs, model.get_layer("einsum").output)(x)
+    activity = expected(post)[0]
+    np.testing.assert_allclose(report.activity["einsum"], activity, rtol=1e-5)
+    assert np.abs(expected(pre)[0] - activity).max() > 1e-2  # after the ReLU
