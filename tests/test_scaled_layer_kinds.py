@@ -163,3 +163,27 @@ def test_rnn_model_scales_its_dense_layers_around_the_recurrent_one():
     assert len(names) == 2 and names[1] == "head"
     assert all(int(s.steps.numpy()) == 2 for _, s in callback.bindings)
     assert any("'lstm' (recurrent" in str(w.message) for w in caught)
+
+
+def test_time_distributed_counts_alike_with_unknown_time_steps():
+    # With no static time length Keras maps the inner layer over time
+    # (vectorized); the statistics must be those of the unrolled loop.
+    x, y = noise((4, 8), n=48)
+    results = []
+    for shape in ((4, 8), (None, 8)):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input(shape)
+        dense = keras.layers.Dense(6, activation="relu", name="scaled")
+        h = keras.layers.TimeDistributed(dense)(inputs)
+        h = keras.layers.GlobalAveragePooling1D()(h)
+        model = keras.Model(inputs, keras.layers.Dense(3)(h))
+        model.compile(keras.optimizers.SGD(0.0), LOSS)
+        callback = SynapticScalingCallback(**FAST)
+        model.fit(x, y, batch_size=16, shuffle=False, verbose=0,
+                  callbacks=[callback])  # fmt: skip
+        [(_, state)] = callback.bindings
+        assert int(state.steps.numpy()) == 3
+        results.append((state.activity.numpy(), state.log_gain.numpy()))
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-5)
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-5)
+    assert np.ptp(results[0][1]) > 0.05
