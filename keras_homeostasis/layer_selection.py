@@ -4,11 +4,23 @@ import warnings
 
 import keras
 
+# Transposed convolutions hold their units on the kernel's axis -2.
+TRANSPOSED_TYPES = (
+    keras.layers.Conv1DTranspose,
+    keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose,
+)
 ELIGIBLE_TYPES = (
     keras.layers.Dense,
+    keras.layers.EinsumDense,
     keras.layers.Conv1D,
     keras.layers.Conv2D,
     keras.layers.Conv3D,
+    *TRANSPOSED_TYPES,
+)
+SCALED_KINDS = (
+    "a Dense, EinsumDense (units on its kernel's last axis), Conv1D/2D/3D or "
+    "Conv1D/2D/3DTranspose layer"
 )
 
 
@@ -61,13 +73,25 @@ def _layer_class(entry):
 
 
 def all_layers(model):
-    """Every layer of `model`, nested models included, in model order."""
+    """Every layer of `model`, nested models and wrapped layers included."""
     found = []
     for layer in model.layers:
         found.append(layer)
-        if hasattr(layer, "layers"):
-            found.extend(all_layers(layer))
+        found.extend(all_layers_within(layer))
     return found
+
+
+def all_layers_within(layer):
+    """The layers inside a model or a `TimeDistributed` wrapper, or [].
+
+    A `Bidirectional` is one refused layer: the recurrent layers it wraps
+    are never scaled.
+    """
+    if hasattr(layer, "layers"):
+        return all_layers(layer)
+    if isinstance(layer, keras.layers.TimeDistributed):
+        return [layer.layer, *all_layers_within(layer.layer)]
+    return []
 
 
 def output_layers(model):
@@ -83,7 +107,7 @@ def output_layers(model):
     import tensorflow as tf
 
     produced = {}
-    leaves = [x for x in all_layers(model) if x.weights and not hasattr(x, "layers")]
+    leaves = [x for x in all_layers(model) if x.weights and not all_layers_within(x)]
     saved = [(x, vars(x).get("call")) for x in leaves]
     for layer in leaves:
         object.__setattr__(layer, "call", _recording(layer, produced))
@@ -168,7 +192,7 @@ def unsupported_reason(layer):
     if reason:
         return reason
     if not isinstance(layer, ELIGIBLE_TYPES):
-        return "it is not a Dense, Conv1D, Conv2D or Conv3D layer"
+        return f"it is not {SCALED_KINDS}"
     if not layer.built or getattr(layer, "kernel", None) is None:
         return "it is not built (it has no kernel yet)"
     if not layer.trainable:
@@ -191,7 +215,36 @@ def refusal(layer):
     for types, reason in UNSUPPORTED:
         if isinstance(layer, types):
             return reason
+    if isinstance(layer, keras.layers.EinsumDense):
+        return _einsum_refusal(layer)
     return None
+
+
+def _einsum_refusal(layer):
+    """Why an EinsumDense has no clear unit axis, or None when it has one.
+
+    Its units are clear when the kernel's last index is the output's last
+    one and every other kernel index is summed over (as in "ab,bc->ac" or
+    "abc,cd->abd"): each output unit then has its own incoming weights,
+    `kernel[..., i]`. Its bias, if any, must be on that axis alone.
+    """
+    inputs, output = layer.equation.replace(" ", "").split("->")
+    kernel = inputs.split(",")[-1]
+    unit = kernel[-1:]
+    clear = (
+        "." not in layer.equation
+        and unit == output[-1:]
+        and unit not in inputs.split(",")[0]
+        and not set(kernel[:-1]) & set(output)
+        and layer.bias_axes in (None, unit)
+    )
+    if clear:
+        return None
+    return (
+        f"its equation '{layer.equation}' (bias_axes={layer.bias_axes!r}) has "
+        "no single unit axis: the kernel's last index must be the output's "
+        "last one and its other indices summed over (e.g. 'abc,cd->abd')"
+    )
 
 
 UNSUPPORTED = (
@@ -201,8 +254,13 @@ UNSUPPORTED = (
         "across time steps and gates",
     ),
     (
-        (keras.layers.Bidirectional, keras.layers.TimeDistributed),
-        "wrappers are not supported: name a Dense or Conv layer instead",
+        keras.layers.Bidirectional,
+        "it wraps recurrent layers (recurrent kernels: a unit's drive mixes "
+        "input and recurrent weights across time steps and gates)",
+    ),
+    (
+        keras.layers.TimeDistributed,
+        "a wrapper is not scaled itself: the layer it wraps is (name that one)",
     ),
     (
         (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D),
@@ -212,23 +270,18 @@ UNSUPPORTED = (
         (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D),
         "a separable convolution has two kernels (depthwise and pointwise)",
     ),
-    (
-        (
-            keras.layers.Conv1DTranspose,
-            keras.layers.Conv2DTranspose,
-            keras.layers.Conv3DTranspose,
-        ),
-        "a transposed convolution's kernel holds its units on axis -2, not -1",
-    ),
-    (
-        keras.layers.EinsumDense,
-        "EinsumDense is not supported yet (its unit axis depends on the equation)",
-    ),
 )
 
 
+def is_measurable(layer):
+    """A layer whose units' usage can be measured (a kind with a unit axis)."""
+    if isinstance(layer, keras.layers.EinsumDense) and _einsum_refusal(layer):
+        return False
+    return isinstance(layer, ELIGIBLE_TYPES)
+
+
 def is_scalable(layer):
-    """A trainable, built standard Dense/Conv layer the callback can scale."""
+    """A trainable, built layer of a kind the callback can scale."""
     return unsupported_reason(layer) is None
 
 
@@ -259,13 +312,18 @@ def select_layers(model, selection, exclude=None):
     if not chosen:
         raise ValueError(
             f"Model '{model.name}' has no layer that SynapticScalingCallback can "
-            "scale: it needs a trainable, built Dense, Conv1D, Conv2D or Conv3D "
-            "hidden layer (output layers are skipped unless named in `layers`). "
-            f"Layers: {[x.name for x in model.layers]}"
+            f"scale: it needs a trainable, built hidden layer that is {SCALED_KINDS} "
+            "(output layers are skipped unless named in `layers`). "
+            f"Layers: {[x.name for x in model.layers]}{_refused(everything)}"
         )
     if selection is None:
         _warn_skipped(model, everything, chosen)
     return chosen
+
+
+def _refused(everything):
+    refused = [f"'{x.name}': {r}" for x in everything if (r := refusal(x))]
+    return f"; refused: {'; '.join(refused)}" if refused else ""
 
 
 def _default_or_classes(model, candidates, selection, exclude):
@@ -314,12 +372,16 @@ def _check_names(model, everything, selection, argument):
 
 
 def _warn_skipped(model, everything, chosen):
-    skipped = [x for x in everything if isinstance(x, UNSUPPORTED[0][0])]
+    # A TimeDistributed is not skipped: the layer inside it is what counts.
+    skipped = [
+        f"'{x.name}' ({reason})"
+        for x in everything
+        if (reason := refusal(x)) and not isinstance(x, keras.layers.TimeDistributed)
+    ]
     if skipped:
         warnings.warn(
             f"SynapticScalingCallback on model '{model.name}' scales "
-            f"{[x.name for x in chosen]} and skips the recurrent layers "
-            f"{[x.name for x in skipped]} ({UNSUPPORTED[0][1]}).",
+            f"{[x.name for x in chosen]} and skips {'; '.join(skipped)}.",
             stacklevel=4,
         )
 
@@ -329,3 +391,13 @@ def unit_axis(layer):
     if getattr(layer, "data_format", "channels_last") == "channels_first":
         return 1
     return -1
+
+
+def kernel_unit_axis(layer):
+    """Axis of a layer's kernel holding its units (-2 for transposed convs)."""
+    return -2 if isinstance(layer, TRANSPOSED_TYPES) else -1
+
+
+def unit_count(layer):
+    """Number of units (Dense units, filters) of a scalable layer."""
+    return int(layer.kernel.shape[kernel_unit_axis(layer)])

@@ -142,9 +142,14 @@ class SynapticScalingCallback(keras.callbacks.Callback):
 
     def _state_of(self, layer):
         state = getattr(layer, STATE_ATTRIBUTE, None)
-        if isinstance(state, UnitState):
-            return state
-        state = UnitState(int(layer.kernel.shape[-1]), name=f"{layer.name}_homeostasis")
+        if not isinstance(state, UnitState):
+            state = self._new_state(layer)
+        state.kernel_axis = layer_selection.kernel_unit_axis(layer)
+        return state
+
+    def _new_state(self, layer):
+        units = layer_selection.unit_count(layer)
+        state = UnitState(units, name=f"{layer.name}_homeostasis")
         # Bypass Keras' tracking: the model's weights stay those of the plain
         # layer, while saving still walks this attribute and keeps the state.
         object.__setattr__(layer, STATE_ATTRIBUTE, state)

@@ -67,6 +67,10 @@ class UnitState(keras.layers.Layer):
                 f"integer. Received: units={units!r}"
             )
         self.units = units
+        # The kernel axis holding the units: -2 for transposed convolutions.
+        # Set by whoever binds the state to a layer; not saved (the layer
+        # kind tells it again).
+        self.kernel_axis = -1
         self._create_state()
         self.built = True
 
@@ -160,8 +164,14 @@ class UnitState(keras.layers.Layer):
         }
 
     def scale_kernel(self, kernel):
-        """The kernel with each unit's incoming weights (last axis) scaled."""
-        return kernel * ops.cast(self.row("factor"), kernel.dtype)
+        """The kernel with each unit's incoming weights (`kernel_axis`) scaled."""
+        factor = ops.cast(self.row("factor"), kernel.dtype)
+        rank = len(kernel.shape)
+        if self.kernel_axis % rank != rank - 1:
+            shape = [1] * rank
+            shape[self.kernel_axis] = self.units
+            factor = ops.reshape(factor, shape)
+        return kernel * factor
 
     def shift_bias(self, bias):
         """The bias plus the rule's intrinsic-plasticity shift."""

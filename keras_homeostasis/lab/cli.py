@@ -117,15 +117,17 @@ def _continual(args):
         overrides["continual"] = {"tasks": args.tasks}
     if args.methods:
         overrides.setdefault("continual", {})["methods"] = list(args.methods)
-    if not os.path.isfile(args.config):
-        return _fail(f"argument CONFIG: config file not found: {args.config!r}")
+    problem = _config_problem(args.config)
+    if problem:
+        return _fail(problem)
     try:
         config = continual.load_config(args.config, overrides=overrides)
     except continual.ContinualConfigError as e:
         return _fail(e)
     out = args.out or config["output"]["run_dir"]
-    if os.path.exists(out) and not os.path.isdir(out):
-        return _fail(f"argument --out: not a folder: {out!r}")
+    problem = _folder_problem("--out" if args.out else "output.run_dir", out)
+    if problem:
+        return _fail(problem)
     try:
         pool = continual.load_pool(config)
     except continual.ContinualConfigError as e:
@@ -177,6 +179,9 @@ def _bench(args, argv):
         "mirrored": bench_cases.MIRRORED,
     }
     settings = [names[s] for s in args.settings or []]
+    problem = _folder_problem("--out", args.out)
+    if problem:
+        return _fail(problem)
     bench.bench(
         args.quick,
         args.out,
@@ -296,8 +301,62 @@ def _may_write(args, config):
 
 
 def _fail(error):
-    print(f"keras-homeostasis: error: {error}", file=sys.stderr)
+    # One line: a multi-line message (a YAML parser's) is joined.
+    text = " ".join(str(error).split())
+    print(f"keras-homeostasis: error: {text}", file=sys.stderr)
     return BAD_INPUT
+
+
+def _config_problem(path):
+    """Why `path` cannot be read as a config file (one line), or None."""
+    if not os.path.exists(path):
+        return f"argument CONFIG: config file not found: {path!r}"
+    if not os.path.isfile(path):
+        return f"argument CONFIG: not a file: {path!r}"
+    try:
+        with open(path, encoding="utf-8") as f:
+            f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+        return f"argument CONFIG: cannot read the config file {path!r}: {reason}"
+    return None
+
+
+def _folder_problem(argument, path):
+    """Why the output folder `path` cannot be made or written (one line), or None.
+
+    Checked before any work starts, without creating anything.
+    """
+    if os.path.exists(path) and not os.path.isdir(path):
+        return f"argument {argument}: not a folder: {path!r}"
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return (
+            f"argument {argument}: cannot create the folder {path!r}: "
+            f"{existing!r} is a file"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"argument {argument}: cannot write in {existing!r} (for {path!r})"
+    return None
+
+
+def _output_folder(args, config):
+    """`(argument, folder)`: where this command writes its results."""
+    flag = "--run-dir" if args.command == "train" else "--out"
+    given = getattr(args, flag[2:].replace("-", "_"))
+    if given:
+        return flag, given
+    return "output.run_dir", config["output"]["run_dir"]
+
+
+def _has_section(path, section):
+    import yaml
+
+    with open(path, encoding="utf-8") as f:
+        raw = yaml.safe_load(f)
+    return isinstance(raw, dict) and raw.get(section) is not None
 
 
 def main(argv=None):
@@ -312,16 +371,30 @@ def main(argv=None):
     from keras_homeostasis.lab import config as config_lib
     from keras_homeostasis.lab import train
 
+    problem = _config_problem(args.config)
+    if problem:
+        return _fail(problem)
     try:
         config = config_lib.load_config(args.config, overrides=_overrides(args))
-    except (config_lib.ConfigError, FileNotFoundError) as e:
-        return _fail(e)
+    except config_lib.ConfigError as e:
+        return _fail(f"argument CONFIG: {e}")
+    if args.command == "compare" and not _has_section(args.config, "compare"):
+        return _fail(
+            f"argument CONFIG: {args.config!r} has no `compare:` section; "
+            "`compare` needs one (its methods and seeds: see docs/configs.md, "
+            "or configs/compare_quick.yaml)"
+        )
     if args.command == "train" and not _may_write(args, config):
         run_dir = args.run_dir or config["output"]["run_dir"]
         return _fail(
             f"--run-dir: the run folder {run_dir} is not empty; pass --overwrite "
             "to write into it, or choose another --run-dir"
         )
+    # Under TF_CONFIG the cluster code decides who writes where.
+    if not (args.command == "train" and os.environ.get("TF_CONFIG")):
+        problem = _folder_problem(*_output_folder(args, config))
+        if problem:
+            return _fail(problem)
     if args.command == "train" and args.workers > 1:
         return _launch_workers(args, config)
     if args.command == "train" and os.environ.get("TF_CONFIG"):
@@ -333,7 +406,7 @@ def main(argv=None):
         # Missing files, bad .npz files and failed downloads end here cleanly.
         data = train.load_data(config)
     except (FileNotFoundError, ImportError, RuntimeError, ValueError) as e:
-        return _fail(e)
+        return _fail(f"`data.dataset`: {e}")
     if args.command == "train":
         return _train(args, config, data)
     if args.command == "tune":

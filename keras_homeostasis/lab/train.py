@@ -114,10 +114,7 @@ def homeostasis_callbacks(config, normalization, run_dir, x_probe):
 
 def usage_report(model, x):
     """`UsageReport` of the model's hidden blocks (post-ReLU) on `x`."""
-    with warnings.catch_warnings():
-        # layer_statistics calls a one-input probe model with a bare tensor.
-        warnings.filterwarnings("ignore", message="The structure of `inputs`")
-        return UsageReport.from_model(model, x, layers=models.hidden_layer_names(model))
+    return UsageReport.from_model(model, x, layers=models.hidden_layer_names(model))
 
 
 def train(config, run_dir=None, verbose=1, data=None):

@@ -23,6 +23,7 @@ from keras import ops
 
 from keras_homeostasis import layer_selection
 from keras_homeostasis import rule
+from keras_homeostasis.metrics import probe
 
 
 def checked_activity(activity, name="activity"):
@@ -100,33 +101,39 @@ def layer_statistics(model, data, layers=None, batch_size=256, steps=None):
     """Per-layer `(mean |y| per unit, count of y > 0 per unit)` on `data`.
 
     `data` is an array of inputs, a `(x, y)` tuple or a `tf.data.Dataset` of
-    inputs or `(x, y)` pairs. `layers` defaults to every Dense/Conv layer
-    except the output layers.
+    inputs or `(x, y)` pairs. `layers` (names) defaults to every Dense/Conv
+    layer except the output layers. `y` is each unit's real output: a layer
+    without activation followed by an activation layer is measured after it
+    (see `keras_homeostasis.metrics.probe`; in a subclassed model, whose
+    graph is not known, the layer's own output is measured).
     """
     chosen = _layers_to_probe(model, layers)
-    # A single-input model is probed with a bare tensor, so give it one input.
-    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-    probe = keras.Model(inputs, [layer.output for layer in chosen])
+    points = probe.measurement_points(model, chosen)
     sums = [None] * len(chosen)
     with _not_collecting(model):
         for batch in _batches(data, batch_size, steps):
-            outputs = probe(batch, training=False)
-            if len(chosen) == 1:
-                outputs = [outputs]
+            outputs = probe.real_outputs(model, points, batch)
             for k, (layer, y) in enumerate(zip(chosen, outputs)):
                 packed = rule.output_statistics(y, layer_selection.unit_axis(layer))
                 packed = ops.convert_to_numpy(packed).astype("float64")
                 sums[k] = packed if sums[k] is None else sums[k] + packed
     if sums and sums[0] is None:
         raise ValueError(
-            "`data` holds no example: the usage of a layer cannot be measured "
-            "on an empty data set."
+            "Expected `data` to hold at least one example: the usage of a layer "
+            f"cannot be measured on an empty data set. Received: {_describe(data)}"
         )
     result = {}
     for layer, packed in zip(chosen, sums):
         n = (packed.shape[0] - 1) // 2
         result[layer.name] = (packed[:n] / max(packed[-1], 1.0), packed[n : 2 * n])
     return result
+
+
+def _describe(data):
+    shape = getattr(data, "shape", None)
+    if shape is not None:
+        return f"data with shape {tuple(shape)}"
+    return f"data={data!r}"[:200]
 
 
 @contextlib.contextmanager
@@ -149,14 +156,22 @@ def _not_collecting(model):
 
 
 def _layers_to_probe(model, layers):
+    everything = layer_selection.all_layers(model)
     if layers is not None:
-        names = set(layers)
-        return [x for x in layer_selection.all_layers(model) if x.name in names]
+        names = [layers] if isinstance(layers, str) else list(layers)
+        known = {x.name for x in everything}
+        unknown = [x for x in names if x not in known]
+        if unknown:
+            raise ValueError(
+                f"Expected `layers` to name layers of model '{model.name}'. "
+                f"Received: layers={layers!r}, with no layer named {unknown}"
+            )
+        return [x for x in everything if x.name in set(names)]
     excluded = {id(x) for x in layer_selection.output_layers(model)}
     return [
         x
-        for x in layer_selection.all_layers(model)
-        if isinstance(x, layer_selection.ELIGIBLE_TYPES) and id(x) not in excluded
+        for x in everything
+        if layer_selection.is_measurable(x) and id(x) not in excluded
     ]
 
 
@@ -167,7 +182,16 @@ def _batches(data, batch_size, steps):
         iterator = iter(data)
     else:
         x = data[0] if isinstance(data, tuple) else data
-        iterator = (x[i : i + batch_size] for i in range(0, len(x), batch_size))
+        if x is None or not keras.tree.flatten(x):
+            raise ValueError(
+                "Expected `data` to be an array of inputs, an `(x, y)` tuple or a "
+                f"tf.data.Dataset. Received: {_describe(data)}"
+            )
+        size = len(keras.tree.flatten(x)[0])
+        iterator = (
+            keras.tree.map_structure(lambda a, i=i: a[i : i + batch_size], x)
+            for i in range(0, size, batch_size)
+        )
     for k, batch in enumerate(iterator):
         if steps is not None and k >= steps:
             break

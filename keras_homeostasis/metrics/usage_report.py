@@ -36,6 +36,26 @@ class UsageReport:
 
     @classmethod
     def from_model(cls, model, data, layers=None, batch_size=256, steps=None):
+        """Measures `model`'s layers on `data` in inference passes.
+
+        Args:
+            model: a Sequential, functional (nested models included) or
+                subclassed Keras model.
+            data: an array (or list/dict of arrays) of inputs, an `(x, y)`
+                tuple or a `tf.data.Dataset` of inputs or `(x, y)` pairs;
+                it must hold at least one example.
+            layers: names of the layers to measure; by default every
+                Dense/Conv layer except the output layers.
+            batch_size: batch size for arrays.
+            steps: at most this many batches (None: all of `data`).
+
+        Each unit is measured on its real output: a layer without activation
+        followed by a parameter-free activation layer (`ReLU()`,
+        `Activation("relu")`, `LeakyReLU`, ...; `Dropout` in between is
+        skipped) is measured after that activation. That activation is read
+        from the graph of Sequential and functional models; a subclassed
+        model has none to read, so there each layer's own output is measured.
+        """
         stats = usage.layer_statistics(model, data, layers, batch_size, steps)
         return cls(
             {k: v[0] for k, v in stats.items()}, {k: v[1] for k, v in stats.items()}

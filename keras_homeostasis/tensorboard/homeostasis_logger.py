@@ -157,7 +157,7 @@ class HomeostasisLogger(keras.callbacks.Callback):
         outputs = {id(x) for x in layer_selection.output_layers(self.model)}
         return (
             self.probe_data is not None
-            and isinstance(layer, layer_selection.ELIGIBLE_TYPES)
+            and layer_selection.is_measurable(layer)
             and id(layer) not in outputs
         )
 

@@ -208,5 +208,5 @@ def test_usage_report_on_empty_data_is_a_clear_error():
         [keras.Input((3,)), keras.layers.Dense(4, activation="relu")]
         + [keras.layers.Dense(2)]
     )
-    with pytest.raises(ValueError, match="no example"):
+    with pytest.raises(ValueError, match=r"`data`.*shape \(0, 3\)"):
         metrics.UsageReport.from_model(model, np.zeros((0, 3), "float32"))
