@@ -65,7 +65,7 @@ def cases(quick):
     """`{setting: [Case, ...]}` of the quick run or of the full grid."""
     if quick:
         return {
-            ONE_DEVICE: [HEADLINE, CNN],
+            ONE_DEVICE: [HEADLINE],
             ONE_DEVICE_XLA: [HEADLINE],
             MIRRORED: [HEADLINE],
             ONLINE: [ONLINE_CASE],

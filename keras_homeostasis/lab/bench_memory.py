@@ -1,13 +1,15 @@
 """Peak memory of one `fit` per variant, each in its own child process.
 
-A process's peak resident set size (`resource.getrusage`) only grows, so
-each variant runs alone in a fresh child: it builds the model and the data,
-notes its current resident size, runs one `fit` of one epoch (tracing,
-compiling and the steps), then reports its peak resident size and the
-growth of that peak over the size before the fit. On a GPU it also reports
-the device's peak bytes in use during the fit
-(`tf.config.experimental.get_memory_info`). Children run at the same time
-(each has its own counters; only their speed suffers).
+Each variant runs alone in a fresh child: it builds the model and the data,
+notes its current resident size, resets the kernel's peak resident size
+counter (Linux: `/proc/self/clear_refs`), runs one `fit` of one epoch
+(tracing, compiling and the steps), then reports the peak resident size
+during that fit (`VmHWM`) and its growth over the size before. Where the
+counter cannot be reset (not Linux), the peak is that of the whole process
+(`resource.getrusage`), marked `peak_scope=process`. On a GPU it also
+reports the device's peak bytes in use during the fit
+(`tf.config.experimental.get_memory_info`). Children run at the same time:
+each has its own counters, only their speed suffers.
 """
 
 import json
@@ -22,18 +24,31 @@ RESULT_PREFIX = "BENCH-MEMORY:"
 MB = 2**20
 
 
-def _peak_rss_bytes():
+def _status_bytes(field):
+    """`VmRSS` or `VmHWM` of this process (Linux), or None."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak():
+    """Restarts the peak resident size count (Linux 4.0+); True if it did."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return _status_bytes("VmHWM") is not None
+
+
+def _process_peak_bytes():
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024  # KB on Linux
-
-
-def _current_rss_bytes():
-    """Resident size now (Linux `/proc`); the peak so far elsewhere."""
-    try:
-        with open("/proc/self/statm", encoding="ascii") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return _peak_rss_bytes()
 
 
 def _child(spec):
@@ -48,13 +63,15 @@ def _child(spec):
     gpu = bool(tf.config.list_physical_devices("GPU"))
     if gpu:
         tf.config.experimental.reset_memory_stats("GPU:0")
-    before = _current_rss_bytes()
+    before = _status_bytes("VmRSS") or _process_peak_bytes()
+    scope = "fit" if _reset_peak() else "process"
     model.fit(x, y, batch_size=case.batch, epochs=1, verbose=0, callbacks=callbacks)
-    peak = _peak_rss_bytes()
+    peak = _status_bytes("VmHWM") if scope == "fit" else _process_peak_bytes()
     result = {
         "variant": spec["variant"],
         "peak_rss_mb": round(peak / MB, 1),
         "fit_rss_growth_mb": round(max(0, peak - before) / MB, 1),
+        "peak_scope": scope,
         "device_peak_mb": "",
     }
     if gpu:
@@ -88,8 +105,9 @@ def _result(variant, child):
 
 def measure_memory(case, variants, steps, gpus=False):
     """One row per variant: `case` fields, `variant`, `peak_rss_mb`,
-    `fit_rss_growth_mb`, `device_peak_mb` (empty without a GPU) and
-    `growth_vs_none_mb` (the fit's growth minus that of `none`)."""
+    `fit_rss_growth_mb`, `peak_scope` (`fit` or `process`), `device_peak_mb`
+    (empty without a GPU) and `growth_vs_none_mb` (the fit's growth minus
+    that of `none`)."""
     children = {v: _start(case, v, steps, gpus) for v in variants}
     found = {v: _result(v, child) for v, child in children.items()}
     base = found["none"]["fit_rss_growth_mb"]

@@ -50,6 +50,7 @@ MEMORY_FIELDS = CASE_FIELDS[1:] + (
     "peak_rss_mb",
     "fit_rss_growth_mb",
     "growth_vs_none_mb",
+    "peak_scope",
     "device_peak_mb",
 )
 OTHERS = tuple(v for v in VARIANTS if v != "none")
@@ -188,18 +189,23 @@ def state_table(rows):
 
 
 def memory_table(memory):
+    """Peak resident size during one fit (or of the process, where the peak
+    could not be reset: marked), its growth, and the GPU's peak."""
     header = ["variant", "peak RSS MB", "fit's RSS growth MB", "vs none MB"]
     header += ["GPU peak MB"]
-    lines = [
-        [
-            LABELS[r["variant"]],
-            r["peak_rss_mb"],
-            r["fit_rss_growth_mb"],
-            f"{r['growth_vs_none_mb']:+.1f}",
-            r["device_peak_mb"] if r["device_peak_mb"] != "" else "n/a",
-        ]
-        for r in memory
-    ]
+    lines = []
+    for r in memory:
+        mark = "" if r["peak_scope"] == "fit" else " (process)"
+        gpu = r["device_peak_mb"]
+        lines.append(
+            [
+                LABELS[r["variant"]],
+                f"{r['peak_rss_mb']}{mark}",
+                r["fit_rss_growth_mb"],
+                f"{r['growth_vs_none_mb']:+.1f}",
+                "n/a" if gpu == "" else gpu,
+            ]
+        )
     return _table(header, lines)
 
 

@@ -80,6 +80,7 @@ def test_state_and_memory_tables(tmp_path):
     memory = [
         {**bc.HEADLINE._asdict(), "variant": v, "peak_rss_mb": 900.0}
         | {"fit_rss_growth_mb": g, "growth_vs_none_mb": g - 40, "device_peak_mb": ""}
+        | {"peak_scope": "fit"}
         for v, g in (("none", 40.0), ("scaling", 52.5))
     ]
     markdown = bench_report.Report(fake_rows(), memory, "cmd", ["env."]).markdown()
@@ -144,3 +145,22 @@ def test_bench_command_writes_csv_and_markdown(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "one device: 1 case(s)" in out
     assert "bench headline, one device, MLP 784-8x2-10, batch 16" in out
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_each_setting_opens_with_its_headline_case(quick):
+    cases = bc.cases(quick)
+    assert list(cases) == list(bc.SETTINGS)
+    for setting, found in cases.items():
+        expected = bc.ONLINE_CASE if setting == bc.ONLINE else bc.HEADLINE
+        assert found[0] == expected
+        assert len(set(found)) == len(found)
+    if not quick:
+        for axis in bc.GROWTH.values():
+            assert set(axis) <= set(cases[bc.ONE_DEVICE])
+
+
+def test_cnn_runs_a_quarter_of_the_steps():
+    assert bc.case_steps(bc.HEADLINE, 40) == 40
+    assert bc.case_steps(bc.CNN, 40) == 10
+    assert bc.case_steps(bc.CNN, 3) == 2
