@@ -29,6 +29,8 @@ OUT="${1:-runs/gpu_check}"
 CPUS="${GPU_CHECK_CPUS:-0}"
 mkdir -p "$OUT"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
+# The bench runs child processes on the same GPUs as its own.
+export TF_FORCE_GPU_ALLOW_GROWTH="${TF_FORCE_GPU_ALLOW_GROWTH:-true}"
 
 {
   echo "# keras_homeostasis GPU check, $(date -u '+%Y-%m-%d %H:%M UTC')"

@@ -64,7 +64,7 @@ def measure(setting, cases, plan, strategy=None, log=print):
         )
         rows.extend({"setting": setting, **row} for row in found)
         seconds = time.perf_counter() - started
-        log(f"  {setting}: {bc.case_label(bc.Case(*case))} ({clock(seconds)})")
+        log(f"  {setting}: {bc.case_label(case)} ({clock(seconds)})")
     return rows
 
 
@@ -209,6 +209,9 @@ def bench(
     `epochs`, `steps`, `online_steps`); `settings` lists entries of
     `bench_cases.SETTINGS` and `bench_cases.MEMORY` (default: all).
     """
+    # The mirrored and memory children share the GPUs with this process:
+    # none may take all of a GPU's memory up front.
+    os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
     plan = {**(bc.QUICK if quick else bc.FULL), **(plan or {})}
     results = Results(out_dir, command, plan)
     settings = settings or [*bc.SETTINGS, bc.MEMORY]
