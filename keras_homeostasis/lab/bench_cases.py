@@ -57,7 +57,7 @@ GROWTH = {
 
 # Rounds (fits per variant), epochs per fit, steps per epoch (batch settings)
 # and steps per epoch online (a multiple of ONLINE_STEPS_PER_EXECUTION).
-QUICK = {"rounds": 3, "epochs": 3, "steps": 40, "online_steps": 1000}
+QUICK = {"rounds": 3, "epochs": 4, "steps": 30, "online_steps": 1000}
 FULL = {"rounds": 5, "epochs": 4, "steps": 150, "online_steps": 5000}
 
 
