@@ -33,18 +33,18 @@ def parse():
 
 
 def data(n=2048):
-    import numpy as np
+    """Random images and labels of MNIST shape, as the bench uses."""
+    from keras_homeostasis.lab import bench_timing
 
-    rng = np.random.default_rng(0)
-    x = rng.random((n, 64)).astype("float32")
-    return x, rng.integers(0, 10, n).astype("int32")
+    return bench_timing.random_data(128, n // 128)
 
 
 def model_of(variant, strategy=None, jit_compile="auto"):
-    from keras_homeostasis.lab import bench
+    """The bench's MLP 784-256x3-10 of `variant`, compiled, and its callbacks."""
+    from keras_homeostasis.lab import bench_timing
+    from keras_homeostasis.lab.bench_cases import HEADLINE
 
-    model, callbacks = bench.build(variant, 256, 3, strategy, jit_compile)
-    return model, callbacks
+    return bench_timing.build(variant, HEADLINE, strategy, jit_compile)
 
 
 def replica_differences(model, strategy):

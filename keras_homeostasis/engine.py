@@ -108,7 +108,7 @@ def bias_value(bias, state):
 
 
 class KernelScaling(keras.constraints.Constraint):
-    """Multiplies a kernel's last axis (its units) by the layer's factors.
+    """Multiplies each unit's incoming weights (`state.kernel_axis`) by its factor.
 
     `inner` is the user's own constraint, applied first. When `engine` is set,
     this constraint triggers the engine's step before scaling.

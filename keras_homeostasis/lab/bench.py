@@ -1,170 +1,70 @@
-"""`keras-homeostasis bench`: the per-step cost of homeostasis, measured.
+"""`keras-homeostasis bench`: what homeostasis costs in the `fit` users run.
 
-Four variants of the same MLP (`models.build_model("mlp", ...)`, 64 inputs,
-10 classes, Adam, Keras' default `steps_per_execution`):
+Variants of the same model (`models.build_model`, SGD with momentum 0.9,
+random data of MNIST shape): `none` (the reference), `batchnorm`,
+`layernorm`, `scaling` (plain layers with the `SynapticScalingCallback`)
+and `homeostatic_layers`. Models: the MLP of MNIST shape (784 inputs, 3 x
+256 by default; width, depth and batch size vary for the growth tables) and
+the small CNN. How a case is timed: `bench_timing`.
 
-- (a) `none`: no normalization (the reference);
-- (b) `batchnorm`: `BatchNormalization` after each hidden Dense;
-- (c) `scaling`: plain layers with the `SynapticScalingCallback`;
-- (d) `homeostatic_layers`: `HomeostaticDense` layers.
+Settings:
 
-Settings: `one device` (Keras' default `jit_compile`, which is off on a
-CPU-only machine and on for one GPU), `one device, XLA` (`jit_compile=True`:
-the whole step in one XLA cluster, as TPUs and one GPU run it) and
-`mirrored` (MirroredStrategy, where Keras turns XLA off).
+- `one device`: Keras' default `jit_compile` (off on a CPU, on for one GPU);
+- `one device, XLA`: `jit_compile=True`, the whole step in one XLA cluster;
+- `mirrored`: MirroredStrategy over two logical CPU devices, or over all
+  GPUs with `gpus=True`; it needs its devices configured before TensorFlow
+  starts, so it runs in a child process of this module;
+- `online`: batch size 1, `steps_per_execution=250`, `jit_compile=True`, on
+  the MLP 784-100x3-10 (no BatchNorm: meaningless at one sample per batch).
 
-For each case (hidden width, depth, batch size) every variant is built and
-warmed up, then timed in round-robin trials (the order rotates each trial),
-so that a change of machine load hits all variants alike. A trial times
-`steps` calls of the model's compiled train function (what `fit` runs for
-each step) and syncs once at the end. A ratio to (a) is the median over
-trials of the ratio within a trial; times are medians in ms per step.
-
-MirroredStrategy needs its devices configured before TensorFlow starts, so
-the mirrored part (two logical CPU devices, or all GPUs with `gpus=True`)
-runs in a child process of this module.
+Peak memory of one `fit` per variant: `bench_memory`.
 """
 
-import contextlib
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
 
-from keras_homeostasis.lab.bench_cases import CLASSES
-from keras_homeostasis.lab.bench_cases import INPUT_DIM
-from keras_homeostasis.lab.bench_cases import MIRRORED
-from keras_homeostasis.lab.bench_cases import ONE_DEVICE_XLA
-from keras_homeostasis.lab.bench_cases import QUICK_CASES
-from keras_homeostasis.lab.bench_cases import SETTINGS
-from keras_homeostasis.lab.bench_cases import VARIANTS
-from keras_homeostasis.lab.bench_cases import full_cases
+from keras_homeostasis.lab import bench_cases as bc
+from keras_homeostasis.lab.progress import clock
 
 RESULT_PREFIX = "BENCH-RESULT:"
 
 
-def build(variant, width, depth, strategy=None, jit_compile="auto"):
-    """The compiled MLP of `variant` and its callbacks, under `strategy`."""
-    import keras
-
-    from keras_homeostasis.lab import models
-    from keras_homeostasis.synaptic_scaling_callback import SynapticScalingCallback
-
-    with strategy.scope() if strategy else contextlib.nullcontext():
-        keras.utils.set_random_seed(0)
-        model = models.build_model(
-            "mlp", variant, (INPUT_DIM,), CLASSES, hidden=[width] * depth
-        )
-        model.compile(
-            optimizer=keras.optimizers.Adam(1e-3),
-            loss="sparse_categorical_crossentropy",
-            jit_compile=jit_compile,
-        )
-    callbacks = [SynapticScalingCallback()] if variant == "scaling" else []
-    return model, callbacks
+def setting_options(setting):
+    """Compile options of a single-process setting."""
+    if setting == bc.ONLINE:
+        return {
+            "jit_compile": True,
+            "steps_per_execution": bc.ONLINE_STEPS_PER_EXECUTION,
+        }
+    return {"jit_compile": True if setting == bc.ONE_DEVICE_XLA else "auto"}
 
 
-class _Runner:
-    """Calls one model's compiled train function on an endless dataset."""
+def measure(setting, cases, plan, strategy=None, log=print):
+    """Times every case of one setting; returns its rows."""
+    from keras_homeostasis.lab import bench_timing
 
-    def __init__(self, variant, case, strategy=None, jit_compile="auto"):
-        import numpy as np
-        import tensorflow as tf
-
-        width, depth, batch = case
-        self.model, callbacks = build(variant, width, depth, strategy, jit_compile)
-        rng = np.random.default_rng(0)
-        x = rng.random((batch * 8, INPUT_DIM)).astype("float32")
-        y = rng.integers(0, CLASSES, batch * 8).astype("int32")
-        # One `fit` step creates every variable (optimizer included).
-        self.model.fit(
-            x[:batch], y[:batch], batch_size=batch, verbose=0, callbacks=callbacks
-        )
-        for callback in callbacks:
-            callback.on_train_begin()  # hooks installed, as during `fit`
-        self.model.make_train_function()
-        dataset = tf.data.Dataset.from_tensor_slices((x, y))
-        dataset = dataset.batch(batch, drop_remainder=True).repeat().prefetch(2)
-        if strategy is not None:
-            dataset = strategy.experimental_distribute_dataset(dataset)
-        self.iterator = iter(dataset)
-        self.time(3)
-
-    def time(self, steps):
-        """Seconds per step over `steps` consecutive steps."""
-        function = self.model.train_function
-        start = time.perf_counter()
-        for _ in range(steps):
-            logs = function(self.iterator)
-        float(logs["loss"])  # waits for the last step, hence for all
-        return (time.perf_counter() - start) / steps
-
-
-def state_sizes(model):
-    """Float32 values of `(trainable weights, homeostatic state, BN statistics)`."""
-    import keras
-    import numpy as np
-
-    from keras_homeostasis.unit_state import UnitState
-
-    def size(variables):
-        return int(sum(np.prod(v.shape) for v in variables if v.dtype == "float32"))
-
-    states = [getattr(layer, "homeostasis", None) for layer in model.layers]
-    norms = [
-        layer
-        for layer in model.layers
-        if isinstance(layer, keras.layers.BatchNormalization)
-    ]
-    return (
-        size(model.trainable_variables),
-        sum(size(s.variables) for s in states if isinstance(s, UnitState)),
-        sum(size(layer.non_trainable_variables) for layer in norms),
-    )
-
-
-def measure_case(case, trials, steps, strategy=None, jit_compile="auto"):
-    """Times the four variants of one case; returns one row per variant."""
-    runners = {v: _Runner(v, case, strategy, jit_compile) for v in VARIANTS}
-    # The first calls after other models were built are several times slower
-    # (seen: 40-100 ms instead of 4 ms): one untimed round first.
-    for runner in runners.values():
-        runner.time(steps)
-    times = {v: [] for v in VARIANTS}
-    for trial in range(trials):
-        k = trial % len(VARIANTS)
-        for variant in VARIANTS[k:] + VARIANTS[:k]:
-            times[variant].append(runners[variant].time(steps))
-    rows = []
-    for variant in VARIANTS:
-        pairs = list(zip(times[variant], times["none"]))
-        weights, homeostatic, batch_norm = state_sizes(runners[variant].model)
-        rows.append(
-            {
-                "width": case[0],
-                "depth": case[1],
-                "batch": case[2],
-                "variant": variant,
-                "ms_per_step": round(1000 * statistics.median(times[variant]), 4),
-                "ratio": round(statistics.median(t / b for t, b in pairs), 4),
-                "extra_ms": round(1000 * statistics.median(t - b for t, b in pairs), 4),
-                "weights": weights,
-                "extra_state": homeostatic + batch_norm,
-            }
-        )
-    return rows
-
-
-def measure(cases, trials, steps, strategy=None, jit_compile="auto", log=print):
-    """`measure_case` over `cases`, logging the time each took."""
+    options = {"strategy": strategy, **setting_options(setting)}
+    online = setting == bc.ONLINE
+    variants = bc.ONLINE_VARIANTS if online else bc.VARIANTS
+    steps = plan["online_steps"] if online else plan["steps"]
+    bench_timing.warm_up(**options)
     rows = []
     for case in cases:
         started = time.perf_counter()
-        rows.extend(measure_case(case, trials, steps, strategy, jit_compile))
+        found = bench_timing.measure_case(
+            case,
+            variants,
+            plan["rounds"],
+            plan["epochs"],
+            bc.case_steps(case, steps),
+            **options,
+        )
+        rows.extend({"setting": setting, **row} for row in found)
         seconds = time.perf_counter() - started
-        log(f"  width {case[0]}, depth {case[1]}, batch {case[2]}: {seconds:.0f} s")
+        log(f"  {setting}: {bc.case_label(case)} ({clock(seconds)})")
     return rows
 
 
@@ -188,9 +88,9 @@ def _child(spec):
     """Entry point of the mirrored child process: prints its rows as JSON."""
     strategy = mirrored_strategy(spec["gpus"])
     rows = measure(
-        [tuple(c) for c in spec["cases"]],
-        spec["trials"],
-        spec["steps"],
+        bc.MIRRORED,
+        [bc.Case(*c) for c in spec["cases"]],
+        spec["plan"],
         strategy,
         log=lambda s: print(s, file=sys.stderr, flush=True),
     )
@@ -198,12 +98,12 @@ def _child(spec):
     print(RESULT_PREFIX + json.dumps(result))
 
 
-def measure_mirrored(cases, trials, steps, gpus=False):
+def measure_mirrored(cases, plan, gpus=False):
     """Runs `measure` under MirroredStrategy in a child process.
 
-    Returns `(replicas, rows)`.
+    Returns `(replicas, rows)`. The child's progress lines pass through.
     """
-    spec = {"cases": cases, "trials": trials, "steps": steps, "gpus": gpus}
+    spec = {"cases": [list(c) for c in cases], "plan": plan, "gpus": gpus}
     command = [sys.executable, "-m", "keras_homeostasis.lab.bench", json.dumps(spec)]
     env = {**os.environ}
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -225,55 +125,102 @@ def environment_line():
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
-    devices = f"{len(gpus)} GPU(s)" if gpus else f"{os.cpu_count()} CPU cores"
+    devices = f"{len(gpus)} GPU(s)" if gpus else f"{os.cpu_count()} CPU cores, no GPU"
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (
         f"TensorFlow {tf.__version__}, Keras {keras.__version__}; {devices}; "
-        f"1-minute load average at start {load:.2f}; {time.strftime('%Y-%m-%d %H:%M')}"
+        f"1-minute load average at start {load:.2f}; "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
     )
 
 
-def run_bench(cases, trials, steps, settings=SETTINGS, gpus=False, log=print):
-    """Measures every setting in `settings`; returns `(rows, environment)`."""
-    environment = environment_line()
-    rows = []
-    for setting in (s for s in SETTINGS if s in settings):
-        log(f"{setting}:")
-        if setting == MIRRORED:
-            replicas, found = measure_mirrored(cases[setting], trials, steps, gpus)
-            environment += f"; MirroredStrategy over {replicas} replicas"
+class Results:
+    """What the bench found so far; `save` (re)writes the files in `out_dir`:
+    `bench.csv`, `bench_memory.csv` (if measured) and `bench.md`."""
+
+    def __init__(self, out_dir, command, plan):
+        self.out_dir, self.command, self.plan = out_dir, command, plan
+        self.rows, self.memory = [], []
+        self.notes = [environment_line() + "."]
+        self.started = time.perf_counter()
+
+    def report(self):
+        from keras_homeostasis.lab import bench_report
+
+        plan = self.plan
+        took = (
+            f"{plan['rounds']} fits per variant of {plan['epochs']} epochs of "
+            f"{plan['steps']} steps (a quarter for the CNN, {plan['online_steps']} "
+            "online); "
+            f"{clock(time.perf_counter() - self.started)} elapsed."
+        )
+        notes = [*self.notes, took]
+        return bench_report.Report(self.rows, self.memory, self.command, notes)
+
+    def save(self):
+        from keras_homeostasis.lab import bench_report
+
+        os.makedirs(self.out_dir, exist_ok=True)
+        path = os.path.join(self.out_dir, "bench")
+        bench_report.write_csv(self.rows, path + ".csv")
+        if self.memory:
+            bench_report.write_memory_csv(self.memory, path + "_memory.csv")
+        with open(path + ".md", "w", encoding="utf-8") as f:
+            f.write(self.report().markdown())
+
+
+def run_bench(results, cases, settings, gpus=False, log=print):
+    """Measures every setting in `settings` (and `memory` if listed) into
+    `results`, saving them after each part."""
+    from keras_homeostasis.lab import bench_memory
+
+    plan = results.plan
+    for setting in (s for s in bc.SETTINGS if s in settings):
+        log(f"{setting}: {len(cases[setting])} case(s)")
+        if setting == bc.MIRRORED:
+            replicas, found = measure_mirrored(cases[setting], plan, gpus)
+            results.notes.append(f"MirroredStrategy over {replicas} replicas.")
         else:
-            jit = True if setting == ONE_DEVICE_XLA else "auto"
-            found = measure(cases[setting], trials, steps, jit_compile=jit, log=log)
-        rows.extend({"setting": setting, **row} for row in found)
-    return rows, environment + "."
+            found = measure(setting, cases[setting], plan, log=log)
+        results.rows.extend(found)
+        results.save()
+    if bc.MEMORY in settings:
+        log(f"memory: {bc.case_label(bc.HEADLINE)}, one child process per variant")
+        results.memory = bench_memory.measure_memory(
+            bc.HEADLINE, bc.VARIANTS, plan["steps"], gpus
+        )
+        results.save()
 
 
 def bench(
     quick,
     out_dir,
-    trials=None,
-    steps=None,
+    plan=None,
     settings=None,
     gpus=False,
     command="keras-homeostasis bench",
     log=print,
 ):
-    """Runs the benchmark, writes `bench.csv` and `bench.md`; returns the rows."""
-    from keras_homeostasis.lab import bench_report
+    """Runs the benchmark, writes `bench.csv`, `bench_memory.csv` and
+    `bench.md` to `out_dir`, prints the report and its headline lines;
+    returns the timing rows.
 
-    cases = QUICK_CASES if quick else dict.fromkeys(SETTINGS, full_cases())
-    trials = trials or (9 if quick else 15)
-    steps = steps or 20
-    rows, environment = run_bench(cases, trials, steps, settings or SETTINGS, gpus, log)
-    environment += f" {trials} trials of {steps} steps per variant."
-    os.makedirs(out_dir, exist_ok=True)
-    bench_report.write_csv(rows, os.path.join(out_dir, "bench.csv"))
-    markdown = bench_report.to_markdown(rows, command, environment)
-    with open(os.path.join(out_dir, "bench.md"), "w", encoding="utf-8") as f:
-        f.write(markdown)
-    log(markdown)
-    return rows
+    `plan` overrides entries of `bench_cases.QUICK` or `FULL` (`rounds`,
+    `epochs`, `steps`, `online_steps`); `settings` lists entries of
+    `bench_cases.SETTINGS` and `bench_cases.MEMORY` (default: all).
+    """
+    # The mirrored and memory children share the GPUs with this process:
+    # none may take all of a GPU's memory up front.
+    os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+    plan = {**(bc.QUICK if quick else bc.FULL), **(plan or {})}
+    results = Results(out_dir, command, plan)
+    settings = settings or [*bc.SETTINGS, bc.MEMORY]
+    run_bench(results, bc.cases(quick), settings, gpus, log)
+    report = results.report()
+    log(report.markdown())
+    for line in report.headlines():
+        log(line)
+    return results.rows
 
 
 if __name__ == "__main__":

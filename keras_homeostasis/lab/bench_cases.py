@@ -1,35 +1,93 @@
-"""What `keras-homeostasis bench` measures: its variants, settings and cases.
+"""What `keras-homeostasis bench` measures: models, variants, settings, cases.
 
-Shared by the job (`bench`) and its tables (`bench_report`), so neither
-imports the other. A case is `(hidden width, depth, batch size)` of the MLP.
+Shared by the job (`bench`, `bench_timing`, `bench_memory`) and its tables
+(`bench_report`). A case is one model at one batch size: the MLP of MNIST
+shape (28x28x1 inputs flattened to 784, `depth` hidden ReLU layers of
+`width` units, 10 classes) or the small CNN of `models.build_model` (its
+widths are fixed, so `width` and `depth` are None).
 """
 
-VARIANTS = ("none", "batchnorm", "scaling", "homeostatic_layers")
+import collections
+
+Case = collections.namedtuple("Case", "model width depth batch")
+
+VARIANTS = ("none", "batchnorm", "layernorm", "scaling", "homeostatic_layers")
 LABELS = {
-    "none": "(a) none",
-    "batchnorm": "(b) BatchNorm",
-    "scaling": "(c) scaling callback",
-    "homeostatic_layers": "(d) homeostatic layers",
+    "none": "none",
+    "batchnorm": "BatchNorm",
+    "layernorm": "LayerNorm",
+    "scaling": "scaling callback",
+    "homeostatic_layers": "homeostatic layers",
 }
+HOMEOSTATIC = ("scaling", "homeostatic_layers")
+# BatchNormalization over a batch of one sample normalizes every unit to its
+# offset: not a method anyone would train online with.
+ONLINE_VARIANTS = tuple(v for v in VARIANTS if v != "batchnorm")
+
 ONE_DEVICE = "one device"
 ONE_DEVICE_XLA = "one device, XLA"
 MIRRORED = "mirrored"
-SETTINGS = (ONE_DEVICE, ONE_DEVICE_XLA, MIRRORED)
-TARGETS = {ONE_DEVICE: 1.05, ONE_DEVICE_XLA: 1.05, MIRRORED: 1.10}
-INPUT_DIM = 64
-CLASSES = 10
-# (width, depth, batch) of the headline rows.
-HEADLINE = (256, 3, 128)
-QUICK_CASES = {
-    ONE_DEVICE: [HEADLINE, (64, 3, 128), (1024, 3, 128), (256, 3, 32), (256, 3, 512)],
-    ONE_DEVICE_XLA: [HEADLINE],
-    MIRRORED: [HEADLINE],
+ONLINE = "online"
+SETTINGS = (ONE_DEVICE, ONE_DEVICE_XLA, MIRRORED, ONLINE)
+MEMORY = "memory"
+# `--settings` names; `memory` is the peak-memory part, not a timing setting.
+CLI_NAMES = {
+    "one-device": ONE_DEVICE,
+    "one-device-xla": ONE_DEVICE_XLA,
+    "mirrored": MIRRORED,
+    "online": ONLINE,
+    "memory": MEMORY,
 }
-FULL_WIDTHS = (64, 256, 1024)
-FULL_DEPTHS = (1, 3, 6)
-FULL_BATCHES = (32, 128, 512)
+# Ratio targets of the callback and the layers (also: below BatchNorm's).
+TARGETS = {ONE_DEVICE: 1.05, ONE_DEVICE_XLA: 1.05, MIRRORED: 1.05, ONLINE: 1.10}
+
+INPUT_SHAPE = (28, 28, 1)
+CLASSES = 10
+HEADLINE = Case("mlp", 256, 3, 128)
+WIDE = Case("mlp", 512, 3, 128)
+CNN = Case("cnn", None, None, 128)
+# Online training: one sample per step, many steps per compiled call.
+ONLINE_CASE = Case("mlp", 100, 3, 1)
+ONLINE_STEPS_PER_EXECUTION = 250
+GROWTH = {
+    "width": [Case("mlp", w, 3, 128) for w in (64, 256, 1024)],
+    "depth": [Case("mlp", 256, d, 128) for d in (1, 3, 6)],
+    "batch": [Case("mlp", 256, 3, b) for b in (32, 128, 512)],
+}
+
+# Rounds (fits per variant), epochs per fit, steps per epoch (batch settings)
+# and steps per epoch online (a multiple of ONLINE_STEPS_PER_EXECUTION).
+QUICK = {"rounds": 3, "epochs": 4, "steps": 30, "online_steps": 1000}
+FULL = {"rounds": 5, "epochs": 4, "steps": 150, "online_steps": 5000}
 
 
-def full_cases():
-    """Every (width, depth, batch) of the full grid."""
-    return [(w, d, b) for w in FULL_WIDTHS for d in FULL_DEPTHS for b in FULL_BATCHES]
+def cases(quick):
+    """`{setting: [Case, ...]}` of the quick run or of the full grid."""
+    if quick:
+        return {
+            ONE_DEVICE: [HEADLINE],
+            ONE_DEVICE_XLA: [HEADLINE],
+            MIRRORED: [HEADLINE],
+            ONLINE: [ONLINE_CASE],
+        }
+    growth = [c for axis in GROWTH.values() for c in axis]
+    one_device = list(dict.fromkeys([HEADLINE, WIDE, CNN, *growth]))
+    return {
+        ONE_DEVICE: one_device,
+        ONE_DEVICE_XLA: [HEADLINE, WIDE, CNN],
+        MIRRORED: [HEADLINE, WIDE, CNN],
+        ONLINE: [ONLINE_CASE],
+    }
+
+
+def case_steps(case, steps):
+    """Steps per epoch of `case`: the CNN's step costs several MLP steps on a
+    CPU, so it runs a quarter of them (at least 2)."""
+    return max(2, steps // 4) if case.model == "cnn" else steps
+
+
+def case_label(case):
+    """`MLP 784-256x3-10, batch 128` or `CNN 32-64-128, batch 128`."""
+    if case.model == "cnn":
+        return f"CNN 32-64-128, batch {case.batch}"
+    return f"MLP 784-{case.width}x{case.depth}-10, batch {case.batch}"

@@ -4,7 +4,8 @@
     keras-homeostasis compare CONFIG [--out DIR] [--epochs N] [--seeds S ...]
     keras-homeostasis tune CONFIG [--out DIR] [--epochs N] [--max-trials N]
                                [--overwrite] [--quiet | --verbose]
-    keras-homeostasis bench [--quick] [--out DIR] [--settings ...] [--gpus]
+    keras-homeostasis bench [--quick] [--out DIR] [--settings ...] [--rounds N]
+                            [--epochs N] [--steps N] [--gpus]
     keras-homeostasis continual CONFIG [--out DIR] [--tasks N] [--methods M ...]
 
 Configs are YAML files (see `docs/configs.md`). Each command's work is done
@@ -147,20 +148,29 @@ def _continual(args):
 
 
 def _add_bench(commands):
+    from keras_homeostasis.lab.bench_cases import CLI_NAMES
+
     bench = commands.add_parser(
-        "bench", help="measure the per-step cost of homeostasis vs no normalization"
+        "bench",
+        help="time whole fit epochs of homeostasis vs no normalization, "
+        "BatchNorm and LayerNorm",
     )
     bench.add_argument(
-        "--quick", action="store_true", help="headline rows only (minutes, 2 cores)"
+        "--quick",
+        action="store_true",
+        help="headline cases, few rounds (what the README quotes; minutes)",
     )
     bench.add_argument("--out", default="runs/bench", help="folder for bench.csv/md")
-    bench.add_argument("--trials", type=_positive, help="round-robin trials")
-    bench.add_argument("--steps", type=_positive, help="timed steps per trial")
+    bench.add_argument("--rounds", type=_positive, help="fits per variant (>= 2)")
+    bench.add_argument("--epochs", type=_positive, help="epochs per fit (>= 2)")
+    bench.add_argument(
+        "--steps", type=_positive, help="steps per epoch (batch settings)"
+    )
     bench.add_argument(
         "--settings",
         nargs="+",
-        choices=["one-device", "one-device-xla", "mirrored"],
-        help="settings to measure (default: all three)",
+        choices=list(CLI_NAMES),
+        help="parts to run (default: all)",
     )
     bench.add_argument(
         "--gpus",
@@ -169,30 +179,55 @@ def _add_bench(commands):
     )
 
 
+def _bench_plan(args):
+    """`(plan overrides, error)` from --rounds, --epochs and --steps."""
+    for name in ("rounds", "epochs"):
+        value = getattr(args, name)
+        if value is not None and value < 2:
+            return None, (
+                f"argument --{name}: expected at least 2 (the first is reported "
+                f"apart from the later ones), got {value}"
+            )
+    plan = {k: getattr(args, k) for k in ("rounds", "epochs", "steps")}
+    return {k: v for k, v in plan.items() if v is not None}, None
+
+
 def _bench(args, argv):
     from keras_homeostasis.lab import bench
-    from keras_homeostasis.lab import bench_cases
+    from keras_homeostasis.lab.bench_cases import CLI_NAMES
 
-    names = {
-        "one-device": bench_cases.ONE_DEVICE,
-        "one-device-xla": bench_cases.ONE_DEVICE_XLA,
-        "mirrored": bench_cases.MIRRORED,
-    }
-    settings = [names[s] for s in args.settings or []]
+    plan, error = _bench_plan(args)
+    if error:
+        return _fail(error)
     problem = _folder_problem("--out", args.out)
     if problem:
         return _fail(problem)
-    bench.bench(
-        args.quick,
-        args.out,
-        trials=args.trials,
-        steps=args.steps,
-        settings=settings or None,
-        gpus=args.gpus,
-        command=" ".join(["keras-homeostasis", *argv]),
-        log=lambda s: print(s, flush=True),
-    )
+    if args.gpus and not _gpu_count():
+        return _fail("argument --gpus: no GPU visible to TensorFlow")
+    try:
+        bench.bench(
+            args.quick,
+            args.out,
+            plan=plan,
+            settings=[CLI_NAMES[s] for s in args.settings or []] or None,
+            gpus=args.gpus,
+            command=" ".join(["keras-homeostasis", *argv]),
+            log=lambda s: print(s, flush=True),
+        )
+    except KeyboardInterrupt:
+        print(
+            f"keras-homeostasis: bench interrupted; the parts it finished are in "
+            f"{args.out}",
+            file=sys.stderr,
+        )
+        return INTERRUPTED
     return 0
+
+
+def _gpu_count():
+    import tensorflow as tf
+
+    return len(tf.config.list_physical_devices("GPU"))
 
 
 def _overrides(args):

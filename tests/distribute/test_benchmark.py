@@ -1,18 +1,16 @@
-"""`keras-homeostasis bench`: the measurement loop, the mirrored child process
-and the report, on tiny cases (the timings themselves are not asserted)."""
-
-import csv
+"""`keras-homeostasis bench`: real but tiny `fit` runs of every variant, the
+ratio arithmetic, the report and the command line (timings not asserted)."""
 
 import numpy as np
 import pytest
 
 from keras_homeostasis.lab import bench
-from keras_homeostasis.lab import bench_cases
-from keras_homeostasis.lab import bench_report
-from keras_homeostasis.lab import cli
+from keras_homeostasis.lab import bench_cases as bc
+from keras_homeostasis.lab import bench_timing
 from keras_homeostasis.unit_state import UnitState
 
-TINY = (8, 2, 16)
+TINY = bc.Case("mlp", 8, 2, 16)
+TINY_PLAN = {"rounds": 2, "epochs": 2, "steps": 2, "online_steps": 4}
 
 
 def homeostatic_floats(units, layers):
@@ -23,85 +21,99 @@ def homeostatic_floats(units, layers):
     return per_layer * layers
 
 
-def check_rows(rows):
-    assert [r["variant"] for r in rows] == list(bench_cases.VARIANTS)
+def check_rows(rows, variants=bc.VARIANTS):
+    assert [r["variant"] for r in rows] == list(variants)
     by = {r["variant"]: r for r in rows}
-    assert by["none"]["ratio"] == 1.0 and by["none"]["extra_ms"] == 0.0
-    assert all(r["ms_per_step"] > 0 for r in rows)
-    width, depth, _ = TINY
-    expected = homeostatic_floats(width, depth)
-    assert by["scaling"]["extra_state"] == expected
-    assert by["homeostatic_layers"]["extra_state"] == expected
-    assert by["batchnorm"]["extra_state"] == 2 * width * depth  # moving mean, var
-    # Same model weights with and without homeostasis.
-    assert by["scaling"]["weights"] == by["none"]["weights"]
+    none = by["none"]
+    for key in ("ratio_wall", "ratio_cpu", "refit_ratio_wall", "refit_ratio_cpu"):
+        assert none[key] == 1.0
+        assert all(r[key] > 0 for r in rows)
+    for key in ("step_ms", "cpu_step_ms", "first_epoch_s", "refit_first_epoch_s"):
+        assert all(r[key] > 0 for r in rows)
+    width, depth = TINY.width, TINY.depth
+    assert by["scaling"]["extra_state"] == homeostatic_floats(width, depth)
+    assert by["homeostatic_layers"]["extra_state"] == homeostatic_floats(width, depth)
+    assert by["scaling"]["weights"] == none["weights"]
+    if "batchnorm" in by:
+        assert by["batchnorm"]["extra_state"] == 2 * width * depth  # mean, var
+
+
+def test_rounds_fit_every_variant_and_clock_each_epoch():
+    runs = bench_timing.run_rounds(TINY, bc.VARIANTS, rounds=2, epochs=3, steps=2)
+    for run in runs.values():
+        assert [len(f["epochs"]) for f in run.fits] == [3, 3]
+        for fit in run.fits:
+            assert all(wall > 0 and cpu > 0 for wall, cpu in fit["epochs"])
+            assert fit["wall"] >= sum(wall for wall, _ in fit["epochs"])
+    check_rows(bench_timing.rows_of(TINY, runs, steps=2))
+
+
+def fake_fit(first, steady, epochs=3, fit_extra=0.5):
+    walls = [first] + [steady] * (epochs - 1)
+    return {
+        "wall": sum(walls) + fit_extra,
+        "cpu": 2 * (sum(walls) + fit_extra),
+        "epochs": [(w, 2 * w) for w in walls],
+    }
+
+
+class FakeRun:
+    def __init__(self, fits):
+        self.fits = fits
+
+
+def test_summarize_takes_ratios_within_rounds():
+    # The machine slows down in round 2: ratios within a round stay 1.1.
+    none = FakeRun([fake_fit(3.0, 1.0), fake_fit(1.0, 2.0), fake_fit(1.0, 1.0)])
+    run = FakeRun([fake_fit(4.0, 1.1), fake_fit(1.5, 2.2), fake_fit(2.0, 1.1)])
+    row = bench_timing.summarize(run, none, steps=10)
+    assert row["ratio_wall"] == pytest.approx(1.1)
+    assert row["ratio_cpu"] == pytest.approx(1.1)
+    assert row["step_ms"] == pytest.approx(110.0)
+    assert row["cpu_step_ms"] == pytest.approx(220.0)
+    assert row["first_epoch_s"] == 4.0 and row["first_epoch_cpu_s"] == 8.0
+    assert row["refit_first_epoch_s"] == pytest.approx(1.75)  # median of 1.5, 2.0
+    # Later fits only: (1.5 + 4.4 + 0.5) / (1 + 4 + 0.5), (2 + 2.2 + .5) / 3.5.
+    assert row["refit_ratio_wall"] == pytest.approx((6.4 / 5.5 + 4.7 / 3.5) / 2, 1e-3)
+
+
+@pytest.mark.parametrize(
+    "variants, rounds, epochs",
+    [(("scaling", "none"), 2, 2), (bc.VARIANTS, 1, 2), (bc.VARIANTS, 2, 1)],
+)
+def test_measure_case_needs_none_first_two_rounds_two_epochs(variants, rounds, epochs):
+    with pytest.raises(ValueError, match="rounds >= 2"):
+        bench_timing.measure_case(TINY, variants, rounds, epochs, 2)
 
 
 @pytest.mark.slow
-def test_measure_case_times_every_variant():
-    check_rows(bench.measure_case(TINY, trials=2, steps=2))
-
-
-@pytest.mark.slow
-def test_measure_case_with_xla():
-    check_rows(bench.measure_case(TINY, trials=1, steps=1, jit_compile=True))
+def test_online_setting_runs_steps_per_execution(monkeypatch):
+    monkeypatch.setattr(bc, "ONLINE_STEPS_PER_EXECUTION", 2)
+    case = bc.Case("mlp", 8, 2, 1)
+    rows = bench.measure(bc.ONLINE, [case], TINY_PLAN, log=lambda s: None)
+    assert {r["setting"] for r in rows} == {bc.ONLINE}
+    assert all(r["steps"] == 4 for r in rows)
+    check_rows(rows, bc.ONLINE_VARIANTS)
 
 
 @pytest.mark.slow
 @pytest.mark.multi_device
 def test_mirrored_child_process():
-    replicas, rows = bench.measure_mirrored([TINY], trials=1, steps=1)
+    replicas, rows = bench.measure_mirrored([TINY], TINY_PLAN)
     assert replicas == 2
+    assert {r["setting"] for r in rows} == {bc.MIRRORED}
     check_rows(rows)
 
 
-def fake_rows():
-    rows = []
-    for setting, ratio in ((bench_cases.ONE_DEVICE, 1.2), (bench_cases.MIRRORED, 1.05)):
-        for width in (64, 256):
-            for variant in bench_cases.VARIANTS:
-                r = 1.0 if variant == "none" else ratio
-                rows.append(
-                    {
-                        "setting": setting,
-                        "width": width,
-                        "depth": 3,
-                        "batch": 128,
-                        "variant": variant,
-                        "ms_per_step": 2.0 * r,
-                        "ratio": r,
-                        "extra_ms": 2.0 * (r - 1),
-                        "weights": 1000,
-                        "extra_state": 0 if variant == "none" else 50,
-                    }
-                )
-    return rows
+@pytest.mark.slow
+def test_memory_children_report_peak_rss():
+    from keras_homeostasis.lab import bench_memory
 
-
-def test_report_tables(tmp_path):
-    rows = fake_rows()
-    markdown = bench_report.to_markdown(rows, "cmd", "env")
-    assert "| one device | 256 | 3 | 128 | 2.00 | 1.200 | 1.200 | 1.200 |" in markdown
-    assert "<= 1.05 **missed**" in markdown
-    assert "<= 1.10 met" in markdown
-    # Only width varies here: one growth table, no batch or depth table.
-    assert "Cost growth with width" in markdown
-    assert "Cost growth with batch" not in markdown
-    assert "| 256 | 3 | 1000 | 50 | 5.00% |" in markdown
-    path = tmp_path / "bench.csv"
-    bench_report.write_csv(rows, path)
-    with open(path) as f:
-        assert len(list(csv.DictReader(f))) == len(rows)
-
-
-def test_bench_command_writes_csv_and_markdown(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(bench_cases.QUICK_CASES, bench_cases.ONE_DEVICE, [TINY])
-    status = cli.main(
-        ["bench", "--quick", "--settings", "one-device", "--trials", "1"]
-        + ["--steps", "1", "--out", str(tmp_path)]
-    )
-    assert status == 0
-    markdown = (tmp_path / "bench.md").read_text()
-    assert "keras-homeostasis bench --quick" in markdown
-    assert "| one device | 8 | 2 | 16 |" in markdown
-    assert "Step time" in capsys.readouterr().out
+    rows = bench_memory.measure_memory(TINY, ("none", "scaling"), steps=2)
+    assert [r["variant"] for r in rows] == ["none", "scaling"]
+    assert all(r["peak_scope"] == "fit" for r in rows)  # Linux
+    # The peak during the fit: at least the size before it, plus its growth.
+    assert all(r["peak_rss_mb"] > 100 for r in rows)  # TensorFlow alone is more
+    assert all(r["peak_rss_mb"] >= r["fit_rss_growth_mb"] > 0 for r in rows)
+    assert rows[0]["growth_vs_none_mb"] == 0.0
+    assert rows[1]["device_peak_mb"] == ""  # no GPU in the tests
