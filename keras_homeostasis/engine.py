@@ -73,9 +73,10 @@ class HomeostasisEngine:
             # A step whose update left non-finite weights is not counted. The
             # sensor alone misses it: a fused MatMul+ReLU maps a NaN input to
             # 0 in the forward pass while the gradient still carries the NaN.
-            # (w * 0 is NaN exactly where w is not finite; a float sum is
-            # one fast pass, where TensorFlow's boolean `All` is slow on CPU.)
-            finite = ops.isfinite(ops.sum(weights * 0.0))
+            # The sum of the weights is not finite when one of them is not (or
+            # when they are beyond 1e33, lost anyway): one fast pass, where
+            # TensorFlow's boolean `All` of `isfinite` is slow on CPU.
+            finite = ops.isfinite(ops.sum(ops.cast(weights, "float32")))
             packed = ops.where(finite, packed, ops.zeros_like(packed))
         step_fn = step_function()
         for group in _groups_by_settings(self.bindings, sizes, packed):

@@ -1,0 +1,119 @@
+"""Where a training step's time goes: a TensorFlow profile of whole `fit` epochs.
+
+Profiles one `fit` of an MLP (784 inputs, 3 hidden ReLU layers, SGD) with no
+normalization, the scaling callback or the homeostatic layers, and prints the
+operations by total time per step, grouped by kind (`MatMul`, `Mul`, `All`,
+an XLA executable...), with how many of each run per step. Run it beside the
+plain model to see what homeostasis adds:
+
+    python benchmarks/profile_step.py none --batch 1
+    python benchmarks/profile_step.py scaling --batch 1
+    python benchmarks/profile_step.py scaling --batch 128 --width 256 --jit
+
+Without `--jit` every operation is one TensorFlow kernel, so the table shows
+each one; with it the step is one XLA executable and the table shows little
+more than that. The raw profile stays in `--out` for TensorBoard's profiler.
+"""
+
+import argparse
+import collections
+import glob
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("variant", choices=["none", "scaling", "layers"])
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--width", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=1000, help="profiled steps")
+    parser.add_argument("--steps-per-execution", type=int, default=250)
+    parser.add_argument("--jit", action="store_true", help="jit_compile=True")
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--out", default="runs/profile")
+    return parser.parse_args()
+
+
+def build(args):
+    import keras
+
+    from keras_homeostasis.layers import HomeostaticDense
+    from keras_homeostasis.synaptic_scaling_callback import SynapticScalingCallback
+
+    keras.utils.set_random_seed(0)
+    dense = HomeostaticDense if args.variant == "layers" else keras.layers.Dense
+    hidden = [dense(args.width, activation="relu") for _ in range(3)]
+    model = keras.Sequential([keras.Input((784,)), *hidden, keras.layers.Dense(10)])
+    model.compile(
+        keras.optimizers.SGD(0.01),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=args.jit,
+        steps_per_execution=min(args.steps_per_execution, args.steps),
+    )
+    callbacks = [SynapticScalingCallback()] if args.variant == "scaling" else []
+    return model, callbacks
+
+
+def op_kind(name):
+    # TensorFlow kernels are named "scope/name:Type"; keep the type.
+    return name.rsplit(":", 1)[-1] if ":" in name else name
+
+
+def kernel_times(path):
+    """`{kind: (total microseconds, count)}` of the compute threads' events."""
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    space = xplane_pb2.XSpace()
+    with open(path, "rb") as f:
+        space.ParseFromString(f.read())
+    totals = collections.defaultdict(lambda: [0.0, 0])
+    for plane in space.planes:
+        names = {k: v.name for k, v in plane.event_metadata.items()}
+        for line in plane.lines:
+            if not line.name.startswith("tf_Compute"):
+                continue
+            for event in line.events:
+                name = names.get(event.metadata_id, "?")
+                if name.startswith("ExecutorState") or "/" not in name:
+                    if "CpuExecutable" not in name:
+                        continue
+                entry = totals[op_kind(name)]
+                entry[0] += event.duration_ps / 1e6
+                entry[1] += 1
+    return totals
+
+
+def main():
+    args = parse_args()
+    import numpy as np
+    import tensorflow as tf
+
+    model, callbacks = build(args)
+    rng = np.random.default_rng(0)
+    n = args.steps * args.batch
+    x = rng.normal(size=(n, 784)).astype("float32")
+    y = rng.integers(0, 10, n)
+    fit = dict(batch_size=args.batch, verbose=0, callbacks=callbacks)
+    model.fit(x, y, **fit)  # traced and compiled before the profile
+    out = os.path.join(args.out, f"{args.variant}_b{args.batch}_jit{int(args.jit)}")
+    tf.profiler.experimental.start(out)
+    started = time.perf_counter()
+    model.fit(x, y, **fit)
+    seconds = time.perf_counter() - started
+    tf.profiler.experimental.stop()
+    path = sorted(glob.glob(os.path.join(out, "**", "*.xplane.pb"), recursive=True))
+    totals = kernel_times(path[-1])
+    print(f"{args.variant}: {1e6 * seconds / args.steps:.1f} us per step (profiled)")
+    print(f"{'us/step':>9} {'per step':>8}  kind")
+    ranked = sorted(totals.items(), key=lambda item: -item[1][0])
+    for kind, (micros, count) in ranked[: args.top]:
+        print(f"{micros / args.steps:9.1f} {count / args.steps:8.1f}  {kind}")
+    kernels = sum(count for _, count in totals.values()) / args.steps
+    print(f"{kernels:.0f} kernels per step in all; profile in {out}")
+
+
+if __name__ == "__main__":
+    main()
