@@ -47,7 +47,9 @@ class SynapticScalingCallback(keras.callbacks.Callback):
     whose `call` does not forward `training`), never in `evaluate`, `predict`,
     other callbacks' calls or calls with `training=False`. A scaled layer no
     training pass reached is named in a warning at `on_train_end`. The hooks
-    are removed at `on_train_end`; after a `fit` that raised or was
+    are removed at `on_train_end`, and a later `fit` with the same callback
+    puts them back and reuses the compiled train function (no retrace, no
+    XLA recompile, unless the model was recompiled); after a `fit` that raised or was
     interrupted (Keras calls no callback then), the next `fit`,
     `train_on_batch` or `SynapticScalingCallback` on the model removes them
     first, so the model trains as if it had never been hooked. For
