@@ -23,3 +23,13 @@ def check_known_keys(mapping, allowed, kind, path=None, error=ValueError):
     where = "" if path is None else f" in `{path}`"
     plural = kind.split()[-1] + "s"
     raise error(f"Unknown {kind} `{name}`. Allowed {plural}{where}: {sorted(allowed)}")
+
+
+def positive_int(name, value):
+    """`value` if it is a positive integer (not a bool); else a ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"Received an invalid value for `{name}`, expected a positive "
+            f"integer. Received: {name}={value!r}"
+        )
+    return value

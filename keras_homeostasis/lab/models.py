@@ -24,6 +24,7 @@ import keras
 
 from keras_homeostasis.layers import HomeostaticConv2D
 from keras_homeostasis.layers import HomeostaticDense
+from keras_homeostasis.validation import positive_int
 from keras_homeostasis.weight_normalization import WeightNormalization
 
 ARCHITECTURES = ("mlp", "cnn")
@@ -82,9 +83,9 @@ def build_model(
     """
     _check_choice("architecture", architecture, ARCHITECTURES)
     _check_choice("normalization", normalization, NORMALIZATIONS)
-    num_classes = _positive_int("num_classes", num_classes)
+    num_classes = positive_int("num_classes", num_classes)
     hidden = [
-        _positive_int("hidden", h)
+        positive_int("hidden", h)
         for h in (DEFAULT_HIDDEN if hidden is None else hidden)
     ]
     block = _Block(normalization, groups, scaling_settings or {})
@@ -132,7 +133,7 @@ class _Block:
 
     def __init__(self, normalization, groups, scaling_settings):
         self.normalization = normalization
-        self.groups = _positive_int("groups", groups)
+        self.groups = positive_int("groups", groups)
         self.scaling_settings = dict(scaling_settings)
 
     def dense(self, x, units, k):
@@ -185,12 +186,3 @@ def _check_choice(name, value, choices):
             f"Received an invalid value for `{name}`, expected one of "
             f"{list(choices)}. Received: {name}={value!r}"
         )
-
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            f"Received an invalid value for `{name}`, expected a positive "
-            f"integer. Received: {name}={value!r}"
-        )
-    return value

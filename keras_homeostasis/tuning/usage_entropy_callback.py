@@ -8,6 +8,7 @@ import numpy as np
 from keras_homeostasis import layer_selection
 from keras_homeostasis import metrics
 from keras_homeostasis.unit_state import UnitState
+from keras_homeostasis.validation import positive_int
 
 ENTROPY_KEY = "val_usage_entropy"
 SCORE_KEY = "val_homeostasis_score"
@@ -69,7 +70,7 @@ class UsageEntropyCallback(keras.callbacks.Callback):
         self.layers = None if layers is None else list(layers)
         self.entropy_weight = non_negative_number("entropy_weight", entropy_weight)
         self.accuracy_key = accuracy_key
-        self.max_samples = _positive_int("max_samples", max_samples)
+        self.max_samples = positive_int("max_samples", max_samples)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
@@ -169,12 +170,3 @@ def non_negative_number(name, value):
             f">= 0. Received: {name}={value!r}"
         )
     return float(value)
-
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            f"Received an invalid value for `{name}`, expected a positive "
-            f"integer. Received: {name}={value!r}"
-        )
-    return value
