@@ -211,7 +211,7 @@ class HomeostasisPlugin(base_plugin.TBPlugin):
                 if cached is not None:
                     self._cache.move_to_end(key)
                     return cached
-            cached = self._read(ctx, eid, run, layer, info["units"])
+            cached = self._read(ctx, eid, run, layer)
             with self._lock:
                 self._cache[key] = cached
                 while len(self._cache) > _CACHE_SIZE:
@@ -219,7 +219,7 @@ class HomeostasisPlugin(base_plugin.TBPlugin):
                     self._key_locks.pop(old, None)
         return cached
 
-    def _read(self, ctx, eid, run, layer, units):
+    def _read(self, ctx, eid, run, layer):
         data = self._data_provider.read_tensors(
             ctx,
             experiment_id=eid,
@@ -228,19 +228,19 @@ class HomeostasisPlugin(base_plugin.TBPlugin):
             run_tag_filter=provider.RunTagFilter(runs=[run], tags=[layer]),
         )
         by_step = {}
-        length = metadata.packed_length(units)
         for datum in data.get(run, {}).get(layer, []):
             value = np.asarray(datum.numpy)
             # Skip values of another layout (a corrupt or foreign summary).
-            if value.dtype.kind == "f" and value.shape == (length,):
+            if metadata.units_of(value) is not None:
                 by_step[int(datum.step)] = value.astype("float32")
         if not by_step:
             raise errors.NotFoundError(
                 f"Layer {layer!r} of run {run!r} has no readable homeostasis data."
             )
-        steps = np.array(sorted(by_step), dtype="int64")
+        steps = _latest_width_steps(by_step)
         rows = np.stack([by_step[s] for s in steps])
-        return steps, metadata.unpack(rows, units)
+        units = metadata.units_of(rows[0])
+        return np.array(steps, dtype="int64"), metadata.unpack(rows, units)
 
     def _raise_not_found(self, ctx, eid, run, layer):
         runs = {
@@ -251,6 +251,20 @@ class HomeostasisPlugin(base_plugin.TBPlugin):
         raise errors.NotFoundError(
             f"Run {run!r} has no homeostasis data for layer {layer!r}."
         )
+
+
+def _latest_width_steps(by_step):
+    """The last steps written with the width of the newest one.
+
+    A run folder reused by a model of another width (a layer of the same
+    name) holds two widths; the newest model's steps are shown.
+    """
+    steps = sorted(by_step)
+    width = by_step[steps[-1]].shape[0]
+    first = len(steps)
+    while first > 0 and by_step[steps[first - 1]].shape[0] == width:
+        first -= 1
+    return steps[first:]
 
 
 def _static_files():

@@ -29,6 +29,15 @@ def packed_length(units):
     return 3 * units + len(STATISTICS)
 
 
+def units_of(value):
+    """The number of units of a packed vector, or None if it is not one."""
+    value = np.asarray(value)
+    extra = value.shape[0] - len(STATISTICS) if value.ndim == 1 else -1
+    if value.dtype.kind != "f" or extra <= 0 or extra % 3:
+        return None
+    return extra // 3
+
+
 def content(units, scaled):
     """The `plugin_data.content` bytes for a layer of `units` units."""
     return json.dumps(

@@ -258,3 +258,30 @@ def test_ten_thousand_steps_of_four_wide_layers_serve_within_a_second(
     elapsed = time.perf_counter() - start
     assert elapsed < 1.0, f"{elapsed:.2f} s for the four views of four layers"
     assert total < 1_000_000
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["continued", "restarted"])
+def test_a_run_folder_reused_with_another_width_shows_the_newest(
+    tmp_path, plugin_client, restart
+):
+    # Two models with a layer of the same name, logged to one run folder:
+    # the second run continues the steps, or starts again at 0 (a new fit).
+    first = tf.summary.create_file_writer(str(tmp_path / "run"))
+    with first.as_default():
+        for step in range(3):
+            summary.unit_usage("dense", [1.0, 2.0, 3.0, 4.0], step=step)
+    first.close()
+    second = tf.summary.create_file_writer(str(tmp_path / "run"))
+    later = range(3) if restart else range(3, 6)
+    with second.as_default():
+        for step in later:
+            summary.unit_usage("dense", [1.0] * 7 + [3.0], step=step)
+    second.close()
+    client = plugin_client(tmp_path)
+    for view in ["heatmap", "sorted", "factors", "stats"]:
+        code, body, _ = get_json(client, f"{PLUGIN}/{view}?run=run&layer=dense")
+        assert code == 200, body
+        if "units" in body:
+            assert body["units"] == 8
+    _, stats, _ = get_json(client, f"{PLUGIN}/stats?run=run&layer=dense")
+    assert stats["steps"] == list(later)
