@@ -1,4 +1,4 @@
-"""Compatibility fixes for `model.fit` under tf.distribute in Keras 3.15.
+"""Compatibility fixes for `model.fit` under tf.distribute in Keras 3.11-3.15.
 
 Keras 3.15's own `fit` cannot train under `tf.distribute.MultiWorkerMirroredStrategy`
 with more than one worker. It fails in two places, whatever the model:
@@ -25,37 +25,80 @@ Both are patches of Keras internals (there is no public hook for either),
 kept in this one module: `TensorFlowTrainer._maybe_symbolic_build` and the
 module function `reduce_per_replica` of Keras' TensorFlow trainer. The
 replacements delegate to the originals except in a multi-worker strategy, so
-single-process training is untouched. They are applied only for Keras 3.15.x
-(the versions this package supports and on which they were checked); on any
-other version `enable_multi_worker_fit()` does nothing, so an upgrade can
-never run these patches against code they were not written for. Re-check the
-two issues when upgrading Keras.
+single-process training is untouched. They are applied only for Keras
+3.11-3.15 (`PATCHED_KERAS`): the two functions have the same source in each
+of these releases, and the data iterator yields the `(step, step_end,
+batches)` triples the patch reads. Older releases iterate differently and
+newer ones are unknown, so on any other version `enable_multi_worker_fit()`
+warns once and patches nothing: an upgrade can never run these patches
+against code they were not written for. Re-check the two issues when a new
+Keras is released, then widen `PATCHED_KERAS`.
 
-The module also guards a third Keras 3.15 limit: `steps_per_execution > 1`
+The module also guards a third Keras limit: `steps_per_execution > 1`
 under a multi-replica `MirroredStrategy` (or multi-worker strategy) crashes
 in Keras itself ("You must feed a value for placeholder tensor ...",
-`keras-team/keras#19246`). `check_steps_per_execution(model)` raises a clear
-error naming the issue instead.
+`keras-team/keras#19246`, present from Keras 3.3 to 3.15:
+`STEPS_PER_EXECUTION_KERAS`). `check_steps_per_execution(model)` raises a
+clear error naming the issue instead; on other versions it lets Keras try.
 """
 
 import importlib
+import re
+import warnings
 
 import keras
 import tensorflow as tf
 
-# The Keras versions whose internals the patches below were written for.
-PATCHED_KERAS = "3.15."
+# The Keras releases (first and last `(major, minor)`) whose trainer internals
+# the patches below were written for; the same source in each.
+PATCHED_KERAS = ((3, 11), (3, 15))
+# The Keras releases on which `steps_per_execution > 1` crashes under several
+# replicas (keras-team/keras#19246): every supported one up to the newest known.
+STEPS_PER_EXECUTION_KERAS = ((3, 3), (3, 15))
 
 STEPS_PER_EXECUTION_ISSUE = "https://github.com/keras-team/keras/issues/19246"
 
 _TRAINER_MODULE = "keras.src.backend.tensorflow.trainer"
 _originals = {}
+_warned = set()
+
+
+def release(version):
+    """`(major, minor)` of a version string such as "3.15.1", or None."""
+    match = re.match(r"(\d+)\.(\d+)", version)
+    return (int(match[1]), int(match[2])) if match else None
+
+
+def _within(version, bounds):
+    found = release(keras.__version__ if version is None else version)
+    return found is not None and bounds[0] <= found <= bounds[1]
 
 
 def needs_patch(version=None):
-    """True for the Keras versions whose `fit` needs the multi-worker fixes."""
-    version = keras.__version__ if version is None else version
-    return version.startswith(PATCHED_KERAS)
+    """True for the Keras versions whose `fit` the multi-worker fixes are for."""
+    return _within(version, PATCHED_KERAS)
+
+
+def crashes_on_steps_per_execution(version=None):
+    """True for the Keras versions known to have keras-team/keras#19246."""
+    return _within(version, STEPS_PER_EXECUTION_KERAS)
+
+
+def _warn_not_patched():
+    # Once per process: every worker and every fit would repeat it otherwise.
+    if keras.__version__ in _warned:
+        return
+    _warned.add(keras.__version__)
+    first, last = (".".join(map(str, bound)) for bound in PATCHED_KERAS)
+    warnings.warn(
+        "keras_homeostasis.distribute_compat: the multi-worker `fit` fixes are "
+        f"written for Keras {first}-{last} and are not applied to Keras "
+        f"{keras.__version__}; `fit` under MultiWorkerMirroredStrategy runs on "
+        "Keras' own code (keras-team/keras#20585, tensorflow/tensorflow#72388 "
+        "may make it fail).",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def is_multi_worker(strategy):
@@ -130,11 +173,12 @@ def is_enabled():
 
 
 def enable_multi_worker_fit():
-    """Lets Keras 3.15's `model.fit` train under `MultiWorkerMirroredStrategy`.
+    """Lets Keras 3.11-3.15's `model.fit` train under `MultiWorkerMirroredStrategy`.
 
     Call it once before `fit` (for instance right after creating the
-    strategy). It is idempotent and a no-op on Keras versions other than
-    3.15.x. The patches change nothing unless the model's strategy is a
+    strategy). It is idempotent. On Keras versions outside 3.11-3.15 it
+    patches nothing and warns once per process (a `UserWarning`). The patches
+    change nothing unless the model's strategy is a
     `MultiWorkerMirroredStrategy` with more than one worker. It returns a
     context manager: used in a `with` statement, the patches are removed on
     exit (if this call installed them).
@@ -149,6 +193,8 @@ def enable_multi_worker_fit():
         model.fit(dataset, callbacks=[SynapticScalingCallback()])
     ```
     """
+    if not needs_patch():
+        _warn_not_patched()
     installed = needs_patch() and not is_enabled()
     if installed:
         _install()
@@ -171,16 +217,21 @@ class _Restorer:
 
 
 def check_steps_per_execution(model):
-    """Raises when Keras 3.15 would crash on the model's `steps_per_execution`.
+    """Raises when Keras would crash on the model's `steps_per_execution`.
 
-    Keras 3.15 cannot run `steps_per_execution > 1` when a `tf.distribute`
+    Keras 3.3-3.15 cannot run `steps_per_execution > 1` when a `tf.distribute`
     strategy has more than one replica (`keras-team/keras#19246`): `fit`
     fails inside Keras with "You must feed a value for placeholder tensor".
-    This raises a `ValueError` saying so and how to proceed.
+    This raises a `ValueError` saying so and how to proceed. On other Keras
+    versions it returns and lets Keras try.
     """
     steps = getattr(model, "steps_per_execution", 1)
     strategy = model.distribute_strategy
-    if not needs_patch() or steps <= 1 or strategy.num_replicas_in_sync <= 1:
+    if (
+        not crashes_on_steps_per_execution()
+        or steps <= 1
+        or strategy.num_replicas_in_sync <= 1
+    ):
         return
     raise ValueError(
         "Received an invalid value for `steps_per_execution` under "

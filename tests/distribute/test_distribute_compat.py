@@ -2,6 +2,8 @@
 patches leave single-process training bit-identical."""
 
 import importlib
+import types
+import warnings
 
 import keras
 import pytest
@@ -28,14 +30,54 @@ def patched_names():
 
 @pytest.mark.parametrize(
     "version, expected",
-    [("3.15.0", True), ("3.15.1", True), ("3.16.0", False), ("3.1.5", False)],
+    [
+        ("3.11.0", True),
+        ("3.13.2", True),
+        ("3.15.1", True),
+        ("3.10.0", False),
+        ("3.16.0", False),
+        ("3.16.0.dev2026120301", False),
+        ("4.0.0", False),
+        ("nightly", False),
+    ],
 )
-def test_only_keras_3_15_is_patched(version, expected):
+def test_only_the_keras_releases_the_patches_were_written_for(version, expected):
     assert distribute_compat.needs_patch(version) is expected
 
 
+@pytest.fixture
+def unknown_keras(monkeypatch):
+    monkeypatch.setattr(keras, "__version__", "3.99.0")
+    monkeypatch.setattr(distribute_compat, "_warned", set())
+
+
+def test_an_unknown_keras_is_not_patched_and_warned_about_once(unknown_keras):
+    original = patched_names()
+    with pytest.warns(UserWarning, match=r"not applied to Keras 3\.99\.0") as caught:
+        with distribute_compat.enable_multi_worker_fit():
+            assert not distribute_compat.is_enabled()
+            assert patched_names() == original
+    assert len(caught) == 1
+    assert "3.11-3.15" in str(caught[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        distribute_compat.enable_multi_worker_fit()
+    assert patched_names() == original
+
+
+def test_only_a_keras_known_to_crash_is_refused_several_steps(monkeypatch):
+    replicas = types.SimpleNamespace(num_replicas_in_sync=2)
+    model = types.SimpleNamespace(steps_per_execution=4, distribute_strategy=replicas)
+    monkeypatch.setattr(keras, "__version__", "3.99.0")
+    distribute_compat.check_steps_per_execution(model)  # Keras may have fixed it
+    monkeypatch.setattr(keras, "__version__", "3.15.1")
+    with pytest.raises(ValueError, match="keras-team/keras#19246"):
+        distribute_compat.check_steps_per_execution(model)
+
+
 @pytest.mark.skipif(
-    not distribute_compat.needs_patch(), reason="the fixes apply to Keras 3.15 only"
+    not distribute_compat.needs_patch(),
+    reason="the fixes apply to Keras 3.11-3.15 only",
 )
 def test_enable_installs_and_the_with_block_removes():
     assert not distribute_compat.is_enabled()

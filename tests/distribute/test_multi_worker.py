@@ -92,7 +92,8 @@ def test_without_all_reduce_workers_drift_apart(tmp_path):
 
 
 @pytest.mark.skipif(
-    not distribute_compat.needs_patch(), reason="the fixes apply to Keras 3.15 only"
+    not distribute_compat.needs_patch(),
+    reason="the fixes apply to Keras 3.11-3.15 only",
 )
 def test_keras_alone_fails_under_multi_worker(tmp_path):
     # If this starts passing `fit`, Keras fixed keras-team/keras#20585 and the
