@@ -4,10 +4,8 @@ from keras_homeostasis import layers
 from keras_homeostasis import metrics
 from keras_homeostasis.synaptic_scaling_callback import SynapticScalingCallback
 from keras_homeostasis.unit_state import UnitState
+from keras_homeostasis.version import __version__
 from keras_homeostasis.weight_normalization import WeightNormalization
-
-__version__ = "0.1.0"
-
 
 __all__ = [
     "SynapticScalingCallback",
