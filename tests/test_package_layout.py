@@ -3,8 +3,9 @@
 The library is `keras_homeostasis` and its subpackages except
 `keras_homeostasis.lab`, the command-line experiment runner. The lab uses the
 library, never the reverse; no two package modules import each other, even
-through a chain or inside a function; and `import keras_homeostasis` stays
-light (no YAML, keras-tuner or TensorBoard server code).
+through a chain or inside a function; `import keras_homeostasis` stays
+light (no YAML, keras-tuner or TensorBoard server code); and the library needs
+none of the lab's own dependencies (the `lab` extra).
 """
 
 import ast
@@ -15,10 +16,14 @@ import sys
 PACKAGE = "keras_homeostasis"
 ROOT = pathlib.Path(__file__).resolve().parents[1] / PACKAGE
 LAB = f"{PACKAGE}.lab"
+# Third-party modules of the `lab` extra, which the library must not need.
+LAB_ONLY = ("yaml", "sklearn", "matplotlib", "tensorflow_datasets")
+# Library modules allowed one of them as an optional import with its own
+# install hint: `UsageReport.plot` draws with matplotlib.
+OPTIONAL_IN_LIBRARY = {f"{PACKAGE}.metrics.usage_report": {"matplotlib"}}
 # Not imported by `import keras_homeostasis`: optional or heavy dependencies
 # and the TensorBoard plugin's server side.
-NOT_ON_IMPORT = (
-    "yaml",
+NOT_ON_IMPORT = LAB_ONLY + (
     "keras_tuner",
     "werkzeug",
     f"{PACKAGE}.tensorboard.homeostasis_plugin",
@@ -35,6 +40,17 @@ def module_files():
         if parts[-1] == "__init__":
             parts.pop()
         found[".".join(parts)] = path
+    return found
+
+
+def third_party_roots(path):
+    """Top-level names of every absolute import in a module, anywhere in it."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.split(".")[0])
     return found
 
 
@@ -119,10 +135,26 @@ def test_the_library_never_imports_the_lab():
     assert {name: found for name, found in offenders.items() if found} == {}
 
 
+def test_the_library_imports_none_of_the_lab_dependencies():
+    offenders = {}
+    for name, path in module_files().items():
+        allowed = OPTIONAL_IN_LIBRARY.get(name, set())
+        found = third_party_roots(path) & set(LAB_ONLY) - allowed
+        if not is_lab(name) and found:
+            offenders[name] = sorted(found)
+    assert offenders == {}
+    lab = third_party_roots(ROOT / "lab" / "config.py")
+    assert "yaml" in lab  # the scan sees function-level imports
+
+
 def test_importing_the_package_stays_light():
+    # Keras itself imports some of them when they are installed: only what
+    # the package adds counts.
     code = (
-        "import sys, keras_homeostasis\n"
-        f"print([m for m in {NOT_ON_IMPORT!r} if m in sys.modules])\n"
+        "import sys, keras, tensorflow\n"
+        "before = set(sys.modules)\n"
+        "import keras_homeostasis\n"
+        f"print([m for m in {NOT_ON_IMPORT!r} if m in set(sys.modules) - before])\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code],

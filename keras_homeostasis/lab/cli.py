@@ -397,6 +397,11 @@ def _has_section(path, section):
 def main(argv=None):
     """Runs the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
+    from keras_homeostasis.lab import dependencies
+
+    absent = dependencies.missing_message()
+    if absent:
+        return _fail(absent)
     # Quiet TensorFlow's C++ start-up logging unless the user chose a level.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.command == "bench":

@@ -13,6 +13,12 @@ to the current directory, then the config file's folder, then that folder's
 parent (the project root when configs live in `configs/`); the first that
 exists wins. `output.run_dir` is relative to the current directory and
 defaults to `runs/<config file name without .yaml>`.
+
+Shipped configs: a config path that names no file is looked up by its file
+name among the configs shipped with the package (`configs/` of a checkout,
+`keras_homeostasis/configs/` of an installed wheel), so
+`keras-homeostasis train configs/quickstart.yaml` (or just `quickstart`)
+works from any folder.
 """
 
 import copy
@@ -542,6 +548,36 @@ def resolve_path(path, config_path=None):
     return candidates[0]
 
 
+def shipped_configs_folder():
+    """The shipped configs: the wheel's `keras_homeostasis/configs`, else the
+    checkout's top-level `configs/`; None when neither exists."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for folder in (package, os.path.dirname(package)):
+        candidate = os.path.join(folder, "configs")
+        if os.path.isdir(candidate):
+            return candidate
+    return None
+
+
+def find_config(path):
+    """`path` when it is a file, else the shipped config of that file name.
+
+    Raises `FileNotFoundError` naming the shipped configs when neither exists.
+    """
+    if os.path.isfile(path):
+        return path
+    folder = shipped_configs_folder()
+    shipped = sorted(os.listdir(folder)) if folder else []
+    name = os.path.basename(path)
+    for candidate in (name, f"{name}.yaml"):
+        if candidate in shipped:
+            return os.path.join(folder, candidate)
+    configs = ", ".join(n for n in shipped if n.endswith(".yaml")) or "none"
+    raise FileNotFoundError(
+        f"Config file not found: {path!r} (shipped configs: {configs})"
+    )
+
+
 def load_config(path, overrides=None):
     """Reads and validates a YAML config file.
 
@@ -555,8 +591,7 @@ def load_config(path, overrides=None):
     """
     import yaml
 
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Config file not found: {path!r}")
+    path = find_config(path)
     with open(path, encoding="utf-8") as f:
         try:
             raw = yaml.safe_load(f)

@@ -225,8 +225,7 @@ def load_config(path, overrides=None):
 
     from keras_homeostasis.lab import config as config_lib
 
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Config file not found: {path!r}")
+    path = config_lib.find_config(path)
     with open(path, encoding="utf-8") as f:
         try:
             raw = yaml.safe_load(f) or {}
