@@ -215,7 +215,9 @@ def test_xla_train_step_counts_every_step_and_matches_the_graph_one():
         assert model.jit_compile is jit_compile
         assert [int(s.steps.numpy()) for _, s in callback.bindings] == [12, 12]
         results.append(snapshot(model))
-    assert_close(results[0], results[1], atol=1e-5)
+    # XLA orders float32 sums its own way, differently per TensorFlow release
+    # (2.18: 1.1e-5 apart on the second-moment trace, a relative 1e-6).
+    assert_close(results[0], results[1], atol=1e-5, rtol=1e-5)
 
 
 def test_hooks_are_removed_after_fit():
