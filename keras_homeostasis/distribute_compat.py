@@ -37,7 +37,7 @@ Keras is released, then widen `PATCHED_KERAS`.
 The module also guards a third Keras limit: `steps_per_execution > 1`
 under a multi-replica `MirroredStrategy` (or multi-worker strategy) crashes
 in Keras itself ("You must feed a value for placeholder tensor ...",
-`keras-team/keras#19246`, present from Keras 3.3 to 3.15:
+`keras-team/keras#19246`, present in Keras 3.11 to 3.15:
 `STEPS_PER_EXECUTION_KERAS`). `check_steps_per_execution(model)` raises a
 clear error naming the issue instead; on other versions it lets Keras try.
 """
@@ -53,8 +53,8 @@ import tensorflow as tf
 # the patches below were written for; the same source in each.
 PATCHED_KERAS = ((3, 11), (3, 15))
 # The Keras releases on which `steps_per_execution > 1` crashes under several
-# replicas (keras-team/keras#19246): every supported one up to the newest known.
-STEPS_PER_EXECUTION_KERAS = ((3, 3), (3, 15))
+# replicas (keras-team/keras#19246): every supported one up to the newest checked.
+STEPS_PER_EXECUTION_KERAS = ((3, 11), (3, 15))
 
 STEPS_PER_EXECUTION_ISSUE = "https://github.com/keras-team/keras/issues/19246"
 
@@ -219,7 +219,7 @@ class _Restorer:
 def check_steps_per_execution(model):
     """Raises when Keras would crash on the model's `steps_per_execution`.
 
-    Keras 3.3-3.15 cannot run `steps_per_execution > 1` when a `tf.distribute`
+    Keras 3.11-3.15 cannot run `steps_per_execution > 1` when a `tf.distribute`
     strategy has more than one replica (`keras-team/keras#19246`): `fit`
     fails inside Keras with "You must feed a value for placeholder tensor".
     This raises a `ValueError` saying so and how to proceed. On other Keras

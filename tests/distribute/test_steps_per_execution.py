@@ -1,6 +1,6 @@
 """`steps_per_execution` under MirroredStrategy (two logical CPUs).
 
-Keras 3.3-3.15 crash on `steps_per_execution > 1` under any strategy with
+Keras 3.11-3.15 crash on `steps_per_execution > 1` under any strategy with
 several replicas (keras-team/keras#19246); the scaling callback says so before
 training starts instead of failing in the middle of Keras' graph.
 """
@@ -48,7 +48,7 @@ def test_callback_names_the_keras_issue_before_training():
 
 @pytest.mark.skipif(
     not distribute_compat.crashes_on_steps_per_execution(),
-    reason="checked for Keras 3.3-3.15 only",
+    reason="checked for Keras 3.11-3.15 only",
 )
 def test_keras_alone_crashes_there():
     # If this stops raising, Keras fixed #19246: relax the check.
