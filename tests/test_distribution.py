@@ -2,18 +2,19 @@
 
 `python -m build` makes the sdist, then the wheel from the unpacked sdist (as
 pip does for a source install), so a file the sdist forgets fails here. The
-wheel is installed with `--no-deps` into a virtual environment created with
-`--system-site-packages`: the dependencies (TensorFlow alone is ~600 MB) come
-from the environment running the tests instead of a download per run, while
-the package itself is imported from the venv's own copy, which the checks
-below assert. Builds happen in a copy of the sources, so the working tree gets
-no build/ or egg-info.
+wheel is installed with `--no-deps` into a new virtual environment that also
+sees the site-packages of the environment running the tests (a `.pth` file,
+after its own): the dependencies (TensorFlow alone is ~600 MB) come from there
+instead of a download per run, while the package itself is imported from the
+venv's own copy, which the checks below assert. Builds happen in a copy of the
+sources, so the working tree gets no build/ or egg-info.
 """
 
 import email
 import pathlib
 import re
 import shutil
+import site
 import subprocess
 import sys
 import tarfile
@@ -150,10 +151,15 @@ def test_the_oldest_pair_ci_tests_is_the_lower_bound_of_the_ranges():
 
 def test_the_wheel_installs_and_runs_from_a_fresh_environment(dist, tmp_path):
     env_dir = tmp_path / "venv"
-    venv.create(env_dir, system_site_packages=True, with_pip=True)
+    # No pip inside: this environment's pip installs into it (`--python`).
+    venv.create(env_dir, with_pip=False)
     python = env_dir / "bin" / "python"
+    # The dependencies: this environment's site-packages, after the venv's own.
+    (purelib,) = (env_dir / "lib").glob("python3*/site-packages")
+    (purelib / "dependencies.pth").write_text("\n".join(site.getsitepackages()))
     installed = subprocess.run(
-        [str(python), "-m", "pip", "install", "--no-deps", "--quiet", str(dist[1])],
+        [sys.executable, "-m", "pip", "--python", str(python), "install"]
+        + ["--no-deps", "--quiet", str(dist[1])],
         capture_output=True,
         text=True,
         timeout=600,
