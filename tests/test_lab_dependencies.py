@@ -98,6 +98,16 @@ def test_a_shipped_config_is_found_by_name_from_any_folder(
     assert found.read_bytes() == (ROOT / "configs" / "quickstart.yaml").read_bytes()
 
 
+def test_the_command_line_trains_a_shipped_config_by_name(tmp_path, monkeypatch):
+    from keras_homeostasis.lab import cli
+
+    monkeypatch.chdir(tmp_path)
+    run_dir = tmp_path / "run"
+    argv = ["train", "quickstart", "--epochs", "1", "--quiet", "--run-dir"]
+    assert cli.main(argv + [str(run_dir)]) == 0
+    assert (run_dir / "model.keras").is_file()
+
+
 def test_a_local_file_wins_over_the_shipped_config(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "quickstart.yaml").write_text("data: {}\n")

@@ -402,6 +402,11 @@ def main(argv=None):
     absent = dependencies.missing_message()
     if absent:
         return _fail(absent)
+    if getattr(args, "config", None):
+        from keras_homeostasis.lab import config as config_lib
+
+        # A shipped config by name (`quickstart`) from any folder.
+        args.config = config_lib.shipped_config(args.config)
     # Quiet TensorFlow's C++ start-up logging unless the user chose a level.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.command == "bench":

@@ -559,19 +559,29 @@ def shipped_configs_folder():
     return None
 
 
-def find_config(path):
-    """`path` when it is a file, else the shipped config of that file name.
-
-    Raises `FileNotFoundError` naming the shipped configs when neither exists.
-    """
-    if os.path.isfile(path):
-        return path
+def shipped_config(path):
+    """`path` when it exists, else the shipped config of that file name (with
+    or without `.yaml`) when there is one, else `path` unchanged."""
     folder = shipped_configs_folder()
-    shipped = sorted(os.listdir(folder)) if folder else []
+    if os.path.exists(path) or folder is None:
+        return path
     name = os.path.basename(path)
     for candidate in (name, f"{name}.yaml"):
-        if candidate in shipped:
+        if os.path.isfile(os.path.join(folder, candidate)):
             return os.path.join(folder, candidate)
+    return path
+
+
+def find_config(path):
+    """The config file `path` names (see `shipped_config`).
+
+    Raises `FileNotFoundError` naming the shipped configs when there is none.
+    """
+    found = shipped_config(path)
+    if os.path.isfile(found):
+        return found
+    folder = shipped_configs_folder()
+    shipped = sorted(os.listdir(folder)) if folder else []
     configs = ", ".join(n for n in shipped if n.endswith(".yaml")) or "none"
     raise FileNotFoundError(
         f"Config file not found: {path!r} (shipped configs: {configs})"
