@@ -94,7 +94,8 @@ def test_replicas_stay_bit_identical_and_match_one_device(strategy, homeostatic)
     single = train(homeostatic)
     variables, reference = tracked(model), tracked(single)
     assert sorted(variables) == sorted(reference)
-    assert sum("/state/" in k for k in variables) >= 16  # two layers' states
+    # Two layers' states: accumulator, traces, steps, collecting each.
+    assert sum("/state/" in k for k in variables) >= 8
     for name, variable in variables.items():
         first, second = replica_copies(variable)
         np.testing.assert_array_equal(first, second, err_msg=name)
