@@ -6,6 +6,7 @@ seeded uniform noise; a few hundred samples keep each `fit` under a second.
 """
 
 import functools
+import importlib.util
 
 import keras
 import numpy as np
@@ -13,6 +14,15 @@ import numpy as np
 import keras_homeostasis.layers
 from keras_homeostasis import layer_selection
 from keras_homeostasis.unit_state import UnitState
+
+
+def load_script(path):
+    """The module of a script outside the package (benchmarks, docs, tutorials)."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 

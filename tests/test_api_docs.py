@@ -1,17 +1,15 @@
 """docs/api.md is the reference generated from the current docstrings."""
 
-import importlib.util
 import pathlib
+
+from homeostasis_testing import load_script
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "docs" / "generate_api.py"
 
 
 def generator():
-    spec = importlib.util.spec_from_file_location("generate_api", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 def test_the_api_reference_is_up_to_date():

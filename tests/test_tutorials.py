@@ -1,25 +1,18 @@
 """The tutorials run end to end (small setting) and their notebooks are current."""
 
-import importlib.util
 import os
 import pathlib
 import subprocess
 import sys
 
 import pytest
+from homeostasis_testing import load_script
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TUTORIALS = ROOT / "tutorials"
 
 
-def _render_module():
-    spec = importlib.util.spec_from_file_location("render", TUTORIALS / "render.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-render = _render_module()
+render = load_script(TUTORIALS / "render.py")
 SCRIPTS = render.scripts(TUTORIALS)
 # What each tutorial must print when it ran to the end.
 EXPECTED = {

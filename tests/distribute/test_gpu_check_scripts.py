@@ -1,21 +1,17 @@
 """`benchmarks/gpu_check.sh` and the replica check it runs: they only run on
 GPU machines, so check here that they still fit the bench they call."""
 
-import importlib.util
 import pathlib
 import subprocess
 
 import numpy as np
+from homeostasis_testing import load_script
 
 BENCHMARKS = pathlib.Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 def load_replica_check():
-    path = BENCHMARKS / "gpu_replica_check.py"
-    spec = importlib.util.spec_from_file_location("gpu_replica_check", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCHMARKS / "gpu_replica_check.py")
 
 
 def test_replica_check_builds_the_bench_model_on_its_data():
