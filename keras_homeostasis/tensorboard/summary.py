@@ -23,12 +23,15 @@ def unit_usage(
     dead=None,
     step=None,
     description=None,
+    firing_rate=None,
+    spread=None,
 ):
     """Writes one layer's unit usage at one step.
 
     Stored: each unit's mean |activity|, its scale factor, the set point,
-    and three layer statistics computed here: normalised usage entropy, the
-    coefficient of variation of the activities, and the dead fraction.
+    its firing rate and pre-activation spread when given, and three layer
+    statistics computed here: normalised usage entropy, the coefficient of
+    variation of the activities, and the dead fraction.
 
     Args:
         name: summary name, usually the layer name (name scopes prefix it).
@@ -41,6 +44,11 @@ def unit_usage(
             Default: units whose activity is 0.
         step: the step; defaults to `tf.summary.experimental.get_step()`.
         description: optional Markdown description of the summary.
+        firing_rate: optional vector of each unit's firing rate (fraction
+            of positive pre-activations, in [0, 1]); None: not measured.
+        spread: optional vector of the standard deviation of each unit's
+            pre-activation; None: not measured. NaN entries read as "not
+            measured" too.
 
     Returns:
         True if a summary was written, False if no default writer is set.
@@ -58,7 +66,14 @@ def unit_usage(
         metrics.coefficient_of_variation(activity),
         float(np.mean(dead)),
     ]
-    packed = metadata.pack(activity, factor, target, statistics)
+    packed = metadata.pack(
+        activity,
+        factor,
+        target,
+        statistics,
+        firing_rate=_optional_vector("firing_rate", firing_rate, n),
+        spread=_optional_vector("spread", spread, n),
+    )
     with tf.summary.experimental.summary_scope(
         name, "homeostasis_summary", values=[step]
     ) as (tag, _):
@@ -98,6 +113,10 @@ def _vector(name, value, units=None):
             f"(one per unit). Received: {name} of shape {array.shape}"
         )
     return array
+
+
+def _optional_vector(name, value, units):
+    return None if value is None else _vector(name, value, units)
 
 
 def _target(target, activity):

@@ -112,6 +112,8 @@ def test_without_a_default_writer_nothing_is_written():
         ({"activity": [1.0, 2.0], "factor": [1.0]}, "factor"),
         ({"activity": [1.0, 2.0], "target": [1.0, 2.0, 3.0]}, "target"),
         ({"activity": [1.0, 2.0], "dead": [True]}, "dead"),
+        ({"activity": [1.0, 2.0], "firing_rate": [0.5]}, "firing_rate"),
+        ({"activity": [1.0, 2.0], "spread": [[1.0, 2.0]]}, "spread"),
     ],
 )
 def test_bad_shapes_name_the_argument(kwargs, name):
@@ -123,3 +125,44 @@ def test_parse_content_rejects_foreign_metadata():
     for raw in [b"", b"not json", b'{"version": 99, "units": 3}', b'{"version": 1}']:
         with pytest.raises(ValueError):
             metadata.parse_content(raw)
+    # Both layouts this plugin reads.
+    for version in metadata.READABLE_VERSIONS:
+        raw = f'{{"version": {version}, "units": 3, "scaled": true}}'.encode()
+        assert metadata.parse_content(raw) == {"units": 3, "scaled": True}
+
+
+def test_firing_rate_and_spread_round_trip(tmp_path):
+    rate = np.array([0.0, 0.25, 0.5, 1.0], "float32")
+    spread = np.array([0.1, 1.0, np.nan, 3.0], "float32")
+    writer = tf.summary.create_file_writer(str(tmp_path / "run"))
+    with writer.as_default():
+        summary.unit_usage(
+            "d", [1.0, 2.0, 3.0, 4.0], firing_rate=rate, spread=spread, step=1
+        )
+        summary.unit_usage("plain", [1.0, 2.0], step=1)
+    writer.close()
+    runs = read_back(tmp_path)["run"]
+    value = runs["d"][1][0].numpy
+    assert metadata.layout_of(value) == (metadata.VERSION, 4)
+    split = metadata.unpack(value[None, :], 4)
+    np.testing.assert_array_equal(split["firing_rate"][0], rate)
+    np.testing.assert_array_equal(split["spread"][0], spread)
+    # Not given: not measured.
+    plain = metadata.unpack(runs["plain"][1][0].numpy[None, :], 2)
+    assert np.isnan(plain["firing_rate"]).all() and np.isnan(plain["spread"]).all()
+
+
+def test_both_layouts_say_which_they_are():
+    statistics = [0.9, 0.1, 0.5]
+    current = metadata.pack([1, 2], [1, 1], [2, 2], statistics, [0.5, 1.0], [1, 2])
+    assert current.shape == (metadata.packed_length(2),) == (14,)
+    first = np.array([1, 2, 1, 1, 2, 2, *statistics], "float32")
+    assert metadata.layout_of(first) == (1, 2) and metadata.units_of(first) == 2
+    upgraded = metadata.upgrade(first)
+    assert metadata.layout_of(upgraded) == (metadata.VERSION, 2)
+    np.testing.assert_array_equal(upgraded[:6], first[:6])
+    assert np.isnan(upgraded[6:10]).all()
+    np.testing.assert_array_equal(upgraded[10:13], first[6:])
+    # A vector ending in neither a dead fraction nor the version marker.
+    for foreign in ([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0], [np.nan] * 6, [0.0] * 5):
+        assert metadata.layout_of(np.array(foreign, "float32")) is None
