@@ -31,6 +31,7 @@ DOCUMENTED = {
         "gini",
         "layer_statistics",
         "sorted_activity",
+        "unit_statistics",
         "usage_entropy",
     },
 }

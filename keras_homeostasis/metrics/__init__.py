@@ -5,6 +5,7 @@ from keras_homeostasis.metrics.usage import dead_fraction
 from keras_homeostasis.metrics.usage import gini
 from keras_homeostasis.metrics.usage import layer_statistics
 from keras_homeostasis.metrics.usage import sorted_activity
+from keras_homeostasis.metrics.usage import unit_statistics
 from keras_homeostasis.metrics.usage import usage_entropy
 from keras_homeostasis.metrics.usage_report import UsageReport
 
@@ -15,5 +16,6 @@ __all__ = [
     "gini",
     "layer_statistics",
     "sorted_activity",
+    "unit_statistics",
     "usage_entropy",
 ]

@@ -129,6 +129,71 @@ def layer_statistics(model, data, layers=None, batch_size=256, steps=None):
     return result
 
 
+def unit_statistics(model, data, layers=None, batch_size=256, steps=None):
+    """Per-layer `{"activity", "firing_rate", "spread"}` vectors on `data`.
+
+    The layers, `data` and real outputs `y` are those of `layer_statistics`.
+    `activity` is each unit's mean |y|, `firing_rate` its fraction of
+    `y > 0`, `spread` the standard deviation of its pre-activation. The
+    pre-activation is seen only where the layer has no activation of its own
+    (`Dense(activation=None)` followed by `BatchNormalization` or `ReLU()`):
+    the layer's output is then its pre-activation. For a layer with a
+    built-in activation (`Dense(activation="relu")`) `spread` is NaN.
+    """
+    chosen = _layers_to_probe(model, layers)
+    points = probe.measurement_points(model, chosen)
+    # Record each layer's own output; its activation is applied below.
+    own_outputs = [(recorded, None) for recorded, _ in points]
+    sums = [None] * len(chosen)
+    with _not_collecting(model):
+        for batch in _batches(data, batch_size, steps):
+            outputs = probe.real_outputs(model, own_outputs, batch)
+            for k, (layer, z) in enumerate(zip(chosen, outputs)):
+                activation = points[k][1]
+                y = z if activation is None else activation(z)
+                packed = _moment_sums(z, y, layer_selection.unit_axis(layer))
+                sums[k] = packed if sums[k] is None else sums[k] + packed
+    if sums and sums[0] is None:
+        raise ValueError(
+            "Expected `data` to hold at least one example: the usage of a layer "
+            f"cannot be measured on an empty data set. Received: {_describe(data)}"
+        )
+    return {
+        layer.name: _moments(packed, _has_own_activation(layer))
+        for layer, packed in zip(chosen, sums)
+    }
+
+
+def _moment_sums(z, y, unit_axis):
+    """Per-unit `[sum|y|, #(y>0), sum z, sum z^2]` and the count, in float64."""
+
+    def per_unit(x):
+        x = np.asarray(ops.convert_to_numpy(x), "float64")
+        return np.moveaxis(x, unit_axis, -1).reshape(-1, x.shape[unit_axis])
+
+    z, y = per_unit(z), per_unit(y)
+    sums = [np.abs(y).sum(0), (y > 0).sum(0), z.sum(0), np.square(z).sum(0)]
+    return np.concatenate(sums + [[z.shape[0]]])
+
+
+def _moments(packed, own_activation):
+    n = (packed.shape[0] - 1) // 4
+    count = max(packed[-1], 1.0)
+    mean, square = packed[2 * n : 3 * n] / count, packed[3 * n : 4 * n] / count
+    spread = np.sqrt(np.maximum(square - np.square(mean), 0.0))
+    return {
+        "activity": packed[:n] / count,
+        "firing_rate": packed[n : 2 * n] / count,
+        "spread": np.full(n, np.nan) if own_activation else spread,
+    }
+
+
+def _has_own_activation(layer):
+    """True unless the layer's output is its pre-activation."""
+    activation = getattr(layer, "activation", "unknown")
+    return activation not in (None, keras.activations.linear)
+
+
 def _describe(data):
     shape = getattr(data, "shape", None)
     if shape is not None:

@@ -96,6 +96,34 @@ def test_layer_statistics_match_a_direct_forward_pass():
     np.testing.assert_allclose(stats["h2"][0], activity, rtol=1e-5)
 
 
+def test_unit_statistics_add_firing_rate_and_pre_activation_spread():
+    keras.utils.set_random_seed(1)
+    x = np.random.default_rng(1).normal(size=(100, 6, 6, 2)).astype("float32")
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 2)),
+            keras.layers.Conv2D(5, 3, name="conv"),  # Linear, then ReLU().
+            keras.layers.ReLU(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(7, activation="relu", name="dense"),
+            keras.layers.Dense(3, name="output"),
+        ]
+    )
+    stats = metrics.unit_statistics(model, x, batch_size=32)
+    assert list(stats) == ["conv", "dense"]
+    z = keras.Model(model.inputs[0], model.get_layer("conv").output)(x)
+    z = keras.ops.convert_to_numpy(z).reshape(-1, 5).astype("float64")
+    conv = stats["conv"]
+    np.testing.assert_allclose(conv["activity"], np.maximum(z, 0).mean(0), rtol=1e-5)
+    np.testing.assert_allclose(conv["firing_rate"], (z > 0).mean(0))
+    np.testing.assert_allclose(conv["spread"], z.std(0), rtol=1e-4)
+    y = keras.Model(model.inputs[0], model.get_layer("dense").output)(x)
+    y = keras.ops.convert_to_numpy(y)
+    np.testing.assert_allclose(stats["dense"]["firing_rate"], (y > 0).mean(0))
+    # The built-in ReLU hides the pre-activation: no spread.
+    assert np.isnan(stats["dense"]["spread"]).all()
+
+
 def test_layer_statistics_leave_homeostatic_state_alone():
     model, x, _ = digits_mlp()
     state = model.get_layer("h2").homeostasis
