@@ -8,6 +8,7 @@ import numpy as np
 
 from keras_homeostasis import layer_selection
 from keras_homeostasis import metrics
+from keras_homeostasis import rule
 from keras_homeostasis.settings import validate_settings
 from keras_homeostasis.tensorboard import summary
 from keras_homeostasis.unit_state import UnitState
@@ -26,22 +27,30 @@ class HomeostasisLogger(keras.callbacks.Callback):
     Every `update_freq` optimizer steps, and at the end of every epoch, it
     writes one `keras_homeostasis.tensorboard.summary.unit_usage` summary
     per layer: each unit's mean |activity| `a_i`, its cumulative scale
-    factor `s_i = exp(G_i)`, the layer's mean activity, its usage entropy,
-    coefficient of variation and dead fraction. The step is the optimizer's
-    `iterations`, so runs resumed with `BackupAndRestore` continue their
-    curves.
+    factor `s_i = exp(G_i)`, its firing rate and pre-activation spread (the
+    two statistics the rule controls), the layer's mean activity, its usage
+    entropy, coefficient of variation and dead fraction. The step is the
+    optimizer's `iterations`, so runs resumed with `BackupAndRestore`
+    continue their curves.
 
     Two kinds of layers are logged:
 
     - layers scaled by keras_homeostasis (a `SynapticScalingCallback` or a
       homeostatic layer, which keep a `UnitState` at `layer.homeostasis`):
       `a_i` is the state's activity trace, measured on the training
-      batches; `s_i` its gain; a unit is dead when its firing-rate trace is
-      at most `SILENT_RATE` (0.001);
+      batches; `s_i` its gain; the firing rate (fraction of positive
+      pre-activations) and spread (standard deviation of the drive) are the
+      bias-corrected traces the rule acts on; a unit is dead when its firing
+      rate is at most `SILENT_RATE` (0.001);
     - any other layer, when `probe_data` is given: `a_i` is measured on that
       fixed batch in inference mode, `s_i = 1`, the target is the layer's
-      mean activity, and a unit is dead when it is never positive on the
-      batch. This is how BatchNorm or plain runs are logged for comparison.
+      mean activity, the firing rate is the fraction of positive outputs on
+      the batch, and a unit is dead when it is never positive. The spread is
+      the standard deviation of the pre-activation where the probe sees it
+      (a layer without activation of its own, such as `Dense(activation=None)`
+      before BatchNorm); for a layer with a built-in activation
+      (`Dense(activation="relu")`) it is not measured (NaN, not drawn).
+      This is how BatchNorm or plain runs are logged for comparison.
 
     Summaries are written by the chief only (task 0 of MultiWorker training,
     or the only worker). The writer is created in `on_train_begin` and closed
@@ -168,9 +177,14 @@ class HomeostasisLogger(keras.callbacks.Callback):
                 if state is not None:
                     self._log_state(layer, state, step)
                 else:
-                    activity, positive = probed[layer.name]
+                    measured = probed[layer.name]
                     summary.unit_usage(
-                        layer.name, activity, dead=positive <= 0, step=step
+                        layer.name,
+                        measured["activity"],
+                        dead=measured["firing_rate"] <= 0,
+                        step=step,
+                        firing_rate=measured["firing_rate"],
+                        spread=measured["spread"],
                     )
         self._writer.flush()
         self._last_step = step
@@ -179,23 +193,25 @@ class HomeostasisLogger(keras.callbacks.Callback):
         if int(keras.ops.convert_to_numpy(state.steps)) == 0:
             return  # Traces not initialised yet: nothing measured.
         settings = getattr(layer, "homeostasis_settings", None) or self.settings
-        estimates = state.estimates(settings["momentum"])
-        firing = keras.ops.convert_to_numpy(estimates["firing_rate"])
+        traces = _debiased_traces(state, settings["momentum"])
+        firing = traces["firing_rate"]
         # Usage is shown against the layer's mean activity: the picture of
         # load balancing, whatever set points the rule holds.
         summary.unit_usage(
             layer.name,
-            keras.ops.convert_to_numpy(estimates["activity"]),
+            traces["activity"],
             factor=np.exp(keras.ops.convert_to_numpy(state.log_gain)),
             dead=firing <= SILENT_RATE,
             step=step,
+            firing_rate=firing,
+            spread=traces["spread"],
         )
 
     def _probe(self):
         names = [layer.name for layer, state in self._sources if state is None]
         if not names:
             return {}
-        return metrics.layer_statistics(self.model, self.probe_data, layers=names)
+        return metrics.unit_statistics(self.model, self.probe_data, layers=names)
 
     def __deepcopy__(self, memo):
         return type(self)(
@@ -215,6 +231,23 @@ class HomeostasisLogger(keras.callbacks.Callback):
             "layers": self.layers,
             "settings": dict(self.settings),
         }
+
+
+def _debiased_traces(state, momentum):
+    """A state's bias-corrected activity, firing rate and drive spread (NumPy)."""
+    steps = state.steps
+
+    def corrected(trace):
+        return rule.debiased(trace, momentum, steps)
+
+    spread = rule.drive_spread(
+        corrected(state.drive_mean), corrected(state.drive_square)
+    )
+    return {
+        "activity": keras.ops.convert_to_numpy(corrected(state.activity)),
+        "firing_rate": keras.ops.convert_to_numpy(corrected(state.firing_rate)),
+        "spread": keras.ops.convert_to_numpy(spread),
+    }
 
 
 def _is_chief(model):

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from keras_homeostasis import SynapticScalingCallback
 from keras_homeostasis import metrics
+from keras_homeostasis import rule
 from keras_homeostasis.layers import HomeostaticDense
 from keras_homeostasis.tensorboard import HomeostasisLogger
 from keras_homeostasis.tensorboard import homeostasis_logger
@@ -39,6 +40,20 @@ def unpacked(values, contents, tag, step):
     return {name: array[0] for name, array in split.items()}
 
 
+def corrected(state, momentum):
+    """The state's bias-corrected activity, firing rate and drive spread."""
+
+    def debiased(trace):
+        return rule.debiased(trace, momentum, state.steps)
+
+    spread = rule.drive_spread(debiased(state.drive_mean), debiased(state.drive_square))
+    return {
+        "activity": keras.ops.convert_to_numpy(debiased(state.activity)),
+        "firing_rate": keras.ops.convert_to_numpy(debiased(state.firing_rate)),
+        "spread": keras.ops.convert_to_numpy(spread),
+    }
+
+
 def test_scaling_callback_logs_its_layers(tmp_path, mnist_slice, make_mlp):
     x, y = mnist_slice
     model = make_mlp()
@@ -55,9 +70,14 @@ def test_scaling_callback_logs_its_layers(tmp_path, mnist_slice, make_mlp):
     assert sorted(values["hidden_0"]) == [5, 10, 15, 16, 20, 25, 30, 32]
     for layer, state in callback.bindings:
         last = unpacked(values, contents, layer.name, 32)
-        estimates = state.estimates(callback.settings["momentum"])
-        activity = keras.ops.convert_to_numpy(estimates["activity"])
+        traces = corrected(state, callback.settings["momentum"])
+        activity = traces["activity"]
         np.testing.assert_allclose(last["activity"], activity, rtol=1e-6)
+        # The two statistics the rule controls.
+        np.testing.assert_allclose(last["firing_rate"], traces["firing_rate"])
+        assert np.all((last["firing_rate"] >= 0) & (last["firing_rate"] <= 1))
+        np.testing.assert_allclose(last["spread"], traces["spread"], rtol=1e-6)
+        assert np.all(last["spread"] > 0)
         gain = np.exp(keras.ops.convert_to_numpy(state.log_gain))
         np.testing.assert_allclose(last["factor"], gain, rtol=1e-6)
         np.testing.assert_allclose(last["target"], np.mean(activity), rtol=1e-5)
@@ -80,6 +100,9 @@ def test_probe_measures_a_batchnorm_model(tmp_path, mnist_slice, make_mlp):
         np.testing.assert_allclose(last["activity"], activity, rtol=1e-5)
         np.testing.assert_allclose(last["factor"], 1.0)
         assert last["dead_fraction"] == pytest.approx(np.mean(positive <= 0))
+        np.testing.assert_allclose(last["firing_rate"], positive / 128, rtol=1e-6)
+        # Dense(activation="relu"): the probe cannot see the pre-activation.
+        assert np.isnan(last["spread"]).all()
     first = unpacked(values, contents, "hidden_0", 0)
     assert not np.allclose(first["activity"], values["hidden_0"][32][:32])
 
@@ -113,8 +136,36 @@ def test_homeostatic_layers_use_their_own_momentum(tmp_path, mnist_slice):
     values, contents = logged(tmp_path / "run")
     assert sorted(values["h"]) == [4]
     state = model.layers[0].homeostasis
-    activity = keras.ops.convert_to_numpy(state.estimates(0.5)["activity"])
-    np.testing.assert_allclose(unpacked(values, contents, "h", 4)["activity"], activity)
+    traces = corrected(state, 0.5)
+    last = unpacked(values, contents, "h", 4)
+    for name in ("activity", "firing_rate", "spread"):
+        np.testing.assert_allclose(last[name], traces[name], rtol=1e-6)
+
+
+def test_probe_measures_the_spread_of_a_linear_layer(tmp_path, mnist_slice):
+    # Dense(activation=None) -> BatchNorm -> ReLU(): the Dense output is the
+    # pre-activation, so the probe logs its spread.
+    x, y = mnist_slice
+    model = keras.Sequential(
+        [
+            keras.Input((784,)),
+            keras.layers.Dense(12, name="linear"),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.compile("adam", "sparse_categorical_crossentropy")
+    logger = HomeostasisLogger(tmp_path / "run", update_freq="epoch", probe_data=x[:96])
+    model.fit(x[:128], y[:128], batch_size=32, epochs=1, verbose=0, callbacks=[logger])
+    values, contents = logged(tmp_path / "run")
+    assert set(values) == {"linear"}
+    last = unpacked(values, contents, "linear", 4)
+    z = keras.Model(model.inputs[0], model.get_layer("linear").output)(x[:96])
+    z = keras.ops.convert_to_numpy(z).astype("float64")
+    np.testing.assert_allclose(last["spread"], z.std(axis=0), rtol=1e-4)
+    np.testing.assert_allclose(last["firing_rate"], (z > 0).mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(last["activity"], np.abs(z).mean(axis=0), rtol=1e-5)
 
 
 def test_a_plain_model_without_probe_data_is_an_error(tmp_path, mnist_slice, make_mlp):
@@ -240,9 +291,9 @@ def test_logging_under_mirrored_strategy(
     assert sorted(values["hidden_0"]) == [4, 8]
     for layer, state in callback.bindings:
         last = unpacked(values, contents, layer.name, 8)
-        estimates = state.estimates(callback.settings["momentum"])
-        activity = keras.ops.convert_to_numpy(estimates["activity"])
-        np.testing.assert_allclose(last["activity"], activity, rtol=1e-6)
+        traces = corrected(state, callback.settings["momentum"])
+        np.testing.assert_allclose(last["activity"], traces["activity"], rtol=1e-6)
+        np.testing.assert_allclose(last["firing_rate"], traces["firing_rate"])
         assert np.all(np.isfinite(last["factor"]))
 
 
