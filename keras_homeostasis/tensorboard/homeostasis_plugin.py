@@ -45,12 +45,17 @@ class HomeostasisPlugin(base_plugin.TBPlugin):
     - `/sorted?run=&layer=[&step=&points=]`: sorted activity and target;
     - `/factors?run=&layer=[&steps=]`: scale factor quantiles over steps;
     - `/stats?run=&layer=[&steps=]`: entropy, CV and dead fraction;
-    - `/layer?run=&layer=[&step=]`: the four views above at their default
+    - `/firing_rate?run=&layer=[&steps=]`: firing rate quantiles over steps;
+    - `/spread?run=&layer=[&steps=]`: pre-activation spread quantiles over
+      steps (`measured` is false where the run did not log it);
+    - `/layer?run=&layer=[&step=]`: the views above at their default
       bounds, in one response (what the dashboard requests);
     - `/index.js`, `/static/<file>`: the frontend (an allow-list of files).
 
     A missing argument answers 400, an unknown run or layer 404, both with
     a JSON `{"error": message}`. Unreadable series are skipped, never fatal.
+    Runs written in the first summary layout (before firing rates and
+    spreads were logged) are served too, with those two not `measured`.
 
     Args:
         context: the `base_plugin.TBContext` given by TensorBoard.
@@ -77,6 +82,8 @@ class HomeostasisPlugin(base_plugin.TBPlugin):
             "/sorted": self._view(self._sorted),
             "/factors": self._view(self._factors),
             "/stats": self._view(self._stats),
+            "/firing_rate": self._view(self._firing_rate),
+            "/spread": self._view(self._spread),
         }
 
     def is_active(self):
@@ -144,8 +151,8 @@ class HomeostasisPlugin(base_plugin.TBPlugin):
         return self._json(lambda request: build(request.args, *self._series(request)))
 
     def _layer(self, request):
-        # The four views at their default bounds in one response: a dashboard
-        # of L layers and R runs makes L * R requests instead of 4 * L * R.
+        # Every view at its default bounds in one response: a dashboard of
+        # L layers and R runs makes L * R requests instead of 6 * L * R.
         steps, split = self._series(request)
         args = {"step": request.args.get("step", "")}
         return {
@@ -153,6 +160,8 @@ class HomeostasisPlugin(base_plugin.TBPlugin):
             "sorted": self._sorted(args, steps, split),
             "factors": self._factors(args, steps, split),
             "stats": self._stats(args, steps, split),
+            "firing_rate": self._firing_rate(args, steps, split),
+            "spread": self._spread(args, steps, split),
         }
 
     def _heatmap(self, args, steps, split):
@@ -176,6 +185,14 @@ class HomeostasisPlugin(base_plugin.TBPlugin):
     def _factors(self, args, steps, split):
         limit = _int_arg(args, "steps", 400, 1, views.MAX_SERIES_STEPS)
         return views.factor_bands(steps, split["factor"], limit)
+
+    def _firing_rate(self, args, steps, split):
+        limit = _int_arg(args, "steps", 400, 1, views.MAX_SERIES_STEPS)
+        return views.quantile_bands(steps, split["firing_rate"], limit)
+
+    def _spread(self, args, steps, split):
+        limit = _int_arg(args, "steps", 400, 1, views.MAX_SERIES_STEPS)
+        return views.quantile_bands(steps, split["spread"], limit)
 
     def _stats(self, args, steps, split):
         limit = _int_arg(args, "steps", 400, 1, views.MAX_SERIES_STEPS)
@@ -204,7 +221,7 @@ class HomeostasisPlugin(base_plugin.TBPlugin):
         key = (eid, run, layer, series.max_step, series.max_wall_time)
         with self._lock:
             key_lock = self._key_locks.setdefault(key, threading.Lock())
-        # The four views of a layer are requested together: read it once.
+        # The views of a layer are requested together: read it once.
         with key_lock:
             with self._lock:
                 cached = self._cache.get(key)
@@ -230,9 +247,10 @@ class HomeostasisPlugin(base_plugin.TBPlugin):
         by_step = {}
         for datum in data.get(run, {}).get(layer, []):
             value = np.asarray(datum.numpy)
-            # Skip values of another layout (a corrupt or foreign summary).
-            if metadata.units_of(value) is not None:
-                by_step[int(datum.step)] = value.astype("float32")
+            # Skip values of no known layout (a corrupt or foreign summary);
+            # older layouts are read in the current one.
+            if metadata.layout_of(value) is not None:
+                by_step[int(datum.step)] = metadata.upgrade(value)
         if not by_step:
             raise errors.NotFoundError(
                 f"Layer {layer!r} of run {run!r} has no readable homeostasis data."

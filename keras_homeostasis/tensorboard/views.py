@@ -1,4 +1,4 @@
-"""Server-side downsampling of the plugin's four views (pure numpy).
+"""Server-side downsampling of the plugin's views (pure numpy).
 
 Each function takes one layer's series (`steps[T]` and `[T, n]` arrays, as
 unpacked by `metadata.unpack`) and returns a JSON-ready dict whose size is
@@ -6,7 +6,8 @@ bounded whatever the run's length and the layer's width:
 
 - heatmap: at most `MAX_HEATMAP_STEPS x MAX_HEATMAP_ROWS` small integers;
 - sorted curve: at most `MAX_CURVE_POINTS` ranks, activities and targets;
-- scale factor bands: `len(QUANTILES) x MAX_SERIES_STEPS` numbers;
+- quantile bands (scale factor, firing rate, pre-activation spread):
+  `len(QUANTILES) x MAX_SERIES_STEPS` numbers each;
 - statistics: `3 x MAX_SERIES_STEPS` numbers.
 
 Steps are thinned by picking evenly spaced logged steps (first and last
@@ -103,13 +104,24 @@ def sorted_curve(steps, activity, target, step, max_points):
 
 def factor_bands(steps, factor, max_steps):
     """Quantiles of the units' scale factors at evenly spaced steps."""
+    return quantile_bands(steps, factor, max_steps)
+
+
+def quantile_bands(steps, values, max_steps):
+    """Quantiles over units of a per-unit series `[T, n]` at evenly spaced steps.
+
+    `measured` is False when no value is finite: a run that did not log the
+    series (written before it existed, or a probe that cannot see it).
+    """
     columns = pick(len(steps), max_steps)
-    bands = row_quantiles(np.asarray(factor[columns], "float64"), QUANTILES)
+    picked = np.asarray(values[columns], "float64")
+    bands = row_quantiles(picked, QUANTILES)
     return {
         "steps": steps[columns].tolist(),
-        "units": factor.shape[1],
+        "units": values.shape[1],
         "quantiles": list(QUANTILES),
         "bands": [rounded(band) for band in bands],
+        "measured": bool(np.isfinite(picked).any()),
     }
 
 

@@ -1,6 +1,8 @@
 """The plugin's routes, in-process on TensorBoard's own WSGI app."""
 
 import logging
+import pathlib
+import shutil
 import time
 
 import numpy as np
@@ -12,6 +14,9 @@ from keras_homeostasis.tensorboard import metadata
 from keras_homeostasis.tensorboard import summary
 
 PLUGIN = "/data/plugin/homeostasis"
+VIEWS = ["heatmap", "sorted", "factors", "stats", "firing_rate", "spread"]
+# Event files written by the first summary layout (see its README.md).
+VERSION_1_RUN = pathlib.Path(__file__).parents[1] / "data" / "tensorboard_v1"
 
 
 @pytest.fixture(scope="module")
@@ -86,11 +91,12 @@ def test_each_view(logdir, plugin_client, run_writer, tmp_path):
     assert all(0.0 < v <= 1.0 for v in stats["entropy"])
 
 
-def test_the_layer_bundle_holds_the_four_views(logdir, plugin_client):
+def test_the_layer_bundle_holds_every_view(logdir, plugin_client):
     client = plugin_client(logdir)
     status, bundle, _ = get_json(client, PLUGIN + "/layer?run=scaling&layer=dense")
     assert status == 200
-    for view in ["heatmap", "sorted", "factors", "stats"]:
+    assert set(bundle) == set(VIEWS)
+    for view in VIEWS:
         _, alone, _ = get_json(client, f"{PLUGIN}/{view}?run=scaling&layer=dense")
         assert bundle[view] == alone, view
     _, at_step, _ = get_json(client, PLUGIN + "/layer?run=scaling&layer=dense&step=42")
@@ -186,7 +192,7 @@ def test_malformed_and_partial_files_never_break_the_dashboard(
         b"\x00\xffnot an event file" * 50
     )
     write_raw(tmp_path / "foreign", "bad_json", tf.zeros(3), b"{not json")
-    write_raw(tmp_path / "foreign", "new_version", tf.zeros(3), b'{"version": 2}')
+    write_raw(tmp_path / "foreign", "new_version", tf.zeros(3), b'{"version": 3}')
     write_raw(tmp_path / "foreign", "short", tf.zeros(5), metadata.content(4, True))
     write_raw(
         tmp_path / "foreign", "strings", tf.constant(["a"]), metadata.content(1, 0)
@@ -203,7 +209,7 @@ def test_malformed_and_partial_files_never_break_the_dashboard(
     assert runs["foreign"] == ["good", "short", "strings"]
     assert "partial" in runs and "garbage" not in runs
     partial = [x for x in runs["partial"]]
-    for view in ["heatmap", "sorted", "factors", "stats"]:
+    for view in VIEWS:
         code, _, _ = get_json(client, f"{PLUGIN}/{view}?run=foreign&layer=good")
         assert code == 200
         code, body, _ = get_json(client, f"{PLUGIN}/{view}?run=foreign&layer=short")
@@ -217,13 +223,80 @@ def test_malformed_and_partial_files_never_break_the_dashboard(
             assert code == 200
 
 
+def test_firing_rate_and_spread_quantiles_are_served(tmp_path, plugin_client):
+    rng = np.random.default_rng(1)
+    rates = rng.uniform(0.0, 1.0, (3, 9)).astype("float32")
+    spreads = rng.gamma(2.0, 0.5, (3, 9)).astype("float32")
+    writer = tf.summary.create_file_writer(str(tmp_path / "run"))
+    with writer.as_default():
+        for k, step in enumerate([2, 4, 6]):
+            summary.unit_usage(
+                "d",
+                rng.gamma(1.0, 1.0, 9),
+                firing_rate=rates[k],
+                spread=spreads[k],
+                step=step,
+            )
+            summary.unit_usage("probed", [1.0, 2.0], firing_rate=[0.0, 0.5], step=step)
+    writer.close()
+    client = plugin_client(tmp_path)
+    for view, written in [("firing_rate", rates), ("spread", spreads)]:
+        status, body, _ = get_json(client, f"{PLUGIN}/{view}?run=run&layer=d")
+        assert status == 200 and body["measured"] is True
+        assert body["steps"] == [2, 4, 6] and body["units"] == 9
+        expected = np.quantile(written, body["quantiles"], axis=1)
+        np.testing.assert_allclose(body["bands"], expected, rtol=1e-3)
+    # A probed layer with a built-in activation logs no spread.
+    _, rate, _ = get_json(client, f"{PLUGIN}/firing_rate?run=run&layer=probed")
+    assert rate["measured"] is True and rate["bands"][-1] == [0.5] * 3
+    _, spread, _ = get_json(client, f"{PLUGIN}/spread?run=run&layer=probed")
+    assert spread["measured"] is False
+    assert all(v is None for band in spread["bands"] for v in band)
+
+
+def test_runs_in_the_first_layout_still_load(tmp_path, plugin_client):
+    client = plugin_client(VERSION_1_RUN)
+    status, body, _ = get_json(client, PLUGIN + "/runs")
+    assert status == 200
+    assert body["runs"] == [
+        {
+            "run": "scaling_v1",
+            "layers": [
+                {"layer": "dense", "units": 6, "scaled": True, "last_step": 30},
+                {"layer": "probe", "units": 4, "scaled": False, "last_step": 30},
+            ],
+        }
+    ]
+    status, bundle, _ = get_json(client, PLUGIN + "/layer?run=scaling_v1&layer=dense")
+    assert status == 200
+    assert bundle["stats"]["steps"] == [10, 20, 30]
+    assert bundle["factors"]["measured"] is True
+    assert len(set(bundle["factors"]["bands"][3])) == 3  # Real factors, not 1.
+    assert bundle["sorted"]["units"] == 6 and None not in bundle["sorted"]["activity"]
+    for view in ["firing_rate", "spread"]:
+        assert bundle[view]["measured"] is False
+        assert bundle[view]["steps"] == [10, 20, 30]
+
+    # New steps logged into the old run folder: one series, both layouts.
+    run = tmp_path / "scaling_v1"
+    shutil.copytree(VERSION_1_RUN / "scaling_v1", run)
+    writer = tf.summary.create_file_writer(str(run))
+    with writer.as_default():
+        summary.unit_usage("dense", np.ones(6), firing_rate=np.full(6, 0.5), step=40)
+    writer.close()
+    client = plugin_client(tmp_path)
+    _, rate, _ = get_json(client, PLUGIN + "/firing_rate?run=scaling_v1&layer=dense")
+    assert rate["steps"] == [10, 20, 30, 40]
+    assert rate["bands"][3] == [None, None, None, 0.5]
+
+
 def test_non_finite_values_become_null(tmp_path, plugin_client):
     writer = tf.summary.create_file_writer(str(tmp_path / "run"))
     with writer.as_default():
         summary.unit_usage("d", [1.0, np.nan, 2.0], factor=[1.0, np.inf, 1.0], step=1)
     writer.close()
     client = plugin_client(tmp_path)
-    for view in ["heatmap", "sorted", "factors", "stats"]:
+    for view in VIEWS:
         response = client.get(f"{PLUGIN}/{view}?run=run&layer=d")
         assert response.status_code == 200
         assert b"NaN" not in response.data and b"Infinity" not in response.data
@@ -278,7 +351,7 @@ def test_a_run_folder_reused_with_another_width_shows_the_newest(
             summary.unit_usage("dense", [1.0] * 7 + [3.0], step=step)
     second.close()
     client = plugin_client(tmp_path)
-    for view in ["heatmap", "sorted", "factors", "stats"]:
+    for view in VIEWS:
         code, body, _ = get_json(client, f"{PLUGIN}/{view}?run=run&layer=dense")
         assert code == 200, body
         if "units" in body:

@@ -93,6 +93,17 @@ def test_factor_bands_and_statistics():
     assert len(stats["entropy"]) == 10 and stats["cv"] == [None] * 10
 
 
+def test_quantile_bands_say_whether_anything_was_measured():
+    steps = np.array([0, 10])
+    rates = np.array([[0.0, 0.5, 1.0], [np.nan, 0.2, 0.4]])
+    bands = views.quantile_bands(steps, rates, max_steps=10)
+    assert bands["measured"] is True and bands["units"] == 3
+    assert bands["bands"][0] == [0.0, 0.2] and bands["bands"][-1] == [1.0, 0.4]
+    unmeasured = views.quantile_bands(steps, np.full((2, 3), np.nan), max_steps=10)
+    assert unmeasured["measured"] is False
+    assert unmeasured["bands"] == [[None, None]] * len(views.QUANTILES)
+
+
 def test_worst_case_responses_stay_small():
     rng = np.random.default_rng(2)
     steps = np.arange(0, 20_000, 10)
