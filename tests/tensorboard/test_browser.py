@@ -26,7 +26,7 @@ CHROMIUM = pathlib.Path("/usr/bin/chromium")
 CHROMEDRIVER = pathlib.Path("/usr/bin/chromedriver")
 UNITS = {"hidden_0": 64, "hidden_1": 32}
 RUNS = ("batchnorm", "scaling")
-VIEWS = ("heatmap", "sorted", "factors", "stats")
+VIEWS = ("heatmap", "sorted", "factors", "firing", "stats")
 
 # What the page drew, read from the DOM (data attributes and canvas pixels).
 INSPECT = """
@@ -58,6 +58,13 @@ return {
   bands: all('[data-view=factors] path.band').map(where),
   stats: all('[data-view=stats] path.line').map((p) => ({
     ...where(p), stat: p.dataset.role, points: ys(p).length})),
+  firing: all('[data-view=firing] path[data-role=median]').map((p) => ({
+    ...where(p), stat: p.closest('[data-stat]').dataset.stat,
+    points: ys(p).length})),
+  firingBands: all('[data-view=firing] path.band').map(where),
+  unmeasured: all('[data-view=firing] [data-unmeasured]').map((e) => ({
+    layer: e.closest('.card').dataset.layer,
+    stat: e.closest('[data-stat]').dataset.stat, runs: e.dataset.unmeasured})),
 };
 """
 
@@ -139,6 +146,21 @@ def check_views(drawn, logged):
     for statistic in ("entropy", "cv", "dead_fraction"):
         for layer, run in pairs:
             assert stats[(layer, run, statistic)] == logged[run]
+    check_firing(drawn, pairs, logged)
+
+
+def check_firing(drawn, pairs, logged):
+    """Firing rates for both runs; spreads for the scaled run only (the
+    BatchNorm twin's Dense layers have a built-in ReLU: no pre-activation)."""
+    medians = {(f["layer"], f["run"], f["stat"]): f["points"] for f in drawn["firing"]}
+    expected = {(layer, run, "firing_rate") for layer, run in pairs}
+    expected |= {(layer, "scaling", "spread") for layer in UNITS}
+    assert set(medians) == expected
+    assert all(medians[key] == logged[key[1]] for key in expected)
+    assert len(drawn["firingBands"]) == 2 * len(expected)
+    assert sorted((u["layer"], u["stat"], u["runs"]) for u in drawn["unmeasured"]) == [
+        (layer, "spread", "batchnorm") for layer in sorted(UNITS)
+    ]
 
 
 def save_png(element_or_driver, name):

@@ -19,16 +19,19 @@ export const factorView = {
       x: steps, y: [Math.min(lo, 1) / 1.2, Math.max(hi, 1) * 1.2], yLog: true,
       xLabel: 'step', yLabel: 'scale factor', label: `scale factors of ${layer}`,
     });
-    results.forEach((data, i) => drawRun(chart, runs[i], data));
+    results.forEach((data, i) => drawBands(chart, runs[i], data, 'scale factor'));
     legend(card, runs.map((r) => ({label: r.run, color: r.color})));
   },
 };
 
-function drawRun(chart, run, data) {
+// Quantile bands of one run over steps (a /factors, /firing_rate or /spread
+// response): the `outer` quantile band, the 25-75 % band and the median.
+export function drawBands(chart, run, data, what, outer = [0.05, 0.95]) {
   const q = (p) => data.bands[data.quantiles.indexOf(p)];
   const common = {fill: run.color, 'data-run': run.run};
-  svg('path', {...common, d: bandPath(data.steps, q(0.05), q(0.95), chart.x, chart.y),
-    class: 'band outer', 'data-role': 'band-5-95'}, chart.plot);
+  const [lo, hi] = outer;
+  svg('path', {...common, d: bandPath(data.steps, q(lo), q(hi), chart.x, chart.y),
+    class: 'band outer', 'data-role': `band-${100 * lo}-${100 * hi}`}, chart.plot);
   svg('path', {...common, d: bandPath(data.steps, q(0.25), q(0.75), chart.x, chart.y),
     class: 'band inner', 'data-role': 'band-25-75'}, chart.plot);
   const median = svg('path', {
@@ -36,5 +39,5 @@ function drawRun(chart, run, data) {
     stroke: run.color, 'data-run': run.run, 'data-role': 'median',
     'data-points': data.steps.length, 'data-units': data.units,
   }, chart.plot);
-  svg('title', {}, median, `${run.run}: median scale factor`);
+  svg('title', {}, median, `${run.run}: median ${what}`);
 }

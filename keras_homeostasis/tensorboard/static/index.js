@@ -6,11 +6,12 @@
 import {cssUrl, getJson} from './static/api.js';
 import {el, runColor} from './static/charts.js';
 import {factorView} from './static/factor_bands.js';
+import {firingView} from './static/firing.js';
 import {heatmapView} from './static/heatmap.js';
 import {sortedView} from './static/sorted_curve.js';
 import {statsView} from './static/usage_stats.js';
 
-const VIEWS = [heatmapView, sortedView, factorView, statsView];
+const VIEWS = [heatmapView, sortedView, factorView, firingView, statsView];
 
 export async function render() {
   document.body.dataset.status = 'loading';
@@ -48,7 +49,7 @@ class Dashboard {
     this.step = null;  // null: the last logged step of each run.
     this.filter = '';
     this.generation = 0;
-    this.bundles = new Map();  // "[run, layer]" -> promise of its four views.
+    this.bundles = new Map();  // "[run, layer]" -> promise of its views.
     this.buildControls(app);
     this.sections = VIEWS.map((view) => this.buildSection(app, view));
     this.setRuns(runs);
@@ -177,7 +178,7 @@ class Dashboard {
     await Promise.all(jobs);
   }
 
-  // One request per run and layer serves all four views; a chosen step
+  // One request per run and layer serves every view; a chosen step
   // re-requests the sorted curves only.
   load(view, run, layer) {
     if (view === 'sorted' && this.step !== null) {
