@@ -25,9 +25,11 @@ import keras_homeostasis as kh  # noqa: E402
 VARIANTS = [
     ("backprop", None),
     ("scaling", {}),
+    ("scaling", {"anchor": 1.0, "target_rate": 0.5}),  # rule v2
+    ("scaling", {"anchor": 0.0}),
+    ("scaling", {"anchor": 0.1}),
+    ("scaling", {"target_rate": 0.5}),
     ("scaling", {"momentum": 0.99}),
-    ("scaling", {"target_std": None, "target_rate": None}),
-    ("scaling", {"momentum": 0.99, "min_gain": 0.01, "max_gain": 100.0}),
 ]
 
 

@@ -2,9 +2,10 @@
 
 Reproduces the settings table of docs/design.md: for each optimizer, no
 normalization, BatchNormalization and the scaling callback with its defaults
-and with one setting changed at a time (relative set points, a faster trace,
-no intrinsic plasticity, slower and faster rates, a bounded cumulative
-factor), one seed, a few epochs.
+and with one setting changed at a time (rule v2's set points pulled at full
+rate, pure load balancing, a faster anchor, an anchored firing rate, a faster
+trace, no intrinsic plasticity, faster rates, a bounded cumulative factor),
+one seed, a few epochs.
 
     python benchmarks/rule_variants.py --epochs 3 [--data ../shared/datasets/mnist.npz]
 """
@@ -23,11 +24,13 @@ import keras_homeostasis as kh  # noqa: E402
 
 VARIANTS = [
     {},
-    {"target_std": None, "target_rate": None},
+    {"anchor": 1.0, "target_rate": 0.5},  # rule v2: units pulled to the set points
+    {"anchor": 0.0},  # pure load balancing: the layer's scale left alone
+    {"anchor": 0.1},
+    {"target_rate": 0.5},  # the layer's firing rate anchored too
     {"momentum": 0.99},
     {"bias_rate": 0.0},
     {"rate": 0.03, "bias_rate": 0.03},
-    {"rate": 0.3, "bias_rate": 0.3},
     {"min_gain": 0.5, "max_gain": 2.0},
 ]
 OPTIMIZERS = {

@@ -18,29 +18,42 @@ example is as good a sensor as a batch of thousands, given steps):
     m_i = E[u_i],  q_i = E[u_i^2],  sigma_i = sqrt(q_i - m_i^2),
     mean_i = m_i + b_i   (the unit's mean pre-activation)
 
-Two mechanisms act after each optimizer update, as in neurons:
+Two mechanisms act after each optimizer update, as in neurons. Each moves a
+unit toward its layer at the full rate (load balancing), and the layer as a
+whole toward the set point at `anchor` times that rate: a slow drift of the
+layer's overall scale and offset is all the rule contests with the
+optimizer, which stays free to set them step by step (the loss wants them,
+the units' balance it does not see).
 
 1. Synaptic scaling. Unit i's incoming weights (kernel column or filter) are
-   multiplied by `s_i`, moving the spread of its drive to a set point
-   `sigma*` (`target_std`, or the layer's mean spread when None):
+   multiplied by `s_i`, moving the spread of its drive toward the layer's
+   geometric mean spread `g = exp(mean_j log sigma_j)`, and `g` toward the
+   set point `sigma*` (`target_std`; None leaves the layer's scale alone):
 
-       log s_i = clip(rate * (log sigma* - log sigma_i), -max_step, max_step)
+       e_i = (log g - log sigma_i) + anchor * (log sigma* - log g)
+       log s_i = clip(rate * e_i, -max_step, max_step)
+
+   With `anchor = 0` the factors of a layer multiply to one exactly: the
+   rule never moves the layer's overall scale.
 
    with the cumulative factor optionally kept in `[min_gain, max_gain]`
    (unbounded by default: the rescale also removes the norm that gradient
    noise adds to the weights every step, so a bound would be reached and
    then let the weights grow).
 
-2. Intrinsic plasticity. Unit i's bias (its threshold) moves so that its mean
-   pre-activation approaches `sigma'_i * Phi^-1(target_rate)`, the mean at
-   which a unit with drive spread `sigma'_i = s_i sigma_i` fires on a fraction
-   `target_rate` of its inputs (0 for the default 0.5):
+2. Intrinsic plasticity. Unit i's bias (its threshold) moves its mean
+   pre-activation, measured in spreads (`o_i = mean_i / sigma'_i`, with
+   `sigma'_i = s_i sigma_i`), toward the layer's mean offset `o = mean_j o_j`
+   (equal firing rates, the sparsity the optimizer chose), and `o` toward
+   `Phi^-1(target_rate)`, the offset at which a unit fires on a fraction
+   `target_rate` of its inputs (default None: the layer's own):
 
-       b_i <- b_i + bias_rate * (sigma'_i Phi^-1(target_rate) - (s_i m_i + b_i))
+       o*_i = o + anchor * (Phi^-1(target_rate) - o)
+       b_i <- b_i + bias_rate * sigma'_i (o*_i - o_i)
 
-Together they hold each unit's pre-activation mean and spread where
-BatchNormalization puts them, through the weights instead of through a layer:
-every unit equally used, no unit silent, and nothing to compute at inference.
+Together they hold every unit's pre-activation at its layer's mean and
+spread, through the weights instead of through a layer: every unit equally
+used, no unit silent, and nothing to compute at inference.
 Both act on quantities they measure directly and the traces are compensated
 at once (`m_i <- s_i m_i`, `q_i <- s_i^2 q_i`), so the loop cannot lag,
 overshoot or run away whatever the optimizer adds each step.
@@ -141,15 +154,20 @@ def drive_spread(drive_mean, drive_square):
     return ops.sqrt(ops.maximum(drive_square - ops.square(drive_mean), EPSILON))
 
 
-def synaptic_scaling(spread, log_gain, settings):
+def synaptic_scaling(spread, log_gain, settings, layer_mean=ops.mean):
     """Mechanism 1: bounded log factors moving each spread to its set point.
 
-    Returns the log factors `log s_i` to apply to the units' kernels.
+    `layer_mean` maps a per-unit vector to its layer's mean (a scalar, or a
+    per-unit vector for several layers side by side). Returns the log
+    factors `log s_i` to apply to the units' kernels.
     """
-    target = settings["target_std"]
-    if target is None:
-        target = ops.mean(spread)
-    error = ops.log(ops.maximum(target, EPSILON)) - ops.log(spread)
+    log_spread = ops.log(spread)
+    log_target = layer_mean(log_spread)
+    if settings["target_std"] is not None:
+        log_target += settings["anchor"] * (
+            math.log(settings["target_std"]) - log_target
+        )
+    error = log_target - log_spread
     step = ops.clip(
         settings["rate"] * error, -settings["max_step"], settings["max_step"]
     )
@@ -166,18 +184,17 @@ def rate_quantile(target_rate):
     return math.sqrt(2.0) * _erfinv(2.0 * target_rate - 1.0)
 
 
-def intrinsic_plasticity(drive_mean, spread, bias, settings):
+def intrinsic_plasticity(drive_mean, spread, bias, settings, layer_mean=ops.mean):
     """Mechanism 2: bias shifts moving each mean pre-activation to its set point.
 
-    `drive_mean` and `spread` are already rescaled by this step's factors.
+    `drive_mean` and `spread` are already rescaled by this step's factors;
+    `layer_mean` as in `synaptic_scaling`.
     """
-    mean = drive_mean + bias
-    if settings["target_rate"] is None:
-        # The layer's own mean offset, in spreads: equal use, free sparsity.
-        goal = spread * ops.mean(mean / spread)
-    else:
-        goal = spread * rate_quantile(settings["target_rate"])
-    return settings["bias_rate"] * (goal - mean)
+    offset = (drive_mean + bias) / spread
+    goal = layer_mean(offset)
+    if settings["target_rate"] is not None:
+        goal += settings["anchor"] * (rate_quantile(settings["target_rate"]) - goal)
+    return settings["bias_rate"] * spread * (goal - offset)
 
 
 def homeostatic_step(packed, state, bias, settings):
@@ -195,7 +212,8 @@ def homeostatic_step(packed, state, bias, settings):
     finite leaves the state unchanged (factor 1, shift 0).
     """
     means, _ = split_statistics(packed)
-    return step_on_means(means, is_usable(packed), state, bias, settings)
+    layer_mean = segment_mean([int(bias.shape[0])])
+    return step_on_means(means, is_usable(packed), state, bias, settings, layer_mean)
 
 
 def homeostatic_steps(packed, states, biases, settings):
@@ -203,16 +221,14 @@ def homeostatic_steps(packed, states, biases, settings):
 
     `packed`, `states` and `biases` are lists, one entry per layer. With
     fixed set points every unit's update is its own, so the layers' units
-    are concatenated and stepped together: the same arithmetic as one call
-    per layer, in a quarter of the operations for four layers (a compiled
-    step pays for every operation, however short its vectors). Returns the
+    are concatenated and stepped together, each layer's means taken over its
+    own segment: the same arithmetic as one call per layer, in a quarter of
+    the operations for four layers (a compiled step pays for every
+    operation, however short its vectors). Returns the
     list of new states.
     """
-    layer_means = _layer_means(settings)
-    if len(packed) == 1 or layer_means:
-        return [
-            homeostatic_step(*args, settings) for args in zip(packed, states, biases)
-        ]
+    if len(packed) == 1:
+        return [homeostatic_step(packed[0], states[0], biases[0], settings)]
     sizes = [int(b.shape[0]) for b in biases]
     means = [split_statistics(p)[0] for p in packed]
     usable = [is_usable(p) for p in packed]
@@ -233,13 +249,24 @@ def homeostatic_steps(packed, states, biases, settings):
         },
         joined(biases),
         settings,
+        segment_mean(sizes),
     )
     return _split_units(new, sizes)
 
 
-def _layer_means(settings):
-    # A set point left to the layer's mean couples the units of one layer.
-    return settings["target_std"] is None or settings["target_rate"] is None
+def segment_mean(sizes):
+    """For layers of `sizes` units side by side: a function giving each
+    unit the mean of its own layer's values."""
+    ids = ops.convert_to_tensor(
+        [k for k, n in enumerate(sizes) for _ in range(n)], dtype="int32"
+    )
+    counts = ops.convert_to_tensor([float(n) for n in sizes], dtype="float32")
+
+    def mean(values):
+        sums = ops.segment_sum(values, ids, num_segments=len(sizes))
+        return ops.take(sums / counts, ids)
+
+    return mean
 
 
 def _split_units(new, sizes):
@@ -252,9 +279,10 @@ def _split_units(new, sizes):
     return out
 
 
-def step_on_means(means, usable, state, bias, settings):
+def step_on_means(means, usable, state, bias, settings, layer_mean):
     """The rule on per-unit means (`split_statistics`); `usable` and
-    `state["steps"]` are scalars for one layer or per-unit vectors."""
+    `state["steps"]` are scalars for one layer or per-unit vectors, and
+    `layer_mean` gives each unit its layer's mean (`segment_mean`)."""
     momentum = settings["momentum"]
     steps = state["steps"] + 1
     traces = {
@@ -263,9 +291,11 @@ def step_on_means(means, usable, state, bias, settings):
     }
     drive_mean = debiased(traces["drive_mean"], momentum, steps)
     spread = drive_spread(drive_mean, debiased(traces["drive_square"], momentum, steps))
-    log_s = synaptic_scaling(spread, state["log_gain"], settings)
+    log_s = synaptic_scaling(spread, state["log_gain"], settings, layer_mean)
     factor = ops.exp(log_s)
-    shift = intrinsic_plasticity(drive_mean * factor, spread * factor, bias, settings)
+    shift = intrinsic_plasticity(
+        drive_mean * factor, spread * factor, bias, settings, layer_mean
+    )
     due = ops.logical_and(
         steps > settings["warmup"], ops.mod(steps, settings["period"]) == 0
     )

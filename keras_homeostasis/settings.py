@@ -6,7 +6,7 @@ import warnings
 
 DEFAULTS = {
     "target_std": 1.0,
-    "target_rate": 0.5,
+    "target_rate": None,
     "rate": 0.01,
     "bias_rate": 0.01,
     "momentum": 0.999,
@@ -15,6 +15,7 @@ DEFAULTS = {
     "max_gain": None,
     "period": 1,
     "warmup": 10,
+    "anchor": 0.01,
 }
 
 # Settings of the first release's rule (mean-|activity| set point, bounded
@@ -98,6 +99,7 @@ def validate_settings(**settings):
     s["rate"] = _in_range("rate", s["rate"], 0.0, 1.0, low_open=True)
     s["bias_rate"] = _in_range("bias_rate", s["bias_rate"], 0.0, 1.0)
     s["momentum"] = _in_range("momentum", s["momentum"], 0.0, 1.0, high_open=True)
+    s["anchor"] = _in_range("anchor", s["anchor"], 0.0, 1.0)
     s["max_step"] = _in_range("max_step", s["max_step"], 0.0, 1.0, low_open=True)
     if s["min_gain"] is not None:
         s["min_gain"] = _in_range("min_gain", s["min_gain"], 0.0, 1.0, low_open=True)

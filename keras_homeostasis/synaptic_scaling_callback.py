@@ -21,15 +21,17 @@ class SynapticScalingCallback(keras.callbacks.Callback):
     After every optimizer step, two homeostatic mechanisms act on each unit
     (see `keras_homeostasis.rule`): synaptic scaling multiplies its incoming
     weights (kernel column or convolution filter) by a factor `s_i` that
-    moves the spread of its pre-activation toward `target_std`,
+    moves the spread of its pre-activation toward its layer's (geometric
+    mean) spread `g`, and `g` toward `target_std` at `anchor` times the rate,
 
-        log s_i = clip(rate * (log target_std - log sigma_i), -max_step, max_step)
+        log s_i = clip(rate * ((log g - log sigma_i)
+                               + anchor * (log target_std - log g)), ...)
 
-    and intrinsic plasticity moves its bias so that it fires on a fraction
-    `target_rate` of its inputs (mean pre-activation 0 for 0.5). By default
-    every unit is held at mean 0 and standard deviation 1, where
-    BatchNormalization puts it, through its own weights: the trained model
-    is a plain model.
+    and intrinsic plasticity moves its bias so that it fires as often as the
+    other units of its layer (and, with `target_rate`, the layer toward that
+    firing rate, again at `anchor` times the rate). By default every unit of
+    a layer is held at one spread and one firing rate, as BatchNormalization
+    holds them, through its own weights: the trained model is a plain model.
 
     The work runs inside the compiled train function (through the kernel and
     bias constraints, which Keras applies once per optimizer step), so it
@@ -77,11 +79,16 @@ class SynapticScalingCallback(keras.callbacks.Callback):
             scale. For a subclassed model whose graph cannot be traced,
             `exclude=` (naming its output layers) replaces the automatic
             output detection.
-        target_std: set point of each unit's pre-activation standard
-            deviation (> 0), or None for the layer's mean spread.
-        target_rate: set point of each unit's firing rate (fraction of
-            positive pre-activations), in (0, 1), or None for the layer's
-            mean offset.
+        target_std: set point of the layer's pre-activation standard
+            deviation (> 0), or None to leave the layer's scale to the
+            optimizer.
+        target_rate: set point of the layer's firing rate (fraction of
+            positive pre-activations), in (0, 1), or None (default) for the
+            layer's own rate.
+        anchor: how fast each layer moves to `target_std` and `target_rate`,
+            as a fraction of `rate` and `bias_rate`, in [0, 1]. Units always
+            move toward their layer's mean at the full rates; 0.01 (default)
+            is a slow drift, 1 pulls every unit straight to the set points.
         rate: fraction of the log spread error corrected per step, in (0, 1].
         bias_rate: fraction of the mean pre-activation error corrected by
             the bias per step, in [0, 1] (0 disables intrinsic plasticity).

@@ -129,14 +129,39 @@ def test_batch_of_one_example_per_step_measures_the_spread_across_steps():
 
 def test_scaling_moves_each_spread_toward_an_absolute_target_by_rate():
     u = np.array([[0.5, 4.0], [-0.5, -4.0]], "float32")  # spreads 0.5 and 4
-    new = step(packed_from(u), target_std=1.0, rate=0.1, max_step=1.0)
+    new = step(packed_from(u), target_std=1.0, anchor=1.0, rate=0.1, max_step=1.0)
     np.testing.assert_allclose(np.log(new["factor"]), 0.1 * np.log([2.0, 0.25]), 1e-5)
 
 
-def test_relative_target_is_the_layers_mean_spread():
+def test_relative_target_is_the_layers_geometric_mean_spread():
     u = np.array([[1.0, 3.0], [-1.0, -3.0]], "float32")  # spreads 1 and 3
     new = step(packed_from(u), target_std=None, rate=0.5, max_step=1.0)
-    np.testing.assert_allclose(np.log(new["factor"]), 0.5 * np.log([2.0, 2 / 3]), 1e-5)
+    expected = 0.5 * np.log([math.sqrt(3.0), 1 / math.sqrt(3.0)])
+    np.testing.assert_allclose(np.log(new["factor"]), expected, 1e-5)
+
+
+def test_units_move_to_their_layer_and_the_layer_to_the_set_point_by_anchor():
+    u = np.array([[0.5, 8.0], [-0.5, -8.0]], "float32")  # spreads 0.5 and 8
+    new = step(packed_from(u), target_std=1.0, anchor=0.25, rate=0.1, max_step=1.0)
+    log_factor = np.log(new["factor"])
+    # Geometric mean 2: the units meet at it, it moves a quarter as fast to 1.
+    np.testing.assert_allclose(log_factor[0] - log_factor[1], 0.1 * np.log(16.0), 1e-5)
+    np.testing.assert_allclose(log_factor.mean(), 0.1 * 0.25 * np.log(0.5), 1e-5)
+
+
+def test_without_anchor_a_layers_scale_and_offset_never_drift():
+    # The first v2 rule pulled units to the arithmetic mean spread; its
+    # factors multiplied to more than one, and online the layer inflated.
+    rng = np.random.default_rng(0)
+    state, log_gain_sum, offset_shift = fresh_state(6), 0.0, 0.0
+    for _ in range(50):
+        u = rng.normal(size=(4, 6)) * rng.uniform(0.1, 10.0, size=6)
+        new = step(packed_from(u.astype("f4")), state, anchor=0.0)
+        spread = np.sqrt(np.maximum(new["drive_square"] - new["drive_mean"] ** 2, 0))
+        log_gain_sum += np.log(new["factor"]).sum()
+        offset_shift += (new["shift"] / spread).sum()
+        state = {k: ops.convert_to_tensor(new[k]) for k in state}
+    assert abs(log_gain_sum) < 1e-4 and abs(offset_shift) < 1e-3
 
 
 def test_scaling_step_is_bounded_by_max_step():
@@ -166,7 +191,14 @@ def test_drive_traces_are_compensated_for_the_factor_just_applied():
 def test_bias_moves_the_mean_preactivation_toward_zero_for_rate_one_half():
     u = np.array([[1.0, -3.0], [3.0, -1.0]], "float32")  # means 2 and -2, spread 1
     bias = np.array([0.5, 0.0], "float32")
-    new = step(packed_from(u, bias), bias=bias, target_std=1.0, bias_rate=0.25)
+    new = step(
+        packed_from(u, bias),
+        bias=bias,
+        target_std=1.0,
+        target_rate=0.5,
+        anchor=1.0,
+        bias_rate=0.25,
+    )
     np.testing.assert_allclose(new["factor"], [1.0, 1.0], atol=1e-6)
     np.testing.assert_allclose(new["shift"], 0.25 * -np.array([2.5, -2.0]), 1e-5)
 
@@ -175,7 +207,9 @@ def test_target_rate_sets_the_mean_in_spreads_by_the_normal_quantile():
     assert rule.rate_quantile(0.5) == pytest.approx(0.0, abs=1e-12)
     assert rule.rate_quantile(0.8413447460685429) == pytest.approx(1.0, rel=1e-9)
     u = np.array([[-1.0], [1.0]], "float32")  # mean 0, spread 1
-    new = step(packed_from(u), target_rate=0.8413447460685429, bias_rate=1.0)
+    new = step(
+        packed_from(u), target_rate=0.8413447460685429, anchor=1.0, bias_rate=1.0
+    )
     np.testing.assert_allclose(new["shift"], [1.0], rtol=1e-5)
 
 
@@ -187,12 +221,12 @@ def test_relative_rate_equalises_offsets_without_moving_their_mean():
 
 def test_a_dead_unit_is_revived_by_its_bias_not_scaled_away():
     # Never fires (z < 0 always), yet its drive has a spread: its kernel is
-    # scaled like any other and its bias rises toward firing half the time.
-    u = np.array([[-1.0], [1.0]], "float32")
-    bias = np.array([-10.0], "float32")
-    new = step(packed_from(u, bias), bias=bias, bias_rate=0.1)
+    # scaled like any other and its bias rises toward its layer's offset.
+    u = np.array([[-1.0, -1.0], [1.0, 1.0]], "float32")
+    bias = np.array([-10.0, 0.0], "float32")
+    new = step(packed_from(u, bias), bias=bias, bias_rate=0.1, anchor=0.0)
     assert new["firing_rate"][0] == 0.0
-    np.testing.assert_allclose(new["shift"], [1.0], rtol=1e-5)
+    np.testing.assert_allclose(new["shift"], [0.5, -0.5], rtol=1e-5)
 
 
 # The whole step.
@@ -220,12 +254,15 @@ def test_warmup_and_period_decide_which_steps_act():
     assert acted == [False, False, False, True, False, True]
 
 
-def test_many_steps_settle_every_unit_at_the_set_points():
-    # A fixed population of drives: the controller converges, no overshoot.
+@pytest.mark.parametrize("anchor", [1.0, 0.1])
+def test_many_steps_settle_every_unit_at_the_set_points(anchor):
+    # A fixed population of drives: the controller converges, no overshoot,
+    # whether the layer moves to the set points as fast as its units or not.
+    set_points = dict(anchor=anchor, target_std=1.0, target_rate=0.5)
     rng = np.random.default_rng(0)
     base = rng.normal(size=(256, 4)) * [0.1, 1.0, 5.0, 20.0] + [1.0, -2.0, 0.0, 9.0]
     gain, bias, state = np.ones(4), np.zeros(4, "float32"), fresh_state(4)
-    for _ in range(300):
+    for _ in range(300 if anchor == 1.0 else 3000):
         u = (base * gain).astype("float32")
         new = step(
             packed_from(u, bias),
@@ -237,6 +274,7 @@ def test_many_steps_settle_every_unit_at_the_set_points():
             max_step=0.2,
             min_gain=1e-3,
             max_gain=1e3,
+            **set_points,
         )
         gain, bias = gain * new["factor"], bias + new["shift"]
         state = {k: ops.convert_to_tensor(new[k]) for k in state}
@@ -250,8 +288,8 @@ def test_many_steps_settle_every_unit_at_the_set_points():
 
 @pytest.mark.parametrize(
     "set_points",
-    [{}, {"target_std": None}, {"target_rate": None}],
-    ids=["fixed", "layer-spread", "layer-offset"],
+    [{}, {"anchor": 1.0, "target_rate": 0.5}, {"target_std": None}],
+    ids=["defaults", "fixed", "layer-spread"],
 )
 def test_layers_stepped_together_match_one_call_per_layer(set_points):
     rng = np.random.default_rng(0)

@@ -37,6 +37,9 @@ BAD_VALUES = [
     ("period", True, TypeError),
     ("warmup", -1, ValueError),
     ("warmup", "10", TypeError),
+    ("anchor", -0.1, ValueError),
+    ("anchor", 1.5, ValueError),
+    ("anchor", None, TypeError),
 ]
 BAD_IDS = [f"{name}={value!r}" for name, value, _ in BAD_VALUES]
 
@@ -51,6 +54,7 @@ EDGE_VALUES = {
     "max_gain": 1.0,
     "period": 1,
     "warmup": 0,
+    "anchor": 1.0,
 }
 
 LAYERS = [

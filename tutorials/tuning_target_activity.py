@@ -11,13 +11,15 @@ Description: Search the firing-rate set point and the rates of scaling with kera
 """
 ## Introduction
 
-`SynapticScalingCallback` holds every hidden unit at two set points: the
-spread of its synaptic drive (`target_std`, reached by scaling its incoming
-weights) and its firing rate, the fraction of inputs on which its
-pre-activation is positive (`target_rate`, 0.5 by default, reached by moving
-its bias). Either can instead be the layer's own mean (`None`): pure load
-balancing. Which firing rate suits a model, how fast to correct, how often to
-act and how long to watch first depend on the model and the data.
+`SynapticScalingCallback` holds every hidden unit of a layer at one spread
+of its synaptic drive (reached by scaling its incoming weights) and one
+firing rate, the fraction of inputs on which its pre-activation is positive
+(reached by moving its bias), and lets the layer drift slowly (`anchor`)
+toward two set points: the spread `target_std` (1.0 by default) and the
+firing rate `target_rate` (by default None: the layer's own rate). Without
+set points (`None`) it is pure load balancing. Which firing rate suits a
+model, how fast to correct, how often to act and how long to watch first
+depend on the model and the data.
 `keras_homeostasis.tuning.HomeostaticHyperModel` turns these settings into a
 keras-tuner search space:
 

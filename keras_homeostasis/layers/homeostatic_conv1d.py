@@ -10,17 +10,16 @@ class HomeostaticConv1D(HomeostaticMixin, keras.layers.Conv1D):
     """Drop-in `keras.layers.Conv1D` whose units keep their activity near a set point.
 
     After each optimizer step, unit i's incoming weights are multiplied by
-    `s_i`, with `log s_i = clip(rate * (log target_std - log sigma_i),
-    -max_step, max_step)`, where `sigma_i` is the spread of its
-    pre-activation (pooled over batch and space), and its bias moves so that it
-    fires on a fraction `target_rate` of its inputs (see
+    `s_i` that moves the spread of its pre-activation (pooled over batch and
+    space) toward the layer's, and the layer's toward `target_std`, and its
+    bias moves so that it fires as often as the layer's other units (see
     `keras_homeostasis.rule`). Statistics are counted only when the layer is
     called with `training=True` and is trainable; `predict` and `evaluate`
     never change them. Works for any `steps_per_execution`.
 
     Args:
         *args, **kwargs: every `keras.layers.Conv1D` argument, plus the
-            homeostatic settings `target_std`, `target_rate`, `rate`,
+            homeostatic settings `target_std`, `target_rate`, `anchor`, `rate`,
             `bias_rate`, `momentum`, `max_step`, `min_gain`, `max_gain`,
             `period` and `warmup`, documented in `SynapticScalingCallback`.
 

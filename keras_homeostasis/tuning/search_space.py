@@ -12,14 +12,14 @@ A search space maps each parameter name to one of:
 
 The parameters are the settings of `SynapticScalingCallback` (`rate`,
 `bias_rate`, `momentum`, `max_step`, `min_gain`, `max_gain`, `period`,
-`warmup`, `target_std`), the tuned set point `target_rate` (the fraction of
-inputs on which a unit fires, in (0, 1)) and two that shape it:
+`warmup`, `target_std`, `anchor`), the tuned set point `target_rate` (the
+fraction of inputs on which a unit fires, in (0, 1)) and two that shape it:
 
 - `target_mode`: `"absolute"` (each unit's firing-rate set point is
   `target_rate`, its drive's spread set point the `target_std` of the base
   settings or of the search) or `"layer_mean"` (pure load balancing: both
   set points are the layer's own means, i.e. `target_rate=None` and
-  `target_std=None`; `target_std` is then not searched);
+  `target_std=None`; `target_std` and `anchor` are then not searched);
 - `per_layer_targets`: with an absolute set point, whether every scaled
   layer gets its own `target_rate` (`scaling/layer_targets/<layer>`) or all
   share one (`scaling/target_rate`).
@@ -59,17 +59,20 @@ SETTING_PARAMETERS = (
     "period",
     "warmup",
     "target_std",
+    "anchor",
 )
 # Settings that only act with an absolute set point: registered under
 # `target_mode == "absolute"` when the mode is searched.
-ABSOLUTE_PARAMETERS = ("target_std",)
+ABSOLUTE_PARAMETERS = ("target_std", "anchor")
 PARAMETERS = SETTING_PARAMETERS + ("target_mode", "per_layer_targets", "target_rate")
 
 # Ranges around the rule's defaults (`keras_homeostasis.settings.DEFAULTS`):
 # rates and the trace's horizon span an order of magnitude each side, the
-# firing-rate set point a band around 0.5 (the rule's default: half of the
-# inputs fire a unit). Gains are unbounded and the spread set point is the
-# base setting's (1.0 by default) unless a search space names them.
+# firing-rate set point a band around 0.5 (half of the inputs fire a unit),
+# and how fast a layer moves to its set points from 0.001 (slow drift, the
+# default 0.01) to 1 (as fast as its units). Gains are unbounded and the
+# spread set point is the base setting's (1.0 by default) unless a search
+# space names them.
 DEFAULT_SEARCH_SPACE = {
     "rate": {"min": 0.01, "max": 0.5, "sampling": "log"},
     "bias_rate": {"min": 0.01, "max": 0.5, "sampling": "log"},
@@ -80,6 +83,7 @@ DEFAULT_SEARCH_SPACE = {
     "period": {"min": 1, "max": 16, "sampling": "log"},
     "warmup": [0, 10, 100],
     "target_std": None,
+    "anchor": {"min": 0.001, "max": 1.0, "sampling": "log"},
     "target_mode": list(TARGET_MODES),
     "per_layer_targets": [False, True],
     "target_rate": {"min": 0.3, "max": 0.7, "sampling": "linear"},

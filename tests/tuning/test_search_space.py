@@ -23,7 +23,9 @@ def test_default_space_searches_the_documented_parameters():
         "target_mode",
         "per_layer_targets",
         "target_rate",
+        "anchor",
     }
+    assert space["anchor"]["sampling"] == "log"
     assert space["rate"]["sampling"] == "log"
     assert space["bias_rate"]["sampling"] == "log"
     assert space["momentum"]["sampling"] == "reverse_log"
