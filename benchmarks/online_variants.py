@@ -8,6 +8,7 @@ its update); dead units are counted at the end of each task on 2,000 images
 of that task (never positive on any of them).
 
     python benchmarks/online_variants.py --tasks 12 [--data PATH/mnist.npz]
+    python benchmarks/online_variants.py --table runs.jsonl   # as markdown
 """
 
 import argparse
@@ -75,8 +76,29 @@ def run(images, labels, settings, args):
         }
 
 
+def table(path):
+    """The markdown table of docs/design.md from this script's JSON lines."""
+    runs = {}
+    with open(path, encoding="utf-8") as f:
+        for row in map(json.loads, filter(str.strip, f)):
+            runs.setdefault((row["method"], json.dumps(row["settings"])), []).append(
+                row
+            )
+    lines = [
+        "| method | settings | online accuracy, tasks 1-N | dead units after the "
+        "last task (layers 1 / 2 / 3) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for (method, settings), rows in runs.items():
+        accuracy = " ".join(f"{r['online_accuracy']:.3f}" for r in rows)
+        dead = " / ".join(f"{100 * d:.0f}%" for d in rows[-1]["dead"])
+        lines.append(f"| {method} | `{settings}` | {accuracy} | {dead} |")
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--table", help="print the markdown table of a JSONL file")
     parser.add_argument("--data", default="../shared/datasets/mnist.npz")
     parser.add_argument("--tasks", type=int, default=12)
     parser.add_argument("--per-task", dest="per_task", type=int, default=5000)
@@ -84,6 +106,9 @@ def main():
     parser.add_argument("--lr", type=float, default=0.03)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.table:
+        print(table(args.table))
+        return
     raw = np.load(args.data)
     images = raw["x_train"].reshape(-1, 784).astype("float32") / 255.0
     for method, settings in VARIANTS:

@@ -8,6 +8,7 @@ trace, no intrinsic plasticity, faster rates, a bounded cumulative factor),
 one seed, a few epochs.
 
     python benchmarks/rule_variants.py --epochs 3 [--data ../shared/datasets/mnist.npz]
+    python benchmarks/rule_variants.py --table runs.jsonl   # its lines as markdown
 """
 
 import argparse
@@ -85,13 +86,43 @@ def run(data, optimizer, method, settings, epochs, seed):
     }
 
 
+def table(path):
+    """The markdown table of docs/design.md from this script's JSON lines."""
+    lines = [
+        "| optimizer | method | settings changed from the defaults | test acc "
+        "| usage entropy (1 / 2) | dead (1 / 2) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    with open(path, encoding="utf-8") as f:
+        for row in map(json.loads, filter(str.strip, f)):
+            changed = row["settings"] if row["method"] == "scaling" else None
+            label = (
+                "-"
+                if changed is None
+                else json.dumps(changed)
+                if changed
+                else "defaults"
+            )
+            entropy = " / ".join(f"{v:.3f}" for v in row["usage_entropy"])
+            dead = " / ".join(f"{v:.3f}" for v in row["dead"])
+            lines.append(
+                f"| {row['optimizer']} | {row['method']} | `{label}` | "
+                f"{100 * row['test_accuracy']:.2f}% | {entropy} | {dead} |"
+            )
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--table", help="print the markdown table of a JSONL file")
     parser.add_argument("--data", default="../shared/datasets/mnist.npz")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS))
     args = parser.parse_args()
+    if args.table:
+        print(table(args.table))
+        return
     raw = np.load(args.data)
     data = (
         (raw["x_train"].reshape(-1, 784) / 255.0, raw["y_train"]),
