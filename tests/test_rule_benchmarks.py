@@ -1,0 +1,53 @@
+"""The rule's development benchmarks (docs/design.md tables), on small settings."""
+
+import argparse
+import json
+import pathlib
+
+import numpy as np
+from homeostasis_testing import load_script
+
+BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+rule_variants = load_script(BENCHMARKS / "rule_variants.py")
+online_variants = load_script(BENCHMARKS / "online_variants.py")
+
+
+def _digits(n, features=784, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random((n, features)).astype("float32"), rng.integers(0, 10, n)
+
+
+def _write_lines(path, rows):
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_rule_variants_runs_and_its_table_renders_the_rows(tmp_path):
+    data = (_digits(256), _digits(128, seed=1))
+    rows = [
+        rule_variants.run(data, "sgd", method, settings, epochs=1, seed=0)
+        for method, settings in [("none", {}), ("scaling", {"anchor": 0.1})]
+    ]
+    assert rows[1]["settings"] == {"anchor": 0.1}
+    assert len(rows[1]["usage_entropy"]) == len(rows[1]["dead"]) == 2
+    table = rule_variants.table(_write_lines(tmp_path / "runs.jsonl", rows))
+    lines = table.splitlines()
+    assert len(lines) == 4
+    assert lines[2].startswith("| sgd | none | `-` |")
+    assert '`{"anchor": 0.1}`' in lines[3]
+    assert f"{100 * rows[1]['test_accuracy']:.2f}%" in lines[3]
+
+
+def test_online_variants_yields_a_row_per_task_and_its_table_joins_them(tmp_path):
+    images, labels = _digits(400)
+    args = argparse.Namespace(seed=0, width=8, tasks=2, per_task=100, lr=0.03)
+    rows = [
+        {"method": "scaling", "settings": {}, **row}
+        for row in online_variants.run(images, labels, {}, args)
+    ]
+    assert [row["task"] for row in rows] == [0, 1]
+    assert all(len(row["dead"]) == 3 for row in rows)
+    table = online_variants.table(_write_lines(tmp_path / "runs.jsonl", rows))
+    last = table.splitlines()[-1]
+    accuracies = " ".join(f"{row['online_accuracy']:.3f}" for row in rows)
+    assert last.startswith(f"| scaling | `{{}}` | {accuracies} |")
