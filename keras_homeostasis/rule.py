@@ -66,6 +66,11 @@ from keras import ops
 # Smallest spread treated as non-zero when taking logarithms.
 EPSILON = 1e-12
 
+# A layer whose drives' (geometric mean) spread is below this fraction of
+# `target_std` has a silent input: no factor can give it a spread, so the
+# anchor leaves its scale alone instead of growing its kernel without bound.
+SILENT_INPUT = 1e-4
+
 # The per-unit statistics packed by the sensor, in order (each of n values),
 # followed by one count.
 STATISTICS = ("abs_output", "firing", "drive", "drive_square")
@@ -164,9 +169,10 @@ def synaptic_scaling(spread, log_gain, settings, layer_mean=ops.mean):
     log_spread = ops.log(spread)
     log_target = layer_mean(log_spread)
     if settings["target_std"] is not None:
-        log_target += settings["anchor"] * (
-            math.log(settings["target_std"]) - log_target
-        )
+        log_set_point = math.log(settings["target_std"])
+        pull = settings["anchor"] * (log_set_point - log_target)
+        silent = log_target < log_set_point + math.log(SILENT_INPUT)
+        log_target += ops.where(silent, 0.0, pull)
     error = log_target - log_spread
     step = ops.clip(
         settings["rate"] * error, -settings["max_step"], settings["max_step"]

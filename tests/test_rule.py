@@ -149,6 +149,14 @@ def test_units_move_to_their_layer_and_the_layer_to_the_set_point_by_anchor():
     np.testing.assert_allclose(log_factor.mean(), 0.1 * 0.25 * np.log(0.5), 1e-5)
 
 
+def test_a_layer_with_a_silent_input_is_not_grown_by_the_anchor():
+    # All drives zero (the layer before went silent): no factor can give the
+    # layer a spread, so its kernel is left alone rather than grown each step.
+    u = np.zeros((4, 3), "float32")
+    new = step(packed_from(u), target_std=1.0, anchor=1.0, rate=0.5, max_step=1.0)
+    np.testing.assert_array_equal(new["factor"], [1.0, 1.0, 1.0])
+
+
 def test_without_anchor_a_layers_scale_and_offset_never_drift():
     # The first v2 rule pulled units to the arithmetic mean spread; its
     # factors multiplied to more than one, and online the layer inflated.
