@@ -8,7 +8,6 @@ import numpy as np
 
 from keras_homeostasis import layer_selection
 from keras_homeostasis import metrics
-from keras_homeostasis import rule
 from keras_homeostasis.settings import validate_settings
 from keras_homeostasis.tensorboard import summary
 from keras_homeostasis.unit_state import UnitState
@@ -193,7 +192,10 @@ class HomeostasisLogger(keras.callbacks.Callback):
         if int(keras.ops.convert_to_numpy(state.steps)) == 0:
             return  # Traces not initialised yet: nothing measured.
         settings = getattr(layer, "homeostasis_settings", None) or self.settings
-        traces = _debiased_traces(state, settings["momentum"])
+        traces = {
+            name: keras.ops.convert_to_numpy(value)
+            for name, value in state.estimates(settings["momentum"]).items()
+        }
         firing = traces["firing_rate"]
         # Usage is shown against the layer's mean activity: the picture of
         # load balancing, whatever set points the rule holds.
@@ -231,23 +233,6 @@ class HomeostasisLogger(keras.callbacks.Callback):
             "layers": self.layers,
             "settings": dict(self.settings),
         }
-
-
-def _debiased_traces(state, momentum):
-    """A state's bias-corrected activity, firing rate and drive spread (NumPy)."""
-    steps = state.steps
-
-    def corrected(trace):
-        return rule.debiased(trace, momentum, steps)
-
-    spread = rule.drive_spread(
-        corrected(state.drive_mean), corrected(state.drive_square)
-    )
-    return {
-        "activity": keras.ops.convert_to_numpy(corrected(state.activity)),
-        "firing_rate": keras.ops.convert_to_numpy(corrected(state.firing_rate)),
-        "spread": keras.ops.convert_to_numpy(spread),
-    }
 
 
 def _is_chief(model):
