@@ -95,14 +95,9 @@ def table(path):
     ]
     with open(path, encoding="utf-8") as f:
         for row in map(json.loads, filter(str.strip, f)):
-            changed = row["settings"] if row["method"] == "scaling" else None
-            label = (
-                "-"
-                if changed is None
-                else json.dumps(changed)
-                if changed
-                else "defaults"
-            )
+            label = "-"
+            if row["method"] == "scaling":
+                label = json.dumps(row["settings"]) if row["settings"] else "defaults"
             entropy = " / ".join(f"{v:.3f}" for v in row["usage_entropy"])
             dead = " / ".join(f"{v:.3f}" for v in row["dead"])
             lines.append(

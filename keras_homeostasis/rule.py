@@ -218,6 +218,7 @@ def homeostatic_step(packed, state, bias, settings):
     finite leaves the state unchanged (factor 1, shift 0).
     """
     means, _ = split_statistics(packed)
+    # One segment: the layer means sum as `homeostatic_steps` sums them.
     layer_mean = segment_mean([int(bias.shape[0])])
     return step_on_means(means, is_usable(packed), state, bias, settings, layer_mean)
 
@@ -225,13 +226,12 @@ def homeostatic_step(packed, state, bias, settings):
 def homeostatic_steps(packed, states, biases, settings):
     """`homeostatic_step` for several layers sharing `settings`, at once.
 
-    `packed`, `states` and `biases` are lists, one entry per layer. With
-    fixed set points every unit's update is its own, so the layers' units
-    are concatenated and stepped together, each layer's means taken over its
-    own segment: the same arithmetic as one call per layer, in a quarter of
-    the operations for four layers (a compiled step pays for every
-    operation, however short its vectors). Returns the
-    list of new states.
+    `packed`, `states` and `biases` are lists, one entry per layer. The
+    layers' units are concatenated and stepped together, each layer's means
+    taken over its own segment: the same arithmetic as one call per layer,
+    in a quarter of the operations for four layers (a compiled step pays for
+    every operation, however short its vectors). Returns the list of new
+    states.
     """
     if len(packed) == 1:
         return [homeostatic_step(packed[0], states[0], biases[0], settings)]
