@@ -31,6 +31,7 @@ VARIANTS = [
     ("scaling", {"anchor": 0.1}),
     ("scaling", {"target_rate": 0.5}),
     ("scaling", {"momentum": 0.99}),
+    ("scaling", {"rate": 0.01, "bias_rate": 0.01}),  # the earlier default rates
 ]
 
 

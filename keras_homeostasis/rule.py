@@ -33,8 +33,9 @@ the units' balance it does not see).
        e_i = (log g - log sigma_i) + anchor * (log sigma* - log g)
        log s_i = clip(rate * e_i, -max_step, max_step)
 
-   With `anchor = 0` the factors of a layer multiply to one exactly: the
-   rule never moves the layer's overall scale.
+   With `anchor = 0` the factors of a layer multiply to one exactly (unless
+   a step is clipped at `max_step`): the rule never moves the layer's
+   overall scale.
 
    with the cumulative factor optionally kept in `[min_gain, max_gain]`
    (unbounded by default: the rescale also removes the norm that gradient

@@ -7,8 +7,8 @@ import warnings
 DEFAULTS = {
     "target_std": 1.0,
     "target_rate": None,
-    "rate": 0.01,
-    "bias_rate": 0.01,
+    "rate": 0.03,
+    "bias_rate": 0.03,
     "momentum": 0.999,
     "max_step": 0.05,
     "min_gain": None,

@@ -89,9 +89,11 @@ class SynapticScalingCallback(keras.callbacks.Callback):
             as a fraction of `rate` and `bias_rate`, in [0, 1]. Units always
             move toward their layer's mean at the full rates; 0.01 (default)
             is a slow drift, 1 pulls every unit straight to the set points.
-        rate: fraction of the log spread error corrected per step, in (0, 1].
+        rate: fraction of the log spread error corrected per step, in
+            (0, 1]; 0.03 (default).
         bias_rate: fraction of the mean pre-activation error corrected by
-            the bias per step, in [0, 1] (0 disables intrinsic plasticity).
+            the bias per step, in [0, 1] (0 disables intrinsic plasticity);
+            0.03 (default).
         momentum: momentum of the traces, in [0, 1). The traces are
             bias-corrected, so they hold a measurement from the first step.
         max_step: bound on |log s_i| per step, in (0, 1].

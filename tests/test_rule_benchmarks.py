@@ -10,6 +10,7 @@ from homeostasis_testing import load_script
 BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
 rule_variants = load_script(BENCHMARKS / "rule_variants.py")
 online_variants = load_script(BENCHMARKS / "online_variants.py")
+dense_balance = load_script(BENCHMARKS / "dense_balance.py")
 
 
 def _digits(n, features=784, seed=0):
@@ -51,3 +52,23 @@ def test_online_variants_yields_a_row_per_task_and_its_table_joins_them(tmp_path
     last = table.splitlines()[-1]
     accuracies = " ".join(f"{row['online_accuracy']:.3f}" for row in rows)
     assert last.startswith(f"| scaling | `{{}}` | {accuracies} |")
+
+
+def test_dense_balance_reports_the_traces_spreads_and_its_table_renders(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.random((96, 28, 28, 1)).astype("float32")
+    data = (
+        (images[:64], rng.integers(0, 10, 64)),
+        (images[64:], rng.integers(0, 10, 32)),
+    )
+    # Twelve one-step epochs: the rule acts after its ten-step warm-up.
+    row = dense_balance.run(data, {"momentum": 0.9}, epochs=12, seed=0)
+    assert list(row["usage_entropy"]) == list(row["traces"])
+    assert len(row["traces"]) == 3
+    dense = row["traces"]["hidden_3"]
+    assert 0.0 <= dense["firing_mean"] <= 1.0 and dense["spread_cv"] >= 0.0
+    table = dense_balance.table(_write_lines(tmp_path / "runs.jsonl", [row]))
+    last = table.splitlines()[-1]
+    assert last.startswith(
+        f'| `{{"momentum": 0.9}}` | {100 * row["test_accuracy"]:.2f}% |'
+    )

@@ -67,12 +67,12 @@ ABSOLUTE_PARAMETERS = ("target_std", "anchor")
 PARAMETERS = SETTING_PARAMETERS + ("target_mode", "per_layer_targets", "target_rate")
 
 # Ranges around the rule's defaults (`keras_homeostasis.settings.DEFAULTS`):
-# rates and the trace's horizon span an order of magnitude each side, the
-# firing-rate set point a band around 0.5 (half of the inputs fire a unit),
-# and how fast a layer moves to its set points from 0.001 (slow drift, the
-# default 0.01) to 1 (as fast as its units). Gains are unbounded and the
-# spread set point is the base setting's (1.0 by default) unless a search
-# space names them.
+# the rates from 0.01 to 0.5 (the default is 0.03), the trace's horizon an
+# order of magnitude each side, the firing-rate set point a band around 0.5
+# (half of the inputs fire a unit), and how fast a layer moves to its set
+# points from 0.001 (slow drift, the default 0.01) to 1 (as fast as its
+# units). Gains are unbounded and the spread set point is the base
+# setting's (1.0 by default) unless a search space names them.
 DEFAULT_SEARCH_SPACE = {
     "rate": {"min": 0.01, "max": 0.5, "sampling": "log"},
     "bias_rate": {"min": 0.01, "max": 0.5, "sampling": "log"},
