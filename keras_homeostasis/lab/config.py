@@ -1,8 +1,8 @@
 """Experiment configs: YAML files validated against one schema.
 
-`SCHEMA` (in `config_schema`) is the single place where every key, its default and its
-meaning are defined (`docs/configs.md` documents the same keys). Unknown keys
-and wrong types raise `ConfigError` naming the key by its path, e.g.
+`SCHEMA` (in `config_schema`) is the single place where every key, its
+default and its meaning are defined (`docs/configs.md` documents the same
+keys). Unknown keys and wrong types raise `ConfigError` naming the key by its path, e.g.
 `training.epochs`, and listing the allowed keys. The `scaling` keys of the
 first release's rule (`settings.LEGACY`: `target`, `scale_bias`, `revive`,
 `silent_rate`) are ignored with a `UserWarning`, so old run folders' configs
