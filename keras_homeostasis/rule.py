@@ -8,8 +8,7 @@ units, or convolution channels pooled over batch and space). A unit computes
 
 Sensor, from one optimizer step's forward pass, summed over all replicas:
 
-    a = mean of max(z, 0) (the unit's use: its output, for a ReLU),
-    #(z > 0) / N (firing rate), mean of u, mean of u^2
+    |y| mean, #(z > 0) / N (firing rate), mean of u, mean of u^2
 
 Traces with momentum `mu`, bias-corrected as in Adam (so a batch of one
 example is as good a sensor as a batch of thousands, given steps):
@@ -17,8 +16,7 @@ example is as good a sensor as a batch of thousands, given steps):
     t <- mu t + (1 - mu) observation,   estimate = t / (1 - mu^steps)
 
     m_i = E[u_i],  q_i = E[u_i^2],  sigma_i = sqrt(q_i - m_i^2),
-    mean_i = m_i + b_i   (the unit's mean pre-activation),
-    bbar_i = the trace of b_i itself (the bias over the traces' window)
+    mean_i = m_i + b_i   (the unit's mean pre-activation)
 
 Two mechanisms act after each optimizer update, as in neurons. Each moves a
 unit toward its layer at the full rate (load balancing), and the layer as a
@@ -44,27 +42,18 @@ the units' balance it does not see).
    noise adds to the weights every step, so a bound would be reached and
    then let the weights grow).
 
-2. Intrinsic plasticity. Unit i's bias (its threshold) moves its use,
-   measured as an offset in spreads, toward the layer's mean `o = mean_j o_j`
-   (equal use, at the sparsity the optimizer chose), and `o` toward
+2. Intrinsic plasticity. Unit i's bias (its threshold) moves its mean
+   pre-activation, measured in spreads (`o_i = mean_i / sigma'_i`, with
+   `sigma'_i = s_i sigma_i`), toward the layer's mean offset `o = mean_j o_j`
+   (equal firing rates, the sparsity the optimizer chose), and `o` toward
    `Phi^-1(target_rate)`, the offset at which a unit fires on a fraction
    `target_rate` of its inputs (default None: the layer's own):
 
-       o_i = mean_i / sigma'_i + c_i,   sigma'_i = s_i sigma_i
-       c_i = G^-1(a_i / sigma_i) - (m_i + bbar_i) / sigma_i
        o*_i = o + anchor * (Phi^-1(target_rate) - o)
        b_i <- b_i + bias_rate * sigma'_i (o*_i - o_i)
 
-   `G(o) = o Phi(o) + phi(o)` is the mean of max(N(o, 1), 0), so
-   `G^-1(a_i / sigma_i)` is the offset at which a normal drive would be used
-   as much as unit i is. `c_i` is 0 for normal drives; for skewed ones (a
-   Dense layer after convolutions) it is what makes equal offsets unequal
-   use. It compares quantities over the same window (`bbar_i`, not the
-   current bias), so it changes slowly, while `mean_i` answers each bias
-   shift at once: the loop cannot lag behind its own shifts.
-
-Together they hold every unit's pre-activation at its layer's spread and
-use, through the weights instead of through a layer: every unit equally
+Together they hold every unit's pre-activation at its layer's mean and
+spread, through the weights instead of through a layer: every unit equally
 used, no unit silent, and nothing to compute at inference.
 Both act on quantities they measure directly and the traces are compensated
 at once (`m_i <- s_i m_i`, `q_i <- s_i^2 q_i`), so the loop cannot lag,
@@ -85,31 +74,22 @@ SILENT_INPUT = 1e-4
 
 # The per-unit statistics packed by the sensor, in order (each of n values),
 # followed by one count.
-STATISTICS = ("rectified", "firing", "drive", "drive_square")
+STATISTICS = ("abs_output", "firing", "drive", "drive_square")
 
 # The traces the rule keeps, one per statistic.
 TRACES = ("activity", "firing_rate", "drive_mean", "drive_square")
 
-# The trace of each unit's bias: `c_i` compares the use and the mean
-# pre-activation over one window.
-BIAS_TRACE = "bias_mean"
 
-# Every per-unit trace of a layer's state.
-STATE_TRACES = TRACES + (BIAS_TRACE,)
-
-# The largest step, in spreads, of the search for the offset a use implies.
-MAX_SEARCH_STEP = 4.0
-
-
-def sensor_statistics(preactivation, bias, unit_axis):
+def sensor_statistics(preactivation, outputs, bias, unit_axis):
     """Per-unit sums of the sensed statistics and the count of values summed.
 
-    `preactivation` is `z` (before the activation), `bias` the layer's bias
-    or None, `unit_axis` the axis holding the units. Returns a packed float32
-    vector `[sum max(z,0), #(z>0), sum u, sum u^2 (n each), count]` so that
-    one all-reduce carries every statistic.
+    `preactivation` is `z` (before the activation), `outputs` is `y`, `bias`
+    the layer's bias or None, `unit_axis` the axis holding the units. Returns
+    a packed float32 vector `[sum|y|, #(z>0), sum u, sum u^2 (n each), count]`
+    so that one all-reduce carries every statistic.
     """
     z = ops.cast(preactivation, "float32")
+    y = ops.cast(outputs, "float32")
     rank = len(z.shape)
     unit_axis = unit_axis % rank
     axes = tuple(a for a in range(rank) if a != unit_axis)
@@ -119,7 +99,7 @@ def sensor_statistics(preactivation, bias, unit_axis):
         shape[unit_axis] = -1
         drive = z - ops.reshape(ops.cast(bias, "float32"), shape)
     sums = [
-        ops.sum(ops.relu(z), axis=axes),
+        ops.sum(ops.abs(y), axis=axes),
         ops.sum(ops.cast(z > 0, "float32"), axis=axes),
         ops.sum(drive, axis=axes),
         ops.sum(ops.square(drive), axis=axes),
@@ -211,50 +191,13 @@ def rate_quantile(target_rate):
     return math.sqrt(2.0) * _erfinv(2.0 * target_rate - 1.0)
 
 
-def rectified_mean(offset):
-    """G(o) = o Phi(o) + phi(o): the mean of max(x, 0) for x ~ N(o, 1)."""
-    density = ops.exp(-0.5 * ops.square(offset)) / math.sqrt(2.0 * math.pi)
-    return offset * normal_cdf(offset) + density
-
-
-def normal_cdf(x):
-    """Phi(x), the standard normal distribution function."""
-    return 0.5 * (1.0 + ops.erf(x / math.sqrt(2.0)))
-
-
-def usage_offset(use, start):
-    """G^-1(use), by three Newton steps from `start` (the unit's own offset).
-
-    G is increasing and convex, and the unit's offset is close for drives
-    near normal. The slope G' = Phi(o) is floored and each step bounded
-    (`MAX_SEARCH_STEP`), so a unit that was never used keeps its own offset:
-    its use says nothing more about where it is.
-    """
-    offset = start
-    for _ in range(3):
-        slope = ops.maximum(normal_cdf(offset), 1e-3)
-        step = (use - rectified_mean(offset)) / slope
-        offset = offset + ops.clip(step, -MAX_SEARCH_STEP, MAX_SEARCH_STEP)
-    return offset
-
-
-def usage_correction(activity, preactivation_mean, spread):
-    """c_i: the offset a unit's use implies, minus its offset over the same
-    window (0 when its drive is normal)."""
-    offset = preactivation_mean / spread
-    return usage_offset(activity / spread, offset) - offset
-
-
-def intrinsic_plasticity(
-    drive_mean, spread, bias, settings, layer_mean=ops.mean, correction=0.0
-):
-    """Mechanism 2: bias shifts moving each unit's use to its set point.
+def intrinsic_plasticity(drive_mean, spread, bias, settings, layer_mean=ops.mean):
+    """Mechanism 2: bias shifts moving each mean pre-activation to its set point.
 
     `drive_mean` and `spread` are already rescaled by this step's factors;
-    `correction` is `usage_correction`; `layer_mean` as in
-    `synaptic_scaling`.
+    `layer_mean` as in `synaptic_scaling`.
     """
-    offset = (drive_mean + bias) / spread + correction
+    offset = (drive_mean + bias) / spread
     goal = layer_mean(offset)
     if settings["target_rate"] is not None:
         goal += settings["anchor"] * (rate_quantile(settings["target_rate"]) - goal)
@@ -266,7 +209,7 @@ def homeostatic_step(packed, state, bias, settings):
 
     Args:
         packed: globally summed statistics from `sensor_statistics`.
-        state: dict of tensors: the traces named in `STATE_TRACES`, `log_gain` and
+        state: dict of tensors: the traces named in `TRACES`, `log_gain` and
             `steps` (int64 count of usable steps taken so far).
         bias: the layer's bias after the optimizer update (zeros if none).
         settings: the validated settings dict (`settings.validate_settings`).
@@ -307,7 +250,7 @@ def homeostatic_steps(packed, states, biases, settings):
         {name: joined([m[name] for m in means]) for name in STATISTICS},
         per_unit(usable),
         {
-            **{name: joined([s[name] for s in states]) for name in STATE_TRACES},
+            **{name: joined([s[name] for s in states]) for name in TRACES},
             "log_gain": joined([s["log_gain"] for s in states]),
             "steps": per_unit([s["steps"] for s in states]),
         },
@@ -355,16 +298,10 @@ def step_on_means(means, usable, state, bias, settings, layer_mean):
     }
     drive_mean = debiased(traces["drive_mean"], momentum, steps)
     spread = drive_spread(drive_mean, debiased(traces["drive_square"], momentum, steps))
-    traces[BIAS_TRACE] = update_trace(bias_trace(state, bias, momentum), bias, momentum)
-    correction = usage_correction(
-        debiased(traces["activity"], momentum, steps),
-        drive_mean + debiased(traces[BIAS_TRACE], momentum, steps),
-        spread,
-    )
     log_s = synaptic_scaling(spread, state["log_gain"], settings, layer_mean)
     factor = ops.exp(log_s)
     shift = intrinsic_plasticity(
-        drive_mean * factor, spread * factor, bias, settings, layer_mean, correction
+        drive_mean * factor, spread * factor, bias, settings, layer_mean
     )
     due = ops.logical_and(
         steps > settings["warmup"], ops.mod(steps, settings["period"]) == 0
@@ -376,22 +313,11 @@ def step_on_means(means, usable, state, bias, settings, layer_mean):
     traces["drive_mean"] = traces["drive_mean"] * factor
     traces["drive_square"] = traces["drive_square"] * ops.square(factor)
     new = {name: ops.where(usable, traces[name], state[name]) for name in TRACES}
-    new[BIAS_TRACE] = ops.where(
-        usable, traces[BIAS_TRACE], bias_trace(state, bias, momentum)
-    )
     new["log_gain"] = state["log_gain"] + ops.log(factor)
     new["steps"] = ops.where(usable, steps, state["steps"])
     new["factor"] = factor
     new["shift"] = shift
     return new
-
-
-def bias_trace(state, bias, momentum):
-    """The state's bias trace; a state saved before it had one holds NaN,
-    read as a trace that has always seen the current bias."""
-    saved = state[BIAS_TRACE]
-    seen = 1.0 - ops.power(momentum, ops.cast(state["steps"], "float32"))
-    return ops.where(ops.isnan(saved), bias * seen, saved)
 
 
 def _erfinv(x):

@@ -1,9 +1,9 @@
 """The sensor: a layer's forward pass, with its pre-activation counted.
 
-The rule senses each unit's pre-activation `z`, as BatchNormalization does.
-Dense and Conv layers apply their `activation` to `z` inside `call`; for the
-one call being sensed, the activation is wrapped so that `z` is seen on its
-way through, then put back.
+The rule senses each unit's pre-activation `z` (as BatchNormalization does)
+and its output `y`. Dense and Conv layers apply their `activation` to `z`
+inside `call`; for the one call being sensed, the activation is wrapped so
+that `z` is seen on its way through, then put back.
 """
 
 
@@ -12,7 +12,7 @@ def sensed_call(layer, forward, state, unit_axis):
     activation = getattr(layer, "activation", None)
     if activation is None:
         outputs = forward()
-        state.accumulate(outputs, _bias(layer), unit_axis)
+        state.accumulate(outputs, outputs, _bias(layer), unit_axis)
         return outputs
     seen = []
 
@@ -26,7 +26,7 @@ def sensed_call(layer, forward, state, unit_axis):
     finally:
         object.__setattr__(layer, "activation", activation)
     preactivation = seen[-1] if seen else outputs
-    state.accumulate(preactivation, _bias(layer), unit_axis)
+    state.accumulate(preactivation, outputs, _bias(layer), unit_axis)
     return outputs
 
 

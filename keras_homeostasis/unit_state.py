@@ -13,9 +13,7 @@ LEGACY_VARIABLES = 8
 # Rows of the `traces` variable: the rule's traces, then what it keeps of
 # the last step. One variable instead of one per vector: every variable a
 # compiled step writes costs about as much as a small layer's whole update.
-ROWS = rule.TRACES + ("log_gain", "factor", "shift", rule.BIAS_TRACE)
-# Rows of a `traces` variable saved before the bias trace, in that order.
-ROWS_BEFORE_BIAS_TRACE = len(ROWS) - 1
+ROWS = rule.TRACES + ("log_gain", "factor", "shift")
 # The variables of a state saved before `traces` packed them, in that order.
 UNPACKED_VARIABLES = (
     "accumulator",
@@ -45,8 +43,7 @@ class UnitState(keras.layers.Layer):
             since the last step.
         traces: one row per unit vector named in `ROWS`, each readable as an
             attribute (`state.activity`, a tensor):
-            activity: trace of each unit's mean max(z, 0) (its mean
-                output, for a ReLU unit);
+            activity: trace of each unit's mean |output|;
             firing_rate: trace of each unit's fraction of positive
                 pre-activations;
             drive_mean, drive_square: traces of the first two moments of
@@ -54,10 +51,7 @@ class UnitState(keras.layers.Layer):
                 without bias);
             log_gain: cumulative log factor applied to each unit's kernel;
             factor: the kernel factor applied at the last step (`s_i`);
-            shift: the bias increment applied at the last step;
-            bias_mean: trace of the unit's bias (NaN in a state loaded
-                from a file saved without it: the rule then starts it at
-                the current bias).
+            shift: the bias increment applied at the last step.
         steps: optimizer steps seen (statistics counted).
         collecting: 1.0 while forward passes should be counted, else 0.0.
 
@@ -114,10 +108,10 @@ class UnitState(keras.layers.Layer):
         """The current value of one row of `traces` (`ROWS`), as a tensor."""
         return ops.convert_to_tensor(self.traces)[ROWS.index(name)]
 
-    def accumulate(self, preactivation, bias=None, unit_axis=-1):
+    def accumulate(self, preactivation, outputs, bias=None, unit_axis=-1):
         """Adds one forward pass's per-unit sums (no-op while not collecting)."""
         packed = ops.stop_gradient(
-            rule.sensor_statistics(preactivation, bias, unit_axis)
+            rule.sensor_statistics(preactivation, outputs, bias, unit_axis)
         )
         # A non-finite batch is dropped here so it never reaches the traces.
         packed = ops.where(rule.is_usable(packed), packed, ops.zeros_like(packed))
@@ -189,25 +183,15 @@ class UnitState(keras.layers.Layer):
             self._load_legacy(store)
         elif count == len(UNPACKED_VARIABLES):
             self._load_unpacked(store)
-        elif np.shape(store["1"]) == (ROWS_BEFORE_BIAS_TRACE, self.units):
-            self._load_without_bias_trace(store)
         else:
             super().load_own_variables(store)
 
     def _load_unpacked(self, store):
         # A file saved with one variable per vector: same values, new layout.
         saved = {name: store[str(i)] for i, name in enumerate(UNPACKED_VARIABLES)}
-        saved[rule.BIAS_TRACE] = np.full(self.units, np.nan, "float32")
         self.traces.assign(np.stack([np.asarray(saved[name]) for name in ROWS]))
         for name in ("accumulator", "steps", "collecting"):
             getattr(self, name).assign(saved[name])
-
-    def _load_without_bias_trace(self, store):
-        # A file saved before the bias trace: the rule starts it (NaN).
-        missing = np.full((1, self.units), np.nan, "float32")
-        self.traces.assign(np.concatenate([np.asarray(store["1"]), missing]))
-        for index, name in ((0, "accumulator"), (2, "steps"), (3, "collecting")):
-            getattr(self, name).assign(store[str(index)])
 
     def _load_legacy(self, store):
         # A file of the first release: its traces measured other statistics,

@@ -103,7 +103,7 @@ def test_compiled_step_lowers_to_hlo():
     sums += [np.arange(units) - 2.0, np.arange(units) ** 2 + 5.0]
     packed = tf.constant(np.concatenate(sums + [[4.0]]), "float32")
     zeros = tf.zeros((units,), "float32")
-    state = {name: zeros + 0.25 for name in rule.STATE_TRACES}
+    state = {name: zeros + 0.25 for name in rule.TRACES}
     state.update(log_gain=zeros, steps=tf.constant(3, "int64"))
     # Two layers in one compiled call, as the engine steps them.
     args = ([packed, packed * 2.0], [state, state], [zeros + 0.1, zeros], settings)
