@@ -262,6 +262,7 @@ def test_docs_describe_every_key():
         "compare_mnist_mlp.yaml",
         "compare_mnist_cnn.yaml",
         "compare_mnist_cnn_full.yaml",
+        "compare_batch_size_mlp_adamw.yaml",
         "compare_batch_size_mlp.yaml",
         "compare_batch_size_cnn.yaml",
         "compare_lr_sweep.yaml",
