@@ -72,7 +72,9 @@ def plugin_client():
         app = application.TensorBoardWSGI(
             [HomeostasisPlugin(context)], data_provider=provider
         )
-        return test.Client(app)
+        client = test.Client(app)
+        client.data_provider = provider  # for tests that read the data directly
+        return client
 
     return make
 
