@@ -6,10 +6,10 @@ bad value raises `ContinualConfigError` naming its path and value. The
 benchmark itself is in `keras_homeostasis.lab.continual`.
 """
 
-import math
 import os
 
 from keras_homeostasis import settings as settings_lib
+from keras_homeostasis.lab import config_schema as schema
 from keras_homeostasis.validation import check_known_keys
 
 METHODS = (
@@ -22,7 +22,7 @@ METHODS = (
 )
 
 
-class ContinualConfigError(ValueError):
+class ContinualConfigError(schema.ConfigError):
     """A `continual` config with an unknown key or a bad value."""
 
 
@@ -38,81 +38,44 @@ def fail(path, expected, value):
     )
 
 
-def _integer(minimum):
-    def check(path, value):
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            fail(path, f"an integer >= {minimum}", value)
-        return value
-
-    return check
-
-
-def _positive_number(path, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        fail(path, "a positive number", value)
-    if not (math.isfinite(value) and value > 0):
-        fail(path, "a positive number", value)
-    return float(value)
-
-
-def _non_negative_number(path, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        fail(path, "a number >= 0", value)
-    if not (math.isfinite(value) and value >= 0):
-        fail(path, "a number >= 0", value)
-    return float(value)
-
-
-def _text(path, value):
-    if not isinstance(value, str) or not value:
-        fail(path, "a non-empty string", value)
-    return value
+# The values are checked by the experiment configs' validators; their
+# `ConfigError` is raised again as `ContinualConfigError` (`_checked`).
+_positive_number = schema.number(0.0, low_open=True)
+_non_negative_number = schema.number(0.0)
+_widths = schema.list_of(schema.integer(1))
+_methods = schema.list_of(schema.choice(METHODS), unique=True)
 
 
 def _optional_text(path, value):
-    return None if value is None else _text(path, value)
+    return None if value is None else schema.text(path, value)
 
 
-def _widths(path, value):
-    if not isinstance(value, list) or not value:
-        fail(path, "a non-empty list of positive integers", value)
-    return [_integer(1)(f"{path}[{i}]", v) for i, v in enumerate(value)]
-
-
-def _boolean(path, value):
-    if not isinstance(value, bool):
-        fail(path, "true or false", value)
-    return value
-
-
-def _methods(path, value):
-    if not isinstance(value, list) or not value:
-        fail(path, f"a non-empty list of methods from {list(METHODS)}", value)
-    for i, method in enumerate(value):
-        if method not in METHODS:
-            fail(f"{path}[{i}]", f"one of {list(METHODS)}", method)
-    if len(set(value)) < len(value):
-        fail(path, "a list without repeats", value)
-    return list(value)
+def _checked(path, check, value):
+    try:
+        return check(path, value)
+    except schema.ConfigError as e:
+        if isinstance(e, ContinualConfigError):
+            raise
+        raise ContinualConfigError(str(e)) from None
 
 
 SCHEMA = {
     "data": {
-        "dataset": ("mnist", _text),
-        "examples_per_task": (60000, _integer(1)),
-        "probe_examples": (2000, _integer(1)),
+        "dataset": ("mnist", schema.text),
+        "examples_per_task": (60000, schema.integer(1)),
+        "probe_examples": (2000, schema.integer(1)),
     },
     "model": {"hidden": ([2000, 2000, 2000], _widths)},
     "training": {
         "learning_rate": (0.003, _positive_number),
-        "batch_size": (1, _integer(1)),
-        "steps_per_execution": (250, _integer(1)),
-        "jit_compile": (True, _boolean),
+        "batch_size": (1, schema.integer(1)),
+        "steps_per_execution": (250, schema.integer(1)),
+        "jit_compile": (True, schema.boolean()),
     },
     "continual": {
-        "tasks": (800, _integer(1)),
+        "tasks": (800, schema.integer(1)),
         "methods": (list(METHODS), _methods),
-        "seed": (0, _integer(0)),
+        "seed": (0, schema.integer(0)),
         "weight_decay": (1e-4, _non_negative_number),
         "perturb_std": (1e-5, _non_negative_number),
     },
@@ -144,7 +107,9 @@ def validate_config(raw):
             continue
         check_known_keys(values, keys, "config key", section, ContinualConfigError)
         config[section] = {
-            key: check(f"{section}.{key}", values[key]) if key in values else default
+            key: _checked(f"{section}.{key}", check, values[key])
+            if key in values
+            else default
             for key, (default, check) in keys.items()
         }
     if config["data"]["probe_examples"] > config["data"]["examples_per_task"]:
