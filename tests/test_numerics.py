@@ -103,6 +103,40 @@ def test_state_survives_a_step_that_poisons_the_weights(bad):
         assert np.all(now["factor"] == 1.0) and np.all(now["shift"] == 0.0)
 
 
+@keras.ops.custom_gradient
+def _nan_gradient_identity(x):
+    def grad(*args, upstream=None):
+        return (args[0] if args else upstream) * math.nan
+
+    return x, grad
+
+
+def nan_gradient(weights):
+    """A penalty that is 0 in the forward pass and has a NaN gradient."""
+    return 0.0 * keras.ops.sum(_nan_gradient_identity(weights))
+
+
+@pytest.mark.parametrize(
+    "homeostatic", [False, True], ids=["callback", "homeostatic_layers"]
+)
+def test_a_non_finite_update_after_a_finite_forward_pass_leaves_the_state_finite(
+    homeostatic,
+):
+    # The first step's forward pass is finite and its update poisons every
+    # hidden kernel: that step counts; every later forward pass is dropped.
+    x, y = noise((8,), n=64)
+    settings = FAST if homeostatic else {}
+    model = model_of(
+        "Dense", homeostatic=homeostatic, kernel_regularizer=nan_gradient, **settings
+    )
+    compiled(model, keras.optimizers.SGD(0.1))
+    callbacks = [] if homeostatic else [SynapticScalingCallback(**FAST)]
+    fit(model, x, y, callbacks)
+    assert not np.any(np.isfinite(model.get_layer("hidden0").kernel.numpy()))
+    assert all(all_finite(state_arrays(state)) for _, state in states(model))
+    assert [int(s.steps.numpy()) for _, s in states(model)] == [1, 1]
+
+
 def test_a_dead_unit_is_revived_by_its_bias_with_finite_factors():
     x, y = noise((8,), n=256)
     model = compiled(model_of("Dense", hidden=(32,)))
