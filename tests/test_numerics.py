@@ -111,9 +111,11 @@ def _nan_gradient_identity(x):
     return x, grad
 
 
-def nan_gradient(weights):
+class NanGradient(keras.regularizers.Regularizer):
     """A penalty that is 0 in the forward pass and has a NaN gradient."""
-    return 0.0 * keras.ops.sum(_nan_gradient_identity(weights))
+
+    def __call__(self, weights):
+        return 0.0 * keras.ops.sum(_nan_gradient_identity(weights))
 
 
 @pytest.mark.parametrize(
@@ -127,7 +129,7 @@ def test_a_non_finite_update_after_a_finite_forward_pass_leaves_the_state_finite
     x, y = noise((8,), n=64)
     settings = FAST if homeostatic else {}
     model = model_of(
-        "Dense", homeostatic=homeostatic, kernel_regularizer=nan_gradient, **settings
+        "Dense", homeostatic=homeostatic, kernel_regularizer=NanGradient(), **settings
     )
     compiled(model, keras.optimizers.SGD(0.1))
     callbacks = [] if homeostatic else [SynapticScalingCallback(**FAST)]
