@@ -54,8 +54,6 @@ def _checked(path, check, value):
     try:
         return check(path, value)
     except schema.ConfigError as e:
-        if isinstance(e, ContinualConfigError):
-            raise
         raise ContinualConfigError(str(e)) from None
 
 
