@@ -47,8 +47,8 @@ def _continual(args):
         config = continual.load_config(args.config, overrides=overrides)
     except continual.ContinualConfigError as e:
         return fail(e)
-    out = args.out or config["output"]["run_dir"]
-    problem = folder_problem("--out" if args.out else "output.run_dir", out)
+    argument, out = output_folder(args, config)
+    problem = folder_problem(argument, out)
     if problem:
         return fail(problem)
     try:
@@ -152,11 +152,11 @@ def _launch_workers(args, config):
     return multi_worker.launch_local(train_args, args.workers, run_dir)
 
 
-def _interrupted(out, finished):
+def _interrupted(out, finished, table="results.csv"):
     """Says where the finished work is and how to resume; the exit code."""
     print(
         f"\nInterrupted. Finished {finished} are in "
-        f"{os.path.join(out, 'results.csv')}; run the same command again to resume.",
+        f"{os.path.join(out, table)}; run the same command again to resume.",
         file=sys.stderr,
     )
     return INTERRUPTED
@@ -192,12 +192,7 @@ def _tune(args, config, data):
             overwrite=True if args.overwrite else None,
         )
     except KeyboardInterrupt:
-        print(
-            f"\nInterrupted. Finished trials are in {os.path.join(out, 'trials.csv')}; "
-            "run the same command again to resume.",
-            file=sys.stderr,
-        )
-        return INTERRUPTED
+        return _interrupted(out, "trials", "trials.csv")
     except config_lib.ConfigError as e:
         return fail(e)
     print(tune.summary(result, config))
