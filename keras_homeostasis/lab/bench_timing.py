@@ -1,7 +1,7 @@
 """Whole `fit` epochs of one case's variants, timed as users run them.
 
 Every variant of a case is built once, compiled with SGD (momentum 0.9, the
-lab's `sgd`), then fitted `rounds` times in rotated order (each round a new
+lab's `sgd`; plain SGD online, as continual learning runs), then fitted `rounds` times in rotated order (each round a new
 `fit` on the same model with the same callbacks, as a loop of `fit` calls
 runs), on the same random data of MNIST shape. A clock around the other
 callbacks records every epoch's wall time (`time.perf_counter`) and process
@@ -22,7 +22,14 @@ from keras_homeostasis.lab.bench_cases import CLASSES
 from keras_homeostasis.lab.bench_cases import INPUT_SHAPE
 
 
-def build(variant, case, strategy=None, jit_compile="auto", steps_per_execution=1):
+def build(
+    variant,
+    case,
+    strategy=None,
+    jit_compile="auto",
+    steps_per_execution=1,
+    momentum=0.9,
+):
     """The compiled model of `variant` for `case`, and its callbacks."""
     from keras_homeostasis.lab import models
     from keras_homeostasis.synaptic_scaling_callback import SynapticScalingCallback
@@ -34,7 +41,7 @@ def build(variant, case, strategy=None, jit_compile="auto", steps_per_execution=
             case.model, variant, INPUT_SHAPE, CLASSES, hidden=hidden
         )
         model.compile(
-            optimizer=models.build_optimizer("sgd"),
+            optimizer=models.build_optimizer("sgd", momentum=momentum),
             loss="sparse_categorical_crossentropy",
             jit_compile=jit_compile,
             steps_per_execution=steps_per_execution,
@@ -105,13 +112,14 @@ class VariantRun:
         self.fits.append({"wall": wall, "cpu": cpu, "epochs": self.clock.fits[-1]})
 
 
-def warm_up(strategy=None, jit_compile="auto", steps_per_execution=1):
+def warm_up(strategy=None, **compile_options):
     """One untimed fit of a throwaway model: the process's first `fit` pays
     one-off start-up costs that no variant should be charged with."""
     from keras_homeostasis.lab.bench_cases import Case
 
     case = Case("mlp", 8, 1, 4)
-    model, _ = build("none", case, strategy, jit_compile, steps_per_execution)
+    model, _ = build("none", case, strategy, **compile_options)
+    steps_per_execution = compile_options.get("steps_per_execution", 1)
     x, y = random_data(4, steps_per_execution)
     model.fit(x, y, batch_size=4, epochs=2, verbose=0)
 
