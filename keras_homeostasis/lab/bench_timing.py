@@ -4,11 +4,12 @@ Every variant of a case is built once, compiled with SGD (momentum 0.9, the
 lab's `sgd`; plain SGD online, as continual learning runs), then fitted
 `rounds` times in rotated order (each round a new `fit` on the same model
 with the same callbacks, as a loop of `fit` calls runs), on the same random
-data of MNIST shape. A clock around the other callbacks records every epoch's wall time (`time.perf_counter`) and process
-CPU time (`time.process_time`, all threads). The first epoch of a `fit`
-holds its tracing and compiling; the steady state is the median of the
-later epochs. Ratios to `none` are taken within a round, then the median
-over rounds, so a change of machine load hits all variants alike.
+data of MNIST shape. A clock around the other callbacks records every
+epoch's wall time (`time.perf_counter`) and process CPU time
+(`time.process_time`, all threads). The first epoch of a `fit` holds its
+tracing and compiling; the steady state is the median of the later epochs.
+Ratios to `none` are taken within a round, then the median over rounds, so
+a change of machine load hits all variants alike.
 """
 
 import contextlib
