@@ -11,8 +11,10 @@ plain model to see what homeostasis adds:
     python benchmarks/profile_step.py scaling --batch 128 --width 256 --jit
 
 Without `--jit` every operation is one TensorFlow kernel, so the table shows
-each one; with it the step is one XLA executable and the table shows little
-more than that. The raw profile stays in `--out` for TensorBoard's profiler.
+each one; with it the step is one XLA executable, and the table shows the
+kernels XLA made of it (its fusions, copies and dots, by name, as they run
+on TensorFlow's and Eigen's threads). The raw profile stays in `--out` for
+TensorBoard's profiler.
 """
 
 import argparse
@@ -62,7 +64,21 @@ def op_kind(name):
     return name.rsplit(":", 1)[-1] if ":" in name else name
 
 
-def kernel_times(path):
+# Events on the compute threads that wrap kernels rather than being one, or
+# mark the end of one that ran asynchronously (`end: multiply_fusion.2`).
+WRAPPERS = ("ExecutorState", "ThunkExecutor", "BlockUntilReady", "while/", "end: ")
+
+
+def counted(name, xla):
+    """Whether a compute-thread event is one kernel (TensorFlow or XLA)."""
+    if name.startswith(WRAPPERS):
+        return False
+    if xla:  # XLA's kernels are named after their fusion: `multiply_fusion.2`
+        return "CpuExecutable" not in name
+    return "/" in name or "CpuExecutable" in name
+
+
+def kernel_times(path, xla=False):
     """`{kind: (total microseconds, count)}` of the compute threads' events."""
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
@@ -73,13 +89,14 @@ def kernel_times(path):
     for plane in space.planes:
         names = {k: v.name for k, v in plane.event_metadata.items()}
         for line in plane.lines:
-            if not line.name.startswith("tf_Compute"):
+            # XLA runs its kernels on Eigen's threads (`tf_numa...`) too.
+            threads = ("tf_Compute", "tf_numa") if xla else ("tf_Compute",)
+            if not line.name.startswith(threads):
                 continue
             for event in line.events:
                 name = names.get(event.metadata_id, "?")
-                if name.startswith("ExecutorState") or "/" not in name:
-                    if "CpuExecutable" not in name:
-                        continue
+                if not counted(name, xla):
+                    continue
                 entry = totals[op_kind(name)]
                 entry[0] += event.duration_ps / 1e6
                 entry[1] += 1
@@ -105,7 +122,7 @@ def main():
     seconds = time.perf_counter() - started
     tf.profiler.experimental.stop()
     path = sorted(glob.glob(os.path.join(out, "**", "*.xplane.pb"), recursive=True))
-    totals = kernel_times(path[-1])
+    totals = kernel_times(path[-1], xla=args.jit)
     print(f"{args.variant}: {1e6 * seconds / args.steps:.1f} us per step (profiled)")
     print(f"{'us/step':>9} {'per step':>8}  kind")
     ranked = sorted(totals.items(), key=lambda item: -item[1][0])
