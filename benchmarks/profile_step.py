@@ -129,7 +129,9 @@ def main():
     for kind, (micros, count) in ranked[: args.top]:
         print(f"{micros / args.steps:9.1f} {count / args.steps:8.1f}  {kind}")
     kernels = sum(count for _, count in totals.values()) / args.steps
-    print(f"{kernels:.0f} kernels per step in all; profile in {out}")
+    micros = sum(micros for micros, _ in totals.values()) / args.steps
+    print(f"{kernels:.0f} kernels per step in all, {micros:.0f} us per step in them")
+    print(f"profile in {out}")
 
 
 if __name__ == "__main__":
