@@ -157,9 +157,7 @@ def usable_by_layer(packed):
     short its vector: the non-finite values of all layers are counted in
     one segment sum instead of one check per layer.
     """
-    ids = ops.convert_to_tensor(
-        [k for k, p in enumerate(packed) for _ in range(int(p.shape[0]))], "int32"
-    )
+    ids = _segment_ids([int(p.shape[0]) for p in packed])
     joined = ops.concatenate(packed, axis=0)
     bad = ops.where(ops.isfinite(joined), 0.0, 1.0)
     bad = ops.segment_sum(bad, ids, num_segments=len(packed))
@@ -290,9 +288,7 @@ def homeostatic_steps(packed, states, biases, settings):
 def segment_mean(sizes):
     """For layers of `sizes` units side by side: a function giving each
     unit the mean of its own layer's values."""
-    ids = ops.convert_to_tensor(
-        [k for k, n in enumerate(sizes) for _ in range(n)], dtype="int32"
-    )
+    ids = _segment_ids(sizes)
     counts = ops.convert_to_tensor([float(n) for n in sizes], dtype="float32")
 
     def mean(values):
@@ -300,6 +296,13 @@ def segment_mean(sizes):
         return ops.take(sums / counts, ids)
 
     return mean
+
+
+def _segment_ids(sizes):
+    """Which segment each of `sum(sizes)` values side by side belongs to."""
+    return ops.convert_to_tensor(
+        [k for k, n in enumerate(sizes) for _ in range(n)], dtype="int32"
+    )
 
 
 def _split_units(new, sizes):
