@@ -9,6 +9,7 @@ plain model to see what homeostasis adds:
     python benchmarks/profile_step.py none --batch 1
     python benchmarks/profile_step.py scaling --batch 1
     python benchmarks/profile_step.py scaling --batch 128 --width 256 --jit
+    python benchmarks/profile_step.py scaling --batch 1 --jit --period 10
 
 Without `--jit` every operation is one TensorFlow kernel, so the table shows
 each one; with it the step is one XLA executable, and the table shows the
@@ -34,6 +35,9 @@ def parse_args():
     parser.add_argument("--steps", type=int, default=1000, help="profiled steps")
     parser.add_argument("--steps-per-execution", type=int, default=250)
     parser.add_argument("--jit", action="store_true", help="jit_compile=True")
+    parser.add_argument(
+        "--period", type=int, default=1, help="the rule's `period` (scaling, layers)"
+    )
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--out", default="runs/profile")
     return parser.parse_args()
@@ -46,8 +50,14 @@ def build(args):
     from keras_homeostasis.synaptic_scaling_callback import SynapticScalingCallback
 
     keras.utils.set_random_seed(0)
-    dense = HomeostaticDense if args.variant == "layers" else keras.layers.Dense
-    hidden = [dense(args.width, activation="relu") for _ in range(3)]
+    settings = {"period": args.period}
+    if args.variant == "layers":
+        hidden = [
+            HomeostaticDense(args.width, activation="relu", **settings)
+            for _ in range(3)
+        ]
+    else:
+        hidden = [keras.layers.Dense(args.width, activation="relu") for _ in range(3)]
     model = keras.Sequential([keras.Input((784,)), *hidden, keras.layers.Dense(10)])
     model.compile(
         keras.optimizers.SGD(0.01),
@@ -55,7 +65,8 @@ def build(args):
         jit_compile=args.jit,
         steps_per_execution=min(args.steps_per_execution, args.steps),
     )
-    callbacks = [SynapticScalingCallback()] if args.variant == "scaling" else []
+    scaling = args.variant == "scaling"
+    callbacks = [SynapticScalingCallback(**settings)] if scaling else []
     return model, callbacks
 
 

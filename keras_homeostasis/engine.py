@@ -62,6 +62,8 @@ class HomeostasisEngine:
 
     def __init__(self, bindings):
         self.bindings = list(bindings)
+        for state, settings, _ in self.bindings:
+            state.period = settings["period"]
 
     def step(self):
         # Non-finite statistics (a NaN or inf anywhere in a forward pass: the
@@ -77,17 +79,53 @@ class HomeostasisEngine:
         packed = all_reduce_sum(
             ops.concatenate([ops.convert_to_tensor(a) for a in accumulators], axis=0)
         )
-        step_fn = step_function()
         for group in _groups_by_settings(self.bindings, sizes, packed):
-            states = [state for state, _, _, _ in group]
-            new = step_fn(
-                [p for _, _, _, p in group],
-                [state.current_state() for state in states],
-                [bias_value(bias, state) for state, _, bias, _ in group],
-                group[0][1],
-            )
-            for state, values in zip(states, new):
-                state.write(values)
+            if group[0][1]["period"] == 1:
+                _run_rule(group)
+            else:
+                _run_rule_every_period(group)
+
+
+def _run_rule(group, steps=None):
+    """One run of the rule on a group's states; writes their new states.
+
+    `steps`, when given, is the optimizer step count each state keeps
+    instead of the rule's own count (`period > 1`).
+    """
+    states = [state for state, _, _, _ in group]
+    settings = group[0][1]
+    current = [state.current_state() for state in states]
+    if steps is not None:
+        # The rule counts its own runs: the optimizer steps over the period.
+        for state in current:
+            state["steps"] = steps // settings["period"] - 1
+    new = step_function()(
+        [p for _, _, _, p in group],
+        current,
+        [bias_value(bias, state) for state, _, bias, _ in group],
+        settings,
+    )
+    for state, values in zip(states, new):
+        state.write(values if steps is None else {**values, "steps": steps})
+
+
+def _run_rule_every_period(group):
+    """The rule on every `period`-th optimizer step, behind one conditional:
+    on the other steps only the step counts move (the sensor counted
+    nothing, and the constraints leave the weights as the optimizer did)."""
+    states = [state for state, _, _, _ in group]
+    # Every state of the group counts the same steps: the first one's.
+    steps = states[0].steps + 1
+
+    def count_only():
+        for state in states:
+            state.steps.assign(steps)
+
+    tf.cond(
+        ops.mod(steps, group[0][1]["period"]) == 0,
+        lambda: _run_rule(group, steps),
+        count_only,
+    )
 
 
 def _groups_by_settings(bindings, sizes, packed):

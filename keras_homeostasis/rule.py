@@ -52,6 +52,10 @@ the units' balance it does not see).
        o*_i = o + anchor * (Phi^-1(target_rate) - o)
        b_i <- b_i + bias_rate * sigma'_i (o*_i - o_i)
 
+With `period = P > 1` the rule runs on every P-th optimizer step only, on
+that step's statistics, with its traces decaying by `mu^P` per run (the
+same span in optimizer steps); the steps between are the optimizer's alone.
+
 Together they hold every unit's pre-activation at its layer's mean and
 spread, through the weights instead of through a layer: every unit equally
 used, no unit silent, and nothing to compute at inference.
@@ -169,6 +173,15 @@ def update_trace(trace, observation, momentum):
     return momentum * trace + (1.0 - momentum) * observation
 
 
+def trace_momentum(settings):
+    """The traces' momentum per update of the rule: `momentum ** period`.
+
+    The rule runs once every `period` optimizer steps, so its traces span
+    as many optimizer steps whatever the period.
+    """
+    return settings["momentum"] ** settings["period"]
+
+
 def debiased(trace, momentum, steps):
     """The trace divided by `1 - momentum^steps` (Adam's bias correction)."""
     steps = ops.cast(ops.maximum(steps, 1), "float32")
@@ -234,7 +247,8 @@ def homeostatic_step(packed, state, bias, settings):
     Args:
         packed: globally summed statistics from `sensor_statistics`.
         state: dict of tensors: the traces named in `TRACES`, `log_gain` and
-            `steps` (int64 count of usable steps taken so far).
+            `steps` (int64 count of the rule's usable updates so far: one
+            per optimizer step, or per `period` steps).
         bias: the layer's bias after the optimizer update (zeros if none).
         settings: the validated settings dict (`settings.validate_settings`).
 
@@ -319,7 +333,7 @@ def step_on_means(means, usable, state, bias, settings, layer_mean):
     """The rule on per-unit means (`split_statistics`); `usable` and
     `state["steps"]` are scalars for one layer or per-unit vectors, and
     `layer_mean` gives each unit its layer's mean (`segment_mean`)."""
-    momentum = settings["momentum"]
+    momentum = trace_momentum(settings)
     steps = state["steps"] + 1
     traces = {
         name: update_trace(state[name], means[stat], momentum)
@@ -327,9 +341,9 @@ def step_on_means(means, usable, state, bias, settings, layer_mean):
     }
     drive_mean = debiased(traces["drive_mean"], momentum, steps)
     spread = drive_spread(drive_mean, debiased(traces["drive_square"], momentum, steps))
-    due = ops.logical_and(
-        steps > settings["warmup"], ops.mod(steps, settings["period"]) == 0
-    )
+    # The rule runs once every `period` optimizer steps: past the warm-up
+    # when `steps * period > warmup`, in integers.
+    due = steps > settings["warmup"] // settings["period"]
     apply_now = ops.logical_and(usable, due)
     # Chosen before `exp`, so that the factor reaches the kernel rescale as
     # one vector: selected after it, the compiled update re-evaluated the

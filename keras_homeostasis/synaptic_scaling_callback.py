@@ -101,8 +101,12 @@ class SynapticScalingCallback(keras.callbacks.Callback):
             (0, 1]; None (default) leaves it unbounded.
         max_gain: optional upper bound on a unit's cumulative factor, >= 1;
             None (default) leaves it unbounded.
-        period: act every `period` optimizer steps (the traces are updated
-            every step).
+        period: run the rule on every `period`-th optimizer step only, on
+            that step's statistics (1, the default: every step). Its traces
+            decay by `momentum ** period` per run, so they span as many
+            optimizer steps; the steps between are the optimizer's alone
+            (nothing sensed, nothing rescaled), which is what makes online
+            training cheaper. `rate` and `bias_rate` are per run.
         warmup: optimizer steps to observe before the first action.
         log_dir: optional directory for TensorBoard's Homeostasis dashboard:
             when given, a `keras_homeostasis.tensorboard.HomeostasisLogger`

@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
 
 from keras_homeostasis import rule
@@ -71,6 +72,10 @@ class UnitState(keras.layers.Layer):
         # Set by whoever binds the state to a layer; not saved (the layer
         # kind tells it again).
         self.kernel_axis = -1
+        # Optimizer steps per run of the rule: set, with the kernel axis,
+        # by whoever binds the state. Above 1, `steps` counts every
+        # optimizer step and only every `period`-th one is sensed and scaled.
+        self.period = 1
         self._create_state()
         self.built = True
 
@@ -109,7 +114,22 @@ class UnitState(keras.layers.Layer):
         return ops.convert_to_tensor(self.traces)[ROWS.index(name)]
 
     def accumulate(self, preactivation, outputs, bias=None, unit_axis=-1):
-        """Adds one forward pass's per-unit sums (no-op while not collecting)."""
+        """Adds one forward pass's per-unit sums (no-op while not collecting,
+        and on the optimizer steps between two runs of the rule)."""
+        args = (preactivation, outputs, bias, unit_axis)
+        if self.period == 1:
+            self._add_statistics(*args)
+            return
+        # The statistics of a step the rule will not run on are not computed.
+        sensed = ops.mod(self.steps + 1, self.period) == 0
+        tf.cond(sensed, lambda: self._add_statistics(*args), lambda: None)
+
+    def is_scaling_now(self):
+        """True on the optimizer steps the rule ran on (`period`), once its
+        step has been written: what the kernel and bias constraints ask."""
+        return ops.mod(self.steps, self.period) == 0
+
+    def _add_statistics(self, preactivation, outputs, bias, unit_axis):
         packed = ops.stop_gradient(
             rule.sensor_statistics(preactivation, outputs, bias, unit_axis)
         )
@@ -147,13 +167,14 @@ class UnitState(keras.layers.Layer):
         self.steps.assign(new["steps"])
         self.accumulator.assign(ops.zeros_like(self.accumulator))
 
-    def estimates(self, momentum):
+    def estimates(self, settings):
         """The bias-corrected traces: each unit's mean |output| (`activity`),
-        firing rate, mean pre-activation (`mean`, given `bias`-free drive
-        plus nothing: the drive's mean) and drive spread, as tensors.
+        firing rate, mean drive (`drive_mean`) and drive spread, as tensors,
+        under the settings dict the state is stepped with.
         """
         state = self.current_state()
-        steps = state["steps"]
+        momentum = rule.trace_momentum(settings)
+        steps = state["steps"] // settings["period"]
         mean = rule.debiased(state["drive_mean"], momentum, steps)
         square = rule.debiased(state["drive_square"], momentum, steps)
         return {
@@ -165,7 +186,15 @@ class UnitState(keras.layers.Layer):
 
     def scale_kernel(self, kernel):
         """The kernel with each unit's incoming weights (`kernel_axis`) scaled."""
-        factor = ops.cast(self.row("factor"), kernel.dtype)
+        factor = self.row("factor")
+        if self.period > 1:
+            # The factors are chosen, not the kernels: a conditional that
+            # passes a kernel through unscaled costs a copy of it, and a
+            # product with exactly 1 leaves every weight as it was.
+            factor = tf.cond(
+                self.is_scaling_now(), lambda: factor, lambda: tf.ones_like(factor)
+            )
+        factor = ops.cast(factor, kernel.dtype)
         rank = len(kernel.shape)
         if self.kernel_axis % rank != rank - 1:
             shape = [1] * rank
@@ -175,7 +204,14 @@ class UnitState(keras.layers.Layer):
 
     def shift_bias(self, bias):
         """The bias plus the rule's intrinsic-plasticity shift."""
-        return bias + ops.cast(self.row("shift"), bias.dtype)
+        shift = self.row("shift")
+        if self.period > 1:
+            # As for the kernels: the shift is chosen, and `b + (-0.0)` is
+            # `b` for every `b` (`b + 0.0` would turn -0.0 into 0.0).
+            shift = tf.cond(
+                self.is_scaling_now(), lambda: shift, lambda: tf.fill(shift.shape, -0.0)
+            )
+        return bias + ops.cast(shift, bias.dtype)
 
     def load_own_variables(self, store):
         count = len(store.keys())

@@ -180,7 +180,9 @@ def test_float16_activations_near_the_float16_maximum_do_not_overflow(
     state = layer.homeostasis
     state.update(state.accumulator.value, np.zeros(3, "f4"), validate_settings(**FAST))
     assert all_finite(state_arrays(state))
-    activity = keras.ops.convert_to_numpy(state.estimates(FAST["momentum"])["activity"])
+    activity = keras.ops.convert_to_numpy(
+        state.estimates(validate_settings(**FAST))["activity"]
+    )
     np.testing.assert_allclose(activity, float(y[0, 0]), rtol=1e-5)
 
 

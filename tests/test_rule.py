@@ -254,14 +254,31 @@ def test_non_finite_statistics_leave_the_state_unchanged(bad):
     assert np.all(new["factor"] == 1.0) and np.all(new["shift"] == 0.0)
 
 
-def test_warmup_and_period_decide_which_steps_act():
+@pytest.mark.parametrize(
+    "period, acted",
+    [(1, [False, False, True, True, True]), (2, [False, True, True, True, True])],
+)
+def test_warmup_counts_optimizer_steps_whatever_the_period(period, acted):
+    # The rule runs once every `period` optimizer steps and counts its own
+    # runs: with a warm-up of 2 optimizer steps it acts from its third run
+    # at period 1 and from its second (optimizer step 4) at period 2.
     u = np.array([[0.5, 4.0], [-0.5, -4.0]], "float32")
-    acted = []
-    for steps in range(6):
+    found = []
+    for steps in range(5):
         state = fresh_state(2, steps=np.int64(steps))
-        new = step(packed_from(u), state, warmup=2, period=2)
-        acted.append(bool(np.any(new["factor"] != 1.0)))
-    assert acted == [False, False, False, True, False, True]
+        new = step(packed_from(u), state, warmup=2, period=period)
+        found.append(bool(np.any(new["factor"] != 1.0)))
+    assert found == acted
+
+
+def test_traces_span_the_same_optimizer_steps_whatever_the_period():
+    # Run every 4 steps, a trace decays by momentum^4 per run.
+    u = np.array([[0.5, 4.0], [-0.5, -4.0]], "float32")
+    state = fresh_state(2, activity=np.ones(2, "float32"), steps=np.int64(3))
+    new = step(packed_from(u), state, momentum=0.9, period=4, rate=1e-6)
+    observed = np.abs(np.maximum(u, 0.0)).mean(0)
+    expected = 0.9**4 * 1.0 + (1 - 0.9**4) * observed
+    np.testing.assert_allclose(new["activity"], expected, rtol=1e-6)
 
 
 @pytest.mark.parametrize("anchor", [1.0, 0.1])

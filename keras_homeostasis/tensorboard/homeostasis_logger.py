@@ -189,12 +189,12 @@ class HomeostasisLogger(keras.callbacks.Callback):
         self._last_step = step
 
     def _log_state(self, layer, state, step):
-        if int(keras.ops.convert_to_numpy(state.steps)) == 0:
-            return  # Traces not initialised yet: nothing measured.
         settings = getattr(layer, "homeostasis_settings", None) or self.settings
+        if int(keras.ops.convert_to_numpy(state.steps)) < settings["period"]:
+            return  # Traces not initialised yet: nothing measured.
         traces = {
             name: keras.ops.convert_to_numpy(value)
-            for name, value in state.estimates(settings["momentum"]).items()
+            for name, value in state.estimates(settings).items()
         }
         firing = traces["firing_rate"]
         # Usage is shown against the layer's mean activity: the picture of

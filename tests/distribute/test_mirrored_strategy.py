@@ -33,11 +33,11 @@ def dataset():
     return tf.data.Dataset.from_tensor_slices(digits()).batch(GLOBAL_BATCH)
 
 
-def build(homeostatic):
+def build(homeostatic, settings=FAST):
     keras.utils.set_random_seed(0)
     conv = HomeostaticConv2D if homeostatic else keras.layers.Conv2D
     dense = HomeostaticDense if homeostatic else keras.layers.Dense
-    settings = FAST if homeostatic else {}
+    settings = settings if homeostatic else {}
     model = keras.Sequential(
         [
             keras.Input((8, 8, 1)),
@@ -54,14 +54,14 @@ def build(homeostatic):
     return model
 
 
-def train(homeostatic, strategy=None):
+def train(homeostatic, strategy=None, settings=FAST):
     """A model trained 2 epochs, under `strategy` if given."""
     if strategy is None:
-        model = build(homeostatic)
+        model = build(homeostatic, settings)
     else:
         with strategy.scope():
-            model = build(homeostatic)
-    callbacks = [] if homeostatic else [SynapticScalingCallback(**FAST)]
+            model = build(homeostatic, settings)
+    callbacks = [] if homeostatic else [SynapticScalingCallback(**settings)]
     model.fit(dataset(), epochs=2, shuffle=False, verbose=0, callbacks=callbacks)
     return model
 
@@ -86,12 +86,16 @@ def strategy():
     return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 
 
+@pytest.mark.parametrize("period", [1, 3])
 @pytest.mark.parametrize(
     "homeostatic", [False, True], ids=["callback", "homeostatic_layers"]
 )
-def test_replicas_stay_bit_identical_and_match_one_device(strategy, homeostatic):
-    model = train(homeostatic, strategy)
-    single = train(homeostatic)
+def test_replicas_stay_bit_identical_and_match_one_device(
+    strategy, homeostatic, period
+):
+    settings = {**FAST, "period": period}
+    model = train(homeostatic, strategy, settings)
+    single = train(homeostatic, settings=settings)
     variables, reference = tracked(model), tracked(single)
     assert sorted(variables) == sorted(reference)
     # Two layers' states: accumulator, traces, steps, collecting each.
