@@ -54,7 +54,8 @@ the units' balance it does not see).
 
 With `period = P > 1` the rule runs on every P-th optimizer step only, on
 that step's statistics, with its traces decaying by `mu^P` per run (the
-same span in optimizer steps); the steps between are the optimizer's alone.
+same span in optimizer steps) and its rates compounded over the period (the
+same speed); the steps between are the optimizer's alone.
 
 Together they hold every unit's pre-activation at its layer's mean and
 spread, through the weights instead of through a layer: every unit equally
@@ -180,6 +181,25 @@ def trace_momentum(settings):
     as many optimizer steps whatever the period.
     """
     return settings["momentum"] ** settings["period"]
+
+
+def per_run(settings):
+    """The settings of one run of the rule, every `period` optimizer steps.
+
+    `rate`, `bias_rate` and `max_step` are per optimizer step: one run
+    corrects what `period` steps at those rates would have corrected of a
+    steady error, so the period changes what the rule costs, not how fast
+    it acts.
+    """
+    period = settings["period"]
+    if period == 1:
+        return settings
+    return {
+        **settings,
+        "rate": 1.0 - (1.0 - settings["rate"]) ** period,
+        "bias_rate": 1.0 - (1.0 - settings["bias_rate"]) ** period,
+        "max_step": period * settings["max_step"],
+    }
 
 
 def debiased(trace, momentum, steps):
@@ -334,6 +354,7 @@ def step_on_means(means, usable, state, bias, settings, layer_mean):
     `state["steps"]` are scalars for one layer or per-unit vectors, and
     `layer_mean` gives each unit its layer's mean (`segment_mean`)."""
     momentum = trace_momentum(settings)
+    settings = per_run(settings)
     steps = state["steps"] + 1
     traces = {
         name: update_trace(state[name], means[stat], momentum)
@@ -341,9 +362,9 @@ def step_on_means(means, usable, state, bias, settings, layer_mean):
     }
     drive_mean = debiased(traces["drive_mean"], momentum, steps)
     spread = drive_spread(drive_mean, debiased(traces["drive_square"], momentum, steps))
-    # The rule runs once every `period` optimizer steps: past the warm-up
-    # when `steps * period > warmup`, in integers.
-    due = steps > settings["warmup"] // settings["period"]
+    # The warm-up counts observed steps: at `period > 1`, runs of the rule
+    # (a batch of one example is no measure of a unit's spread).
+    due = steps > settings["warmup"]
     apply_now = ops.logical_and(usable, due)
     # Chosen before `exp`, so that the factor reaches the kernel rescale as
     # one vector: selected after it, the compiled update re-evaluated the

@@ -106,8 +106,10 @@ class SynapticScalingCallback(keras.callbacks.Callback):
             decay by `momentum ** period` per run, so they span as many
             optimizer steps; the steps between are the optimizer's alone
             (nothing sensed, nothing rescaled), which is what makes online
-            training cheaper. `rate` and `bias_rate` are per run.
-        warmup: optimizer steps to observe before the first action.
+            training cheaper. `rate`, `bias_rate` and `max_step` stay per
+            optimizer step: a run corrects what `period` steps would have.
+        warmup: observed steps before the first action (at `period` > 1,
+            runs of the rule: `warmup * period` optimizer steps).
         log_dir: optional directory for TensorBoard's Homeostasis dashboard:
             when given, a `keras_homeostasis.tensorboard.HomeostasisLogger`
             writes each scaled unit's activity and factor there.

@@ -254,21 +254,35 @@ def test_non_finite_statistics_leave_the_state_unchanged(bad):
     assert np.all(new["factor"] == 1.0) and np.all(new["shift"] == 0.0)
 
 
-@pytest.mark.parametrize(
-    "period, acted",
-    [(1, [False, False, True, True, True]), (2, [False, True, True, True, True])],
-)
-def test_warmup_counts_optimizer_steps_whatever_the_period(period, acted):
-    # The rule runs once every `period` optimizer steps and counts its own
-    # runs: with a warm-up of 2 optimizer steps it acts from its third run
-    # at period 1 and from its second (optimizer step 4) at period 2.
+@pytest.mark.parametrize("period", [1, 2])
+def test_warmup_counts_the_runs_of_the_rule(period):
+    # A run at batch size 1 sees one example: the warm-up counts observed
+    # steps, so the rule acts from its third run at any period.
     u = np.array([[0.5, 4.0], [-0.5, -4.0]], "float32")
-    found = []
+    acted = []
     for steps in range(5):
         state = fresh_state(2, steps=np.int64(steps))
         new = step(packed_from(u), state, warmup=2, period=period)
-        found.append(bool(np.any(new["factor"] != 1.0)))
-    assert found == acted
+        acted.append(bool(np.any(new["factor"] != 1.0)))
+    assert acted == [False, False, True, True, True]
+
+
+def test_a_run_every_period_steps_corrects_what_those_steps_would_have():
+    # Rates and the step bound are per optimizer step: a run at period 4
+    # acts as one step at the compounded rates would.
+    u = np.array([[0.5, 4.0, -1.0], [-0.5, -4.0, 3.0]], "float32")
+    bias = np.array([0.1, -0.2, 0.3], "float32")
+    every_4 = step(packed_from(u, bias), bias=bias, period=4, rate=0.03, bias_rate=0.05)
+    compounded = step(
+        packed_from(u, bias),
+        bias=bias,
+        momentum=0.0,
+        rate=1 - 0.97**4,
+        bias_rate=1 - 0.95**4,
+        max_step=0.2,
+    )
+    for name in ("factor", "shift", "log_gain"):
+        np.testing.assert_allclose(every_4[name], compounded[name], rtol=1e-6)
 
 
 def test_traces_span_the_same_optimizer_steps_whatever_the_period():
