@@ -51,7 +51,11 @@ def measure(setting, cases, plan, strategy=None, log=print):
     """Times every case of one setting; returns its rows."""
     from keras_homeostasis.lab import bench_timing
 
-    options = {"strategy": strategy, **setting_options(setting)}
+    options = {
+        "strategy": strategy,
+        "period": plan.get("period", 1),
+        **setting_options(setting),
+    }
     online = setting == bc.ONLINE
     variants = bc.ONLINE_VARIANTS if online else bc.VARIANTS
     steps = plan["online_steps"] if online else plan["steps"]
@@ -157,6 +161,7 @@ class Results:
             f"{plan['rounds']} fits per variant of {plan['epochs']} epochs of "
             f"{plan['steps']} steps (a quarter for the CNN, {plan['online_steps']} "
             "online); "
+            f"the rule every {plan.get('period', 1)} step(s); "
             f"{clock(time.perf_counter() - self.started)} elapsed."
         )
         notes = [*self.notes, took]

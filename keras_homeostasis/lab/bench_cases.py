@@ -57,8 +57,9 @@ GROWTH = {
 
 # Rounds (fits per variant), epochs per fit, steps per epoch (batch settings)
 # and steps per epoch online (a multiple of ONLINE_STEPS_PER_EXECUTION).
-QUICK = {"rounds": 3, "epochs": 4, "steps": 30, "online_steps": 1000}
-FULL = {"rounds": 5, "epochs": 4, "steps": 150, "online_steps": 5000}
+# `period`: the homeostatic variants' `period` setting.
+QUICK = {"rounds": 3, "epochs": 4, "steps": 30, "online_steps": 1000, "period": 1}
+FULL = {"rounds": 5, "epochs": 4, "steps": 150, "online_steps": 5000, "period": 1}
 
 
 def cases(quick):

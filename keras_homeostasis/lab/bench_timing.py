@@ -30,8 +30,10 @@ def build(
     jit_compile="auto",
     steps_per_execution=1,
     momentum=0.9,
+    period=1,
 ):
-    """The compiled model of `variant` for `case`, and its callbacks."""
+    """The compiled model of `variant` for `case`, and its callbacks; the
+    homeostatic variants run the rule every `period` steps."""
     from keras_homeostasis.lab import models
     from keras_homeostasis.synaptic_scaling_callback import SynapticScalingCallback
 
@@ -39,7 +41,12 @@ def build(
     with strategy.scope() if strategy else contextlib.nullcontext():
         keras.utils.set_random_seed(0)
         model = models.build_model(
-            case.model, variant, INPUT_SHAPE, CLASSES, hidden=hidden
+            case.model,
+            variant,
+            INPUT_SHAPE,
+            CLASSES,
+            hidden=hidden,
+            scaling_settings={"period": period},
         )
         model.compile(
             optimizer=models.build_optimizer("sgd", momentum=momentum),
@@ -47,7 +54,8 @@ def build(
             jit_compile=jit_compile,
             steps_per_execution=steps_per_execution,
         )
-    callbacks = [SynapticScalingCallback()] if variant == "scaling" else []
+    scaling = variant == "scaling"
+    callbacks = [SynapticScalingCallback(period=period)] if scaling else []
     return model, callbacks
 
 

@@ -110,6 +110,11 @@ def _add_bench(commands):
         "--steps", type=_positive, help="steps per epoch (batch settings)"
     )
     bench.add_argument(
+        "--period",
+        type=_positive,
+        help="run the rule every PERIOD optimizer steps (default 1)",
+    )
+    bench.add_argument(
         "--settings",
         nargs="+",
         choices=list(CLI_NAMES),
