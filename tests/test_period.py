@@ -1,6 +1,8 @@
 """`period > 1`: the rule senses, runs and rescales on every `period`-th
 optimizer step only; the steps between are the optimizer's alone."""
 
+import pathlib
+
 import homeostasis_testing as ht
 import keras
 import numpy as np
@@ -8,6 +10,7 @@ import pytest
 
 from keras_homeostasis import SynapticScalingCallback
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 PERIOD = 4
 SETTINGS = dict(warmup=0, rate=0.2, period=PERIOD)
 BATCH = 8
@@ -79,3 +82,33 @@ def test_runs_fall_on_every_periodth_step_across_fits_and_executions():
     changed = [not np.array_equal(a, b) for a, b in zip(gains, gains[1:])]
     # Steps 1-3 | 4-6 | 7-9 | 10-12 | 13-15: runs at 4, 8 and 12.
     assert changed == [True, True, True, False]
+
+
+def _apart_from(config, *paths):
+    config = {section: dict(values) for section, values in config.items()}
+    for section, key in paths:
+        config[section].pop(key, None)
+    return config
+
+
+@pytest.mark.parametrize(
+    "loader, name, methods",
+    [
+        ("continual", "continual_quick", ("continual", "methods")),
+        ("compare", "compare_online_lr", ("compare", "methods")),
+    ],
+)
+def test_period_configs_differ_from_theirs_only_in_period_and_methods(
+    loader, name, methods
+):
+    # The README compares their scaling rows: nothing else may drift.
+    from keras_homeostasis.lab import config as config_lib
+    from keras_homeostasis.lab import continual
+
+    load = continual.load_config if loader == "continual" else config_lib.load_config
+    base = load(str(ROOT / "configs" / f"{name}.yaml"))
+    period = load(str(ROOT / "configs" / f"{name}_period10.yaml"))
+    assert period["scaling"]["period"] == 10
+    assert period[methods[0]][methods[1]] == ["scaling"]
+    skip = [methods, ("scaling", "period"), ("output", "run_dir")]
+    assert _apart_from(period, *skip) == _apart_from(base, *skip)

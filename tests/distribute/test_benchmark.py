@@ -86,6 +86,16 @@ def test_measure_case_needs_none_first_two_rounds_two_epochs(variants, rounds, e
         bench_timing.measure_case(TINY, variants, rounds, epochs, 2)
 
 
+@pytest.mark.parametrize("variant", bc.HOMEOSTATIC)
+def test_period_reaches_both_homeostatic_variants(variant):
+    model, callbacks = bench_timing.build(variant, TINY, period=3)
+    if variant == "scaling":
+        assert [c.settings["period"] for c in callbacks] == [3]
+    else:
+        periods = [layer.period for layer in model.layers if hasattr(layer, "period")]
+        assert periods and set(periods) == {3}
+
+
 @pytest.mark.slow
 def test_online_setting_runs_steps_per_execution(monkeypatch):
     monkeypatch.setattr(bc, "ONLINE_STEPS_PER_EXECUTION", 2)
