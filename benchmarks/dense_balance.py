@@ -39,7 +39,7 @@ def trace_spreads(callback):
     for layer, state in callback.bindings:
         seen = {
             k: np.asarray(v)
-            for k, v in state.estimates(callback.settings["momentum"]).items()
+            for k, v in state.estimates(callback.settings).items()
         }
         bias = np.asarray(layer.bias) if layer.bias is not None else 0.0
         offset = (seen["drive_mean"] + bias) / seen["spread"]
