@@ -37,10 +37,7 @@ def trace_spreads(callback):
     """Per scaled layer: how far apart its units are, in the rule's traces."""
     found = {}
     for layer, state in callback.bindings:
-        seen = {
-            k: np.asarray(v)
-            for k, v in state.estimates(callback.settings).items()
-        }
+        seen = {k: np.asarray(v) for k, v in state.estimates(callback.settings).items()}
         bias = np.asarray(layer.bias) if layer.bias is not None else 0.0
         offset = (seen["drive_mean"] + bias) / seen["spread"]
         found[layer.name] = {
