@@ -53,7 +53,8 @@ class UnitState(keras.layers.Layer):
             log_gain: cumulative log factor applied to each unit's kernel;
             factor: the kernel factor applied at the last step (`s_i`);
             shift: the bias increment applied at the last step.
-        steps: optimizer steps seen (statistics counted).
+        steps: optimizer steps seen (statistics counted); at `period` > 1
+            every optimizer step, the rule's runs being `steps // period`.
         collecting: 1.0 while forward passes should be counted, else 0.0.
 
     Args:
@@ -129,6 +130,16 @@ class UnitState(keras.layers.Layer):
         step has been written: what the kernel and bias constraints ask."""
         return ops.mod(self.steps, self.period) == 0
 
+    def _on_runs(self, value, neutral):
+        """`value` on the steps the rule ran on, else `neutral(value)`.
+
+        The constraints choose their factor or shift, not the kernel or
+        bias: a conditional that passes a kernel through costs a copy of it.
+        """
+        if self.period == 1:
+            return value
+        return tf.cond(self.is_scaling_now(), lambda: value, lambda: neutral(value))
+
     def _add_statistics(self, preactivation, outputs, bias, unit_axis):
         packed = ops.stop_gradient(
             rule.sensor_statistics(preactivation, outputs, bias, unit_axis)
@@ -186,15 +197,9 @@ class UnitState(keras.layers.Layer):
 
     def scale_kernel(self, kernel):
         """The kernel with each unit's incoming weights (`kernel_axis`) scaled."""
+        # A product with exactly 1 leaves every weight as it was.
         factor = self.row("factor")
-        if self.period > 1:
-            # The factors are chosen, not the kernels: a conditional that
-            # passes a kernel through unscaled costs a copy of it, and a
-            # product with exactly 1 leaves every weight as it was.
-            factor = tf.cond(
-                self.is_scaling_now(), lambda: factor, lambda: tf.ones_like(factor)
-            )
-        factor = ops.cast(factor, kernel.dtype)
+        factor = ops.cast(self._on_runs(factor, ops.ones_like), kernel.dtype)
         rank = len(kernel.shape)
         if self.kernel_axis % rank != rank - 1:
             shape = [1] * rank
@@ -204,13 +209,9 @@ class UnitState(keras.layers.Layer):
 
     def shift_bias(self, bias):
         """The bias plus the rule's intrinsic-plasticity shift."""
+        # `b + (-0.0)` is `b` for every `b` (`b + 0.0` turns -0.0 into 0.0).
         shift = self.row("shift")
-        if self.period > 1:
-            # As for the kernels: the shift is chosen, and `b + (-0.0)` is
-            # `b` for every `b` (`b + 0.0` would turn -0.0 into 0.0).
-            shift = tf.cond(
-                self.is_scaling_now(), lambda: shift, lambda: tf.fill(shift.shape, -0.0)
-            )
+        shift = self._on_runs(shift, lambda v: ops.full_like(v, -0.0))
         return bias + ops.cast(shift, bias.dtype)
 
     def load_own_variables(self, store):
