@@ -4,6 +4,7 @@ The comparison configs rely on this to leave `homeostatic_layers` out.
 """
 
 import homeostasis_testing as ht
+import keras
 import numpy as np
 import pytest
 
@@ -43,3 +44,35 @@ def test_callback_and_layers_train_identically(kind, period):
             a.log_gain.numpy(), b.log_gain.numpy(), rtol=1e-4, atol=1e-4
         )
         assert a.steps.numpy() == b.steps.numpy() == 8
+
+
+def test_gradient_accumulation_runs_the_rule_on_every_batch():
+    # With `gradient_accumulation_steps`, Keras applies the constraints
+    # after every batch, the optimizer's update on every N-th only: the rule
+    # senses and scales every batch, and both paths stay the same rule.
+    x, y = ht.noise(ht.INPUT_SHAPES["Dense"], n=128)
+    settings = {"warmup": 0, "rate": 0.2}
+
+    def accumulating(model):
+        optimizer = keras.optimizers.SGD(
+            0.01, momentum=0.9, gradient_accumulation_steps=2
+        )
+        return ht.compiled(model, optimizer=optimizer)
+
+    plain = accumulating(ht.model_of("Dense", seed=3))
+    homeostatic = accumulating(
+        ht.model_of("Dense", homeostatic=True, seed=3, **settings)
+    )
+    fit = dict(epochs=2, batch_size=32, verbose=0, shuffle=False)
+    plain.fit(x, y, callbacks=[SynapticScalingCallback(**settings)], **fit)
+    homeostatic.fit(x, y, **fit)
+    assert int(plain.optimizer.iterations.numpy()) == 4
+    for (_, a), (_, b) in zip(ht.states(plain), ht.states(homeostatic)):
+        assert a.steps.numpy() == b.steps.numpy() == 8
+        assert np.abs(a.log_gain.numpy()).max() > 0
+        np.testing.assert_allclose(
+            a.log_gain.numpy(), b.log_gain.numpy(), rtol=1e-4, atol=1e-4
+        )
+    for a, b in zip(_kernels(plain), _kernels(homeostatic)):
+        assert np.all(np.isfinite(a))
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
