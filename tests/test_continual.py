@@ -201,6 +201,22 @@ def test_cli_runs_and_reports(tmp_path, capsys):
     assert (tmp_path / "run" / "online_accuracy.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_cli_seed_overrides_the_configs_and_needs_its_own_folder(tmp_path, capsys):
+    run = tmp_path / "run"
+    path = _write(tmp_path, _raw(output={"run_dir": str(run)}))
+    assert cli.main(["continual", path, "--tasks", "1"]) == 0
+    capsys.readouterr()
+    args = ["continual", path, "--tasks", "1", "--seed", "4"]
+    assert cli.main(args) == cli.BAD_INPUT
+    assert "`continual.seed`=3, not 4" in capsys.readouterr().err
+    other = tmp_path / "seed4"
+    assert cli.main([*args, "--out", str(other)]) == 0
+    saved = yaml.safe_load((other / "continual_config.json").read_text())
+    assert saved["continual"]["seed"] == 4
+    first, second = _results(run)[0], _results(other)[0]
+    assert first["online_accuracy"] != second["online_accuracy"]
+
+
 def test_report_windows_and_final_metrics():
     rows = []
     for task, accuracy in enumerate(
@@ -224,6 +240,13 @@ def test_report_windows_and_final_metrics():
     assert s["last"] == pytest.approx(0.05)
     assert s["best"] == pytest.approx(0.85)
     assert s["dead"] == pytest.approx(20.0) and s["erank"] == pytest.approx(5.0)
-    assert "| m | 11 | 0.7000 | 0.0500 | 0.8500 | 20.0 | 5.0 | 2.0 |" in (
+    assert s["trend"] == pytest.approx(-0.7727, abs=1e-4)
+    assert "| m | 11 | 0.7000 | 0.0500 | 0.8500 | -0.7727 | 20.0 | 5.0 | 2.0 |" in (
         continual_report.table(rows)
     )
+
+
+def test_trend_is_the_least_squares_slope_per_ten_tasks():
+    assert continual_report.trend([0.8, 0.7, 0.6]) == pytest.approx(-1.0)
+    assert continual_report.trend([0.7, 0.7, 0.7, 0.7]) == pytest.approx(0.0)
+    assert continual_report.trend([0.7]) is None

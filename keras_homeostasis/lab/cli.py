@@ -40,6 +40,8 @@ def _continual(args):
         overrides["continual"] = {"tasks": args.tasks}
     if args.methods:
         overrides.setdefault("continual", {})["methods"] = list(args.methods)
+    if args.seed is not None:
+        overrides.setdefault("continual", {})["seed"] = args.seed
     problem = config_problem(args.config)
     if problem:
         return fail(problem)

@@ -88,6 +88,12 @@ def _add_continual(commands):
     continual.add_argument(
         "--methods", nargs="+", choices=METHODS, help="override continual.methods"
     )
+    continual.add_argument(
+        "--seed",
+        type=_seed,
+        help="override continual.seed (permutations, order, weights): "
+        "another seed needs its own --out",
+    )
 
 
 def _add_bench(commands):

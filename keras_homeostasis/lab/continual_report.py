@@ -4,7 +4,9 @@ From the rows of `results.csv` (one per method and task):
 
 - `results.md`: one row per method: the mean online accuracy over the first
   and the last 10% of its finished tasks (at least one task each), the best
-  mean over any window of that many consecutive tasks, and, at its last task,
+  mean over any window of that many consecutive tasks, the trend (the
+  least-squares slope of online accuracy against task, per 10 tasks: less
+  sensitive to one task's noise than the windows), and, at its last task,
   the dead-unit percentage and effective rank averaged over the hidden layers,
   and the mean wall time per task.
 - `online_accuracy.png`, `dead_units.png`, `effective_rank.png`: each against
@@ -55,6 +57,15 @@ def best_window(values, size):
     )
 
 
+def trend(values, per=10):
+    """Least-squares slope of `values` against their index, times `per`
+    (None for fewer than two values)."""
+    if len(values) < 2:
+        return None
+    slope, _ = statistics.linear_regression(range(len(values)), values)
+    return per * slope
+
+
 def summary(rows):
     """Per method: tasks, first/last/best 10% online accuracy, final metrics."""
     result = {}
@@ -67,6 +78,7 @@ def summary(rows):
             "first": statistics.fmean(accuracy[:size]),
             "last": statistics.fmean(accuracy[-size:]),
             "best": best_window(accuracy, size),
+            "trend": trend(accuracy),
             "dead": layer_mean(group[-1], "dead"),
             "erank": layer_mean(group[-1], "erank"),
             "seconds": statistics.fmean(float(r["seconds"]) for r in group),
@@ -82,6 +94,7 @@ def table(rows):
         "online acc. first 10%",
         "online acc. last 10%",
         "best 10% window",
+        "trend / 10 tasks",
         "final dead %",
         "final eff. rank",
         "s / task",
@@ -94,6 +107,7 @@ def table(rows):
             f"{s['first']:.4f}",
             f"{s['last']:.4f}",
             f"{s['best']:.4f}",
+            "n/a" if s["trend"] is None else f"{s['trend']:+.4f}",
             f"{s['dead']:.1f}",
             f"{s['erank']:.1f}",
             f"{s['seconds']:.1f}",
@@ -116,7 +130,9 @@ def markdown(rows, config):
         "",
         "Online accuracy: mean over the first and the last 10% of each method's "
         "finished tasks, and the best mean over any window of that many "
-        "consecutive tasks. Dead units (zero on all probe images of the task) "
+        "consecutive tasks; trend: the least-squares slope of online accuracy "
+        "against task, per 10 tasks. Dead units (zero on all probe images of "
+        "the task) "
         "and effective rank of the post-ReLU representation of the probe "
         "images: at the last finished task, averaged over the hidden layers.",
         "",
