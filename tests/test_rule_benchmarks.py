@@ -5,12 +5,14 @@ import json
 import pathlib
 
 import numpy as np
+import pytest
 from homeostasis_testing import load_script
 
 BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
 rule_variants = load_script(BENCHMARKS / "rule_variants.py")
 online_variants = load_script(BENCHMARKS / "online_variants.py")
 dense_balance = load_script(BENCHMARKS / "dense_balance.py")
+continual_seeds = load_script(BENCHMARKS / "continual_seeds.py")
 
 
 def _digits(n, features=784, seed=0):
@@ -72,3 +74,50 @@ def test_dense_balance_reports_the_traces_spreads_and_its_table_renders(tmp_path
     assert last.startswith(
         f'| `{{"momentum": 0.9}}` | {100 * row["test_accuracy"]:.2f}% |'
     )
+
+
+def _continual_csv(path, accuracy_by_method):
+    import csv
+
+    fields = ["method", "task", "online_accuracy", "hidden_1_dead", "hidden_2_dead"]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        for method, values in accuracy_by_method.items():
+            for task, value in enumerate(values, start=1):
+                writer.writerow(
+                    {
+                        "method": method,
+                        "task": task,
+                        "online_accuracy": value,
+                        "hidden_1_dead": 0 if method == "flat" else 10,
+                        "hidden_2_dead": 0 if method == "flat" else 30,
+                    }
+                )
+    return str(path)
+
+
+def test_continual_seeds_tells_a_decline_from_its_noise_floor(tmp_path):
+    rng = np.random.default_rng(0)
+    paths = []
+    for seed in range(3):
+        flat = 0.75 + rng.normal(0.0, 0.01, 20)
+        falling = 0.8 - 0.01 * np.arange(20) + rng.normal(0.0, 0.01, 20)
+        paths.append(
+            _continual_csv(
+                tmp_path / f"s{seed}.csv", {"flat": flat, "falling": falling}
+            )
+        )
+    flat = continual_seeds.measures(
+        continual_seeds.accuracies(continual_seeds.read(paths[0]), "flat")
+    )
+    # A flat run's best 2-task window sits ~1.2 task deviations above its last.
+    assert 0.8 < flat["floor"] < 1.8
+    assert abs(flat["trend"]) < 1.0
+    lines = continual_seeds.table(paths).splitlines()
+    assert [line.split(" | ")[0] for line in lines[2:]] == ["| flat", "| falling"]
+    cells = lines[3].split(" | ")
+    assert cells[1] == "3"
+    assert float(cells[5].split(" ± ")[0]) > 15  # decline in points
+    assert float(cells[8].split(" ± ")[0]) == pytest.approx(-10.0, abs=1.5)
+    assert cells[9].startswith("20.0")
