@@ -163,6 +163,19 @@ def test_shipped_configs_validate(name):
     assert config["data"]["dataset"].endswith("mnist.npz")
 
 
+def test_long_config_is_the_quick_one_over_more_tasks():
+    # The README compares the two runs' figures: nothing else may differ.
+    quick = continual.load_config(str(ROOT / "configs" / "continual_quick.yaml"))
+    long = continual.load_config(str(ROOT / "configs" / "continual_quick_long.yaml"))
+    assert long["continual"]["tasks"] == 120
+    assert long["continual"]["methods"] == ["backprop", "layernorm", "scaling"]
+    for config in (quick, long):
+        config["continual"].pop("tasks")
+        config["continual"].pop("methods")
+        config["output"].pop("run_dir")
+    assert long == quick
+
+
 def _write(tmp_path, raw):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(raw))
