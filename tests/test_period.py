@@ -95,6 +95,7 @@ def _apart_from(config, *paths):
     "loader, name, methods",
     [
         ("continual", "continual_quick", ("continual", "methods")),
+        ("continual", "continual_quick_long", ("continual", "methods")),
         ("compare", "compare_online_lr", ("compare", "methods")),
     ],
 )
