@@ -16,7 +16,11 @@ standard deviation over seeds of:
   deviations of one task, whatever the method: a decline at the floor is no
   loss of plasticity.
 
-    python benchmarks/continual_seeds.py docs/results/continual_quick*.csv
+    python benchmarks/continual_seeds.py docs/results/continual_quick.csv \
+        docs/results/continual_quick_seed1.csv docs/results/continual_quick_seed2.csv
+
+The windows, the trend and the dead units are the continual report's own
+(`keras_homeostasis.lab.continual_report`).
 """
 
 import argparse
@@ -24,6 +28,8 @@ import csv
 import statistics
 
 import numpy as np
+
+from keras_homeostasis.lab import continual_report as report
 
 # Simulated flat runs per noise floor estimate.
 SIMULATIONS = 20000
@@ -36,52 +42,44 @@ def read(path):
 
 def accuracies(rows, method):
     """Online accuracy per task of one method, in task order."""
-    mine = sorted(
-        (r for r in rows if r["method"] == method), key=lambda r: int(r["task"])
+    return np.array(
+        [float(r["online_accuracy"]) for r in report.by_method(rows)[method]]
     )
-    return np.array([float(r["online_accuracy"]) for r in mine])
 
 
 def final_dead(rows, method):
-    last = max((r for r in rows if r["method"] == method), key=lambda r: int(r["task"]))
-    columns = [c for c in last if c.endswith("_dead")]
-    return statistics.fmean(float(last[c]) for c in columns)
+    """Dead-unit percentage at the method's last task, mean over hidden layers."""
+    return report.layer_mean(report.by_method(rows)[method][-1], "dead")
 
 
-def window(count):
-    """Tasks in 10% of `count` tasks (at least one), as the report counts them."""
-    return max(1, -(-count // 10))
-
-
-def decline(values, size):
-    """Best mean of `size` consecutive values minus the mean of the last `size`."""
-    kernel = np.ones(size) / size
-    means = np.convolve(values, kernel, mode="valid")
-    return means.max() - means[-1]
+def residual_noise(values):
+    """Spread of `values` around their least-squares line: the per-task noise."""
+    tasks = np.arange(len(values))
+    slope, intercept = np.polyfit(tasks, values, 1)
+    return (values - (slope * tasks + intercept)).std(ddof=2)
 
 
 def measures(values):
     """The per-seed figures of one method (accuracies as fractions)."""
-    size = window(len(values))
-    tasks = np.arange(len(values))
-    slope, intercept = np.polyfit(tasks, values, 1)
-    residual = values - (slope * tasks + intercept)
+    size = report.window(len(values))
+    best = report.best_window(list(values), size)
+    last = values[-size:].mean()
     half = len(values) // 2
     return {
         "first": values[:size].mean(),
-        "last": values[-size:].mean(),
-        "best": np.convolve(values, np.ones(size) / size, mode="valid").max(),
-        "decline": 100 * decline(values, size),
+        "last": last,
+        "best": best,
+        "decline": 100 * (best - last),
         "halves": 100 * (values[half:].mean() - values[:half].mean()),
-        "trend": 1000 * slope,
-        "floor": 100 * noise_floor(len(values), residual.std(ddof=2)),
+        "trend": 100 * report.trend(list(values)),
+        "floor": 100 * noise_floor(len(values), residual_noise(values)),
     }
 
 
 def noise_floor(count, noise, seed=0):
     """Mean decline of a flat run of `count` tasks with per-task noise `noise`."""
     rng = np.random.default_rng(seed)
-    size = window(count)
+    size = report.window(count)
     runs = rng.normal(0.0, noise, (SIMULATIONS, count))
     kernel = np.ones(size) / size
     means = np.apply_along_axis(np.convolve, 1, runs, kernel, mode="valid")
@@ -97,10 +95,8 @@ def _cell(values, digits):
 
 def table(paths):
     files = [read(p) for p in paths]
-    methods = [m for m in dict.fromkeys(r["method"] for r in files[0])]
-    methods = [
-        m for m in methods if all(any(r["method"] == m for r in f) for f in files)
-    ]
+    present = [report.by_method(rows) for rows in files]
+    methods = [m for m in present[0] if all(m in found for found in present[1:])]
     head = [
         "method",
         "seeds",

@@ -1,6 +1,7 @@
 """The rule's development benchmarks (docs/design.md tables), on small settings."""
 
 import argparse
+import csv
 import json
 import pathlib
 
@@ -77,8 +78,6 @@ def test_dense_balance_reports_the_traces_spreads_and_its_table_renders(tmp_path
 
 
 def _continual_csv(path, accuracy_by_method):
-    import csv
-
     fields = ["method", "task", "online_accuracy", "hidden_1_dead", "hidden_2_dead"]
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
