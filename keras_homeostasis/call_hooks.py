@@ -10,6 +10,12 @@ puts the same wrappers back and, when the model's compiled train function
 from the last install still fits (same compile, same settings), reuses it:
 a second `fit` with the same callback neither re-traces nor recompiles.
 
+A model that is not built when `fit` starts (a subclassed model, or a
+Sequential model without an `Input`, which Keras builds in the first trace
+of its train step) is bound there: the train-step wrapper builds it from
+the batch's shapes, asks for its bindings, and wraps and constrains the
+layers before the step runs, so the first step is already scaled.
+
 Keras 3.15 calls no callback when `fit` raises, so the hooks of an
 interrupted fit are removed lazily: the first `make_train_function` after
 `on_train_begin` that is not the hooks' own (a later `fit` or
@@ -51,11 +57,14 @@ class CallHooks:
         bindings: `(layer, UnitState, settings)` triples, in optimizer order.
         lazy_removal: whether a foreign `make_train_function` call removes the
             hooks (a fit that raised); False in `SynapticScalingCallback.attached`.
+        bind: for a model not built yet (`bindings` empty): called with the
+            built model in the first train step, returns its bindings.
     """
 
-    def __init__(self, model, bindings, lazy_removal=True):
+    def __init__(self, model, bindings, lazy_removal=True, bind=None):
         self.model = model
         self.bindings = list(bindings)
+        self.bind = bind
         self.lazy_removal = lazy_removal
         self.in_fit = lazy_removal
         self.active = False
@@ -87,13 +96,11 @@ class CallHooks:
                 object.__setattr__(owner, name, wrapper)
         else:
             self._wrap_all()
-        states = [
-            (state, settings, getattr(layer, "bias", None))
-            for layer, state, settings in self.bindings
-        ]
-        self._constraints = engine.attach_constraints(
-            self.bindings, engine.HomeostasisEngine(states)
-        )
+        if self.bindings:
+            self._attach_constraints()
+        # Otherwise the model is not built yet: Keras builds it in the first
+        # trace of the train function made below, and the train-step wrapper
+        # binds it there (`_bind_in_first_step`).
         if same_compile(self._compiled_for, compile_key(self.model)):
             self.model.train_function = self._train_function
             return
@@ -107,6 +114,27 @@ class CallHooks:
             _context.installing = False
         self._train_function = self.model.train_function
         self._compiled_for = compile_key(self.model)
+
+    def _attach_constraints(self):
+        states = [
+            (state, settings, getattr(layer, "bias", None))
+            for layer, state, settings in self.bindings
+        ]
+        self._constraints = engine.attach_constraints(
+            self.bindings, engine.HomeostasisEngine(states)
+        )
+
+    def _bind_in_first_step(self, data):
+        """Builds an unbuilt model from a batch's shapes, then binds it."""
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        if not self.model.built:
+            # A symbolic call builds every layer, as Keras' own deferred
+            # build does, without running the model on the batch.
+            self.model(keras.tree.map_structure(_symbolic, x))
+        self.bindings = list(self.bind(self.model))
+        for layer, state, _ in self.bindings:
+            self._wrap_layer(layer, state)
+        self._attach_constraints()
 
     def _wrap_all(self):
         for name, is_train in _STEPS.items():
@@ -146,6 +174,8 @@ class CallHooks:
         def step(*args, **kwargs):
             if not self.active:
                 return original(*args, **kwargs)
+            if is_train and not self.bindings and self.bind is not None:
+                self._bind_in_first_step(args[0] if args else kwargs["data"])
             outer = getattr(_context, "step", None)
             _context.step = is_train
             try:
@@ -208,6 +238,11 @@ class CallHooks:
             return sensor.sensed_call(layer, forward, state, axis)
 
         self._set(layer, "call", call)
+
+
+def _symbolic(tensor):
+    dtype = keras.backend.standardize_dtype(tensor.dtype)
+    return keras.KerasTensor(tuple(tensor.shape), dtype=dtype)
 
 
 def compile_key(model):

@@ -57,6 +57,12 @@ class SynapticScalingCallback(keras.callbacks.Callback):
     first, so the model trains as if it had never been hooked. For
     `train_on_batch` and custom loops, use `with callback.attached(model):`.
 
+    A model that `fit` has not built when it starts (a subclassed model never
+    called, or a `Sequential` model without an `Input`) is built from the
+    first batch's shapes and bound in the first step, which is already
+    scaled: the run is the run of the same model built beforehand. To
+    restore a checkpoint into such a model, build it first.
+
     The state (traces, gains, counters) lives in `UnitState` variables attached
     to each layer as `layer.homeostasis`: `save_weights`, `ModelCheckpoint`,
     `BackupAndRestore` and `.keras` files include it. The state is created in
@@ -136,6 +142,7 @@ class SynapticScalingCallback(keras.callbacks.Callback):
         self.log_freq = log_freq
         self._bindings = []
         self._hooks = None
+        self._logger_waits = False
 
     @property
     def bindings(self):
@@ -173,19 +180,33 @@ class SynapticScalingCallback(keras.callbacks.Callback):
         return state
 
     def on_train_begin(self, logs=None):
-        self._check_model()
+        # A model Keras has not built yet (subclassed, or Sequential without
+        # an `Input`) is built and bound in the first trace of its train step.
+        self._check_model(built=False)
         self._attach(lazy_removal=True)
-        self._forward("on_train_begin", logs)
+        self._logger_waits = not self._bindings
+        if not self._logger_waits:
+            self._forward("on_train_begin", logs)
 
-    def _check_model(self):
-        if self.model is None or not self.model.built:
+    def _check_model(self, built=True):
+        if self.model is None:
             raise ValueError(
-                "SynapticScalingCallback needs a built model: call the model on "
-                "data or build it before `fit`."
+                "SynapticScalingCallback has no model: pass it to `fit` in "
+                "`callbacks=`, or use `with callback.attached(model):`."
+            )
+        if built and not self.model.built:
+            raise ValueError(
+                "SynapticScalingCallback.attached needs a built model: call the "
+                f"model '{self.model.name}' on data or build it first (`fit` "
+                "builds it in its first step)."
             )
         distribute_compat.check_steps_per_execution(self.model)
-        if not self._bindings:
+        if not self._bindings and self.model.built:
             self._bind(self.model)
+
+    def _bind_in_first_step(self, model):
+        self._bind(model)
+        return self._bindings
 
     def _attach(self, lazy_removal):
         self._detach()
@@ -193,7 +214,10 @@ class SynapticScalingCallback(keras.callbacks.Callback):
             self.model, self._bindings, lazy_removal
         ):
             self._hooks = call_hooks.CallHooks(
-                self.model, self._bindings, lazy_removal=lazy_removal
+                self.model,
+                self._bindings,
+                lazy_removal=lazy_removal,
+                bind=self._bind_in_first_step,
             )
         try:
             self._hooks.install()
@@ -210,6 +234,10 @@ class SynapticScalingCallback(keras.callbacks.Callback):
         return self._hooks
 
     def on_train_batch_end(self, batch, logs=None):
+        if self._logger_waits:
+            # The layers it logs were bound in the first step.
+            self._logger_waits = False
+            self._forward("on_train_begin", None)
         self._forward("on_train_batch_end", batch, logs)
 
     def on_epoch_end(self, epoch, logs=None):

@@ -94,6 +94,75 @@ def test_subclassed_model_without_training_argument_is_scaled(kind):
     assert not is_hooked(model)
 
 
+class CountsTraces(Subclassed):
+    """`Subclassed`, counting how often a train step traces its `call`."""
+
+    traces = 0
+
+    def call(self, x):
+        graph = tf.compat.v1.get_default_graph()
+        if not tf.executing_eagerly() and "step" in graph.name:
+            CountsTraces.traces += 1
+        return super().call(x)
+
+
+def unbuilt(kind, build):
+    """A model of `kind` Keras has not built (or, with `build`, one that is)."""
+    keras.utils.set_random_seed(0)
+    shape = (8,) if kind != "Conv1D" else (8, 2)
+    if kind == "Sequential":
+        model = keras.Sequential(
+            [
+                keras.layers.Dense(8, activation="relu", name="h0"),
+                keras.layers.Dense(6, activation="relu", name="h1"),
+                keras.layers.Dense(3, name="out"),
+            ]
+        )
+    else:
+        model = CountsTraces(kind)
+    if build:
+        model(np.zeros((1, *shape), "float32"))
+    model.compile(keras.optimizers.SGD(0.05, momentum=0.9), LOSS)
+    return model, noise(shape, n=64)
+
+
+@pytest.mark.parametrize("kind", ["Dense", "Conv1D", "Sequential"])
+def test_an_unbuilt_model_is_bound_in_its_first_step(kind, tmp_path):
+    """Keras builds a subclassed model, or a Sequential without an `Input`,
+    in the first trace of `fit`: the callback binds it there, and the run is
+    the run of the same model built beforehand, bit for bit."""
+    runs = []
+    for build in (False, True):
+        model, (x, y) = unbuilt(kind, build)
+        callback = SynapticScalingCallback(log_dir=str(tmp_path / str(build)))
+        fit(model, x, y, [callback], epochs=2)
+        traced = CountsTraces.traces
+        fit(model, x, y, [callback])
+        assert CountsTraces.traces == traced, "a second fit retraced"
+        assert [layer.name for layer, _ in callback.bindings] == ["h0", "h1"]
+        assert int(callback.bindings[0][1].steps.numpy()) == 12
+        assert not is_hooked(model)
+        runs.append(snapshot(model))
+    assert_bit_equal(*runs)
+    # The logger, which needs the bound layers, logged them from the first step.
+    events = list((tmp_path / "False").rglob("events.out.tfevents*"))
+    tags = {
+        value.tag
+        for path in events
+        for event in tf.compat.v1.train.summary_iterator(str(path))
+        for value in event.summary.value
+    }
+    assert tags == {"h0", "h1"}
+
+
+def test_attached_needs_a_built_model():
+    model, _ = unbuilt("Dense", build=False)
+    callback = SynapticScalingCallback(**FAST)
+    with pytest.raises(ValueError, match="attached needs a built model: call"):
+        with callback.attached(model):
+            pass
+
+
 @pytest.mark.parametrize("kind", ["Dense", "Conv1D"])
 def test_inference_during_fit_of_a_subclassed_model_is_not_counted(kind):
     results = []
