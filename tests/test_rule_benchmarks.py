@@ -120,3 +120,29 @@ def test_continual_seeds_tells_a_decline_from_its_noise_floor(tmp_path):
     assert float(cells[5].split(" ± ")[0]) > 15  # decline in points
     assert float(cells[8].split(" ± ")[0]) == pytest.approx(-10.0, abs=1.5)
     assert cells[9].startswith("20.0")
+
+
+def test_online_lr_settings_runs_each_variant_in_its_folder_and_tabulates(tmp_path):
+    online_lr_settings = load_script(BENCHMARKS / "online_lr_settings.py")
+    config_path = BENCHMARKS.parent / online_lr_settings.CONFIG
+    small = {"data": {"dataset": "digits"}, "compare": {"train_examples": 32}}
+    results = []
+    for name in ("defaults", "anchor0"):
+        config = online_lr_settings.variant_config(
+            config_path, name, 0.01, [0], str(tmp_path), overrides=small
+        )
+        assert config["compare"]["methods"] == ["scaling"]
+        assert config["compare"]["learning_rates"] == [0.01]
+        rows = online_lr_settings.compare.run_comparison(config, log=lambda _: None)
+        assert (tmp_path / name / "results.csv").exists()
+        results.append((name, online_lr_settings.summary(rows)))
+    assert results[1][1]["runs"] == 1
+    anchor = online_lr_settings.variant_config(
+        config_path, "anchor0", 0.01, [0], str(tmp_path), overrides=small
+    )["scaling"]["anchor"]
+    assert anchor == 0.0
+    lines = online_lr_settings.table(results).splitlines()
+    assert lines[2].startswith("| defaults | 1 | ")
+    assert lines[3].startswith("| `anchor: 0` | 1 | ")
+    accuracy = float(results[1][1]["accuracy"].split(" ± ")[0])
+    assert f"{accuracy:.3f} ± 0.000" in lines[3]
