@@ -14,7 +14,9 @@ A model that is not built when `fit` starts (a subclassed model, or a
 Sequential model without an `Input`, which Keras builds in the first trace
 of its train step) is bound there: the train-step wrapper builds it from
 the batch's shapes, asks for its bindings, and wraps and constrains the
-layers before the step runs, so the first step is already scaled.
+layers before the step runs, so the first step is already scaled. In a
+custom loop the model's first call on data binds it the same way (Keras
+has built it by then).
 
 Keras 3.15 calls no callback when `fit` raises, so the hooks of an
 interrupted fit are removed lazily: the first `make_train_function` after
@@ -65,6 +67,7 @@ class CallHooks:
         self.model = model
         self.bindings = list(bindings)
         self.bind = bind
+        self._binding = False
         self.lazy_removal = lazy_removal
         self.in_fit = lazy_removal
         self.active = False
@@ -124,6 +127,9 @@ class CallHooks:
             self.bindings, engine.HomeostasisEngine(states)
         )
 
+    def _waits_for_binding(self):
+        return not self.bindings and self.bind is not None and not self._binding
+
     def _bind_in_first_step(self, data):
         """Builds an unbuilt model from a batch's shapes, then binds it."""
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
@@ -131,7 +137,17 @@ class CallHooks:
             # A symbolic call builds every layer, as Keras' own deferred
             # build does, without running the model on the batch.
             self.model(keras.tree.map_structure(_symbolic, x))
-        self.bindings = list(self.bind(self.model))
+        if self._waits_for_binding():  # The model's own call may have bound it.
+            self._bind_built_model()
+
+    def _bind_built_model(self):
+        # Finding the output layers traces the model: that call must not
+        # bind again.
+        self._binding = True
+        try:
+            self.bindings = list(self.bind(self.model))
+        finally:
+            self._binding = False
         for layer, state, _ in self.bindings:
             self._wrap_layer(layer, state)
         self._attach_constraints()
@@ -174,7 +190,7 @@ class CallHooks:
         def step(*args, **kwargs):
             if not self.active:
                 return original(*args, **kwargs)
-            if is_train and not self.bindings and self.bind is not None:
+            if is_train and self._waits_for_binding():
                 self._bind_in_first_step(args[0] if args else kwargs["data"])
             outer = getattr(_context, "step", None)
             _context.step = is_train
@@ -207,11 +223,19 @@ class CallHooks:
 
     def _wrap_model_call(self):
         original = _unwrapped_call(self.model)
-        if "training" not in inspect.signature(original).parameters:
+        takes_training = "training" in inspect.signature(original).parameters
+        if not (takes_training or self._waits_for_binding()):
             return  # Keras gives this call no flag to relay.
 
         def call(*args, **kwargs):
             if not self.active:
+                return original(*args, **kwargs)
+            if self._waits_for_binding() and self.model.built:
+                # A custom loop's first call on data (Keras builds the model
+                # before calling `call`, its build call comes first and is
+                # left alone): binding counts nothing.
+                self._bind_built_model()
+            if not takes_training:
                 return original(*args, **kwargs)
             outer = getattr(_context, "training", None)
             # As in Keras, a call without `training` is an inference call.
@@ -229,7 +253,7 @@ class CallHooks:
         takes_training = "training" in inspect.signature(original).parameters
 
         def call(*args, **kwargs):
-            symbolic = any(keras.backend.is_keras_tensor(a) for a in args)
+            symbolic = _is_symbolic(args)
             counts = self.active and _counts(takes_training, kwargs, self.in_fit)
             if symbolic or not counts:
                 return original(*args, **kwargs)
@@ -238,6 +262,10 @@ class CallHooks:
             return sensor.sensed_call(layer, forward, state, axis)
 
         self._set(layer, "call", call)
+
+
+def _is_symbolic(args):
+    return any(keras.backend.is_keras_tensor(a) for a in keras.tree.flatten(args))
 
 
 def _symbolic(tensor):

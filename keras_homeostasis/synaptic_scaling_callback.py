@@ -60,8 +60,9 @@ class SynapticScalingCallback(keras.callbacks.Callback):
     A model that `fit` has not built when it starts (a subclassed model never
     called, or a `Sequential` model without an `Input`) is built from the
     first batch's shapes and bound in the first step, which is already
-    scaled: the run is the run of the same model built beforehand. To
-    restore a checkpoint into such a model, build it first.
+    scaled: the run is the run of the same model built beforehand. Under
+    `attached`, the model's first call on data binds it. To restore a
+    checkpoint into such a model, build it first.
 
     The state (traces, gains, counters) lives in `UnitState` variables attached
     to each layer as `layer.homeostasis`: `save_weights`, `ModelCheckpoint`,
@@ -182,23 +183,17 @@ class SynapticScalingCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         # A model Keras has not built yet (subclassed, or Sequential without
         # an `Input`) is built and bound in the first trace of its train step.
-        self._check_model(built=False)
+        self._check_model()
         self._attach(lazy_removal=True)
         self._logger_waits = not self._bindings
         if not self._logger_waits:
             self._forward("on_train_begin", logs)
 
-    def _check_model(self, built=True):
+    def _check_model(self):
         if self.model is None:
             raise ValueError(
                 "SynapticScalingCallback has no model: pass it to `fit` in "
                 "`callbacks=`, or use `with callback.attached(model):`."
-            )
-        if built and not self.model.built:
-            raise ValueError(
-                "SynapticScalingCallback.attached needs a built model: call the "
-                f"model '{self.model.name}' on data or build it first (`fit` "
-                "builds it in its first step)."
             )
         distribute_compat.check_steps_per_execution(self.model)
         if not self._bindings and self.model.built:
@@ -271,11 +266,16 @@ class SynapticScalingCallback(keras.callbacks.Callback):
         self.set_model(model)
         self._check_model()
         self._attach(lazy_removal=False)
-        self._forward("on_train_begin", None)
+        waits = not self._bindings
+        if not waits:
+            self._forward("on_train_begin", None)
         try:
             yield self
         finally:
             self._detach()
+            if waits and self._bindings:
+                # Bound in the block: the logger can find its layers now.
+                self._forward("on_train_begin", None)
             self._forward("on_train_end", None)
 
     def _forward(self, hook, *args):

@@ -155,12 +155,32 @@ def test_an_unbuilt_model_is_bound_in_its_first_step(kind, tmp_path):
     assert tags == {"h0", "h1"}
 
 
-def test_attached_needs_a_built_model():
-    model, _ = unbuilt("Dense", build=False)
-    callback = SynapticScalingCallback(**FAST)
-    with pytest.raises(ValueError, match="attached needs a built model: call"):
+def custom_step(model):
+    @tf.function
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = LOSS(yb, model(xb, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        model.optimizer.apply(grads, model.trainable_variables)
+
+    return step
+
+
+@pytest.mark.parametrize("loop", ["train_on_batch", "custom"])
+def test_attached_binds_an_unbuilt_model_at_its_first_call(loop):
+    runs = []
+    for build in (False, True):
+        model, (x, y) = unbuilt("Dense", build)
+        callback = SynapticScalingCallback(**FAST)
         with callback.attached(model):
-            pass
+            step = custom_step(model) if loop == "custom" else model.train_on_batch
+            for i in range(0, 48, 16):
+                step(x[i : i + 16], y[i : i + 16])
+        assert not is_hooked(model)
+        assert [layer.name for layer, _ in callback.bindings] == ["h0", "h1"]
+        assert int(callback.bindings[0][1].steps.numpy()) == 3
+        runs.append(snapshot(model))
+    assert_bit_equal(*runs)
 
 
 @pytest.mark.parametrize("kind", ["Dense", "Conv1D"])
