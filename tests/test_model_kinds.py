@@ -346,15 +346,7 @@ def test_attached_drives_train_on_batch_and_a_custom_loop():
             model.train_on_batch(x[i : i + 16], y[i : i + 16])
         model.evaluate(x, y, verbose=0)
         model.predict(x, verbose=0)
-
-        @tf.function
-        def step(xb, yb):
-            with tf.GradientTape() as tape:
-                loss = LOSS(yb, model(xb, training=True))
-            grads = tape.gradient(loss, model.trainable_variables)
-            model.optimizer.apply(grads, model.trainable_variables)
-
-        step(x[32:48], y[32:48])
+        custom_step(model)(x[32:48], y[32:48])
         model(x[:8])  # no flag: inference, not counted
     assert not is_hooked(model)
     for _, state in callback.bindings:
