@@ -102,8 +102,9 @@ class CallHooks:
         if self.bindings:
             self._attach_constraints()
         # Otherwise the model is not built yet: Keras builds it in the first
-        # trace of the train function made below, and the train-step wrapper
-        # binds it there (`_bind_in_first_step`).
+        # trace of the train function made below, or at its first call in a
+        # custom loop, and the wrappers bind it there (`_bind_in_first_step`,
+        # the model-call wrapper).
         if same_compile(self._compiled_for, compile_key(self.model)):
             self.model.train_function = self._train_function
             return

@@ -199,7 +199,8 @@ class SynapticScalingCallback(keras.callbacks.Callback):
         if not self._bindings and self.model.built:
             self._bind(self.model)
 
-    def _bind_in_first_step(self, model):
+    def _bind_when_built(self, model):
+        # Called by the hooks once Keras has built a model that was not.
         self._bind(model)
         return self._bindings
 
@@ -212,7 +213,7 @@ class SynapticScalingCallback(keras.callbacks.Callback):
                 self.model,
                 self._bindings,
                 lazy_removal=lazy_removal,
-                bind=self._bind_in_first_step,
+                bind=self._bind_when_built,
             )
         try:
             self._hooks.install()
