@@ -39,6 +39,7 @@ import threading
 import warnings
 
 import keras
+from keras import ops
 
 from keras_homeostasis import engine
 from keras_homeostasis import layer_selection
@@ -125,7 +126,7 @@ class CallHooks:
             for layer, state, settings in self.bindings
         ]
         self._constraints = engine.attach_constraints(
-            self.bindings, engine.HomeostasisEngine(states)
+            self.bindings, engine.HomeostasisEngine(states, recorded=_recorded)
         )
 
     def _waits_for_binding(self):
@@ -195,10 +196,20 @@ class CallHooks:
                 self._bind_in_first_step(args[0] if args else kwargs["data"])
             outer = getattr(_context, "step", None)
             _context.step = is_train
+            # The outermost train step records its layers' forward passes
+            # for the engine, which runs later in the same step.
+            records = is_train and _recorded() is None
+            if records:
+                _context.recorded = {}
             try:
-                return original(*args, **kwargs)
+                result = original(*args, **kwargs)
+                if records:
+                    _accumulate_unused(_context.recorded)
+                return result
             finally:
                 _context.step = outer
+                if records:
+                    _context.recorded = None
 
         self._set(self.model, name, step)
 
@@ -260,9 +271,43 @@ class CallHooks:
                 return original(*args, **kwargs)
             self.sensed.add(id(layer))
             forward = functools.partial(original, *args, **kwargs)
-            return sensor.sensed_call(layer, forward, state, axis)
+            recorded = _recorded()
+            target = state if recorded is None else _Recorder(state, recorded)
+            return sensor.sensed_call(layer, forward, target, axis)
 
         self._set(layer, "call", call)
+
+
+def _recorded():
+    """The forward passes recorded in the train step traced on this thread
+    (`{id(state): (state, [sensor arguments])}`), or None outside one."""
+    return getattr(_context, "recorded", None)
+
+
+class _Recorder:
+    """Takes a sensed pass in place of `UnitState.accumulate`, for the
+    engine to sum in the same step (no accumulator written per pass)."""
+
+    def __init__(self, state, recorded):
+        self.state = state
+        self.recorded = recorded
+
+    def accumulate(self, preactivation, outputs, bias=None, unit_axis=-1):
+        # The bias as this pass saw it: the optimizer updates it before the
+        # engine sums.
+        if bias is not None:
+            bias = ops.cast(bias, "float32")
+        entry = self.recorded.setdefault(id(self.state), (self.state, []))
+        entry[1].append((preactivation, outputs, bias, unit_axis))
+
+
+def _accumulate_unused(recorded):
+    """Adds passes no engine summed in their step (no constraint of theirs
+    ran) to their accumulators, as an unrecorded pass would be."""
+    for state, passes in recorded.values():
+        for arguments in passes:
+            state.accumulate(*arguments)
+    recorded.clear()
 
 
 def _is_symbolic(args):

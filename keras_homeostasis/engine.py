@@ -58,10 +58,16 @@ class HomeostasisEngine:
 
     Args:
         bindings: list of `(UnitState, settings dict, bias variable or None)`.
+        recorded: optional callable returning the forward passes recorded in
+            the train step being traced (`{id(state): (state, [sensor
+            arguments])}`), or None outside one. Recorded passes are summed
+            in the step itself, so no accumulator is written per pass (and,
+            at `period > 1`, nothing is sensed between runs).
     """
 
-    def __init__(self, bindings):
+    def __init__(self, bindings, recorded=None):
         self.bindings = list(bindings)
+        self.recorded = recorded
         for state, settings, _ in self.bindings:
             state.period = settings["period"]
 
@@ -74,25 +80,66 @@ class HomeostasisEngine:
         # poisoned weights is dropped. No pass over the weights is needed: a
         # finiteness check of the updated kernel cost a tenth of an online
         # step (`docs/distributed.md`).
-        accumulators = [state.accumulator for state, _, _ in self.bindings]
-        sizes = [int(a.shape[0]) for a in accumulators]
-        packed = all_reduce_sum(
-            ops.concatenate([ops.convert_to_tensor(a) for a in accumulators], axis=0)
-        )
-        for group in _groups_by_settings(self.bindings, sizes, packed):
-            if group[0][1]["period"] == 1:
-                _run_rule(group)
-            else:
-                _run_rule_every_period(group)
+        recorded = None if self.recorded is None else self.recorded()
+        groups = _groups_by_settings(self.bindings)
+        if _replicas() > 1:
+            # Every replica reaches the one all-reduce, whatever step it is.
+            packed = all_reduce_sum(
+                ops.concatenate([_statistics(g, recorded) for g in groups], axis=0)
+            )
+            sizes = [sum(_sizes([state for state, _, _ in g])) for g in groups]
+            collected = [lambda p=p: p for p in _split(packed, sizes)]
+        else:
+            collected = [lambda g=g: _statistics(g, recorded) for g in groups]
+        for group, statistics in zip(groups, collected):
+            run = _run_rule if group[0][1]["period"] == 1 else _run_rule_every_period
+            run(group, statistics, clear=recorded is None)
 
 
-def _run_rule(group, steps=None):
+def _replicas():
+    context = tf.distribute.get_replica_context()
+    return 1 if context is None else context.num_replicas_in_sync
+
+
+def _statistics(group, recorded):
+    """A group's per-unit sums, joined: its recorded passes, else its
+    accumulators."""
+    return ops.concatenate(
+        [_state_statistics(state, recorded) for state, _, _ in group], axis=0
+    )
+
+
+def _state_statistics(state, recorded):
+    if recorded is None:
+        return ops.convert_to_tensor(state.accumulator)
+    # `0 + x` as the accumulator adds it: a -0.0 sum becomes 0.0 there too.
+    total = ops.zeros_like(state.accumulator)
+    for arguments in recorded.pop(id(state), (None, []))[1]:
+        total = total + state.statistics(*arguments)
+    return total
+
+
+def _split(packed, sizes):
+    """`packed` cut into consecutive pieces of `sizes`."""
+    pieces, offset = [], 0
+    for size in sizes:
+        pieces.append(packed[offset : offset + size])
+        offset += size
+    return pieces
+
+
+def _sizes(states):
+    return [int(state.accumulator.shape[0]) for state in states]
+
+
+def _run_rule(group, statistics, clear=True, steps=None):
     """One run of the rule on a group's states; writes their new states.
 
-    `steps`, when given, is the optimizer step count each state keeps
-    instead of the rule's own count (`period > 1`).
+    `statistics()` gives the group's joined per-unit sums. `steps`, when
+    given, is the optimizer step count each state keeps instead of the
+    rule's own count (`period > 1`). `clear` empties the accumulators.
     """
-    states = [state for state, _, _, _ in group]
+    states = [state for state, _, _ in group]
     settings = group[0][1]
     current = [state.current_state() for state in states]
     if steps is not None:
@@ -100,20 +147,20 @@ def _run_rule(group, steps=None):
         for state in current:
             state["steps"] = steps // settings["period"] - 1
     new = step_function()(
-        [p for _, _, _, p in group],
+        _split(statistics(), _sizes(states)),
         current,
-        [bias_value(bias, state) for state, _, bias, _ in group],
+        [bias_value(bias, state) for state, _, bias in group],
         settings,
     )
     for state, values in zip(states, new):
-        state.write(values if steps is None else {**values, "steps": steps})
+        state.write(values if steps is None else {**values, "steps": steps}, clear)
 
 
-def _run_rule_every_period(group):
+def _run_rule_every_period(group, statistics, clear=True):
     """The rule on every `period`-th optimizer step, behind one conditional:
     on the other steps only the step counts move (the sensor counted
     nothing, and the constraints leave the weights as the optimizer did)."""
-    states = [state for state, _, _, _ in group]
+    states = [state for state, _, _ in group]
     # Every state of the group counts the same steps: the first one's.
     steps = states[0].steps + 1
 
@@ -123,18 +170,16 @@ def _run_rule_every_period(group):
 
     tf.cond(
         ops.mod(steps, group[0][1]["period"]) == 0,
-        lambda: _run_rule(group, steps),
+        lambda: _run_rule(group, statistics, clear, steps),
         count_only,
     )
 
 
-def _groups_by_settings(bindings, sizes, packed):
-    """`(state, settings, bias, its packed slice)` lists, one per settings."""
-    groups, offset = {}, 0
-    for (state, settings, bias), size in zip(bindings, sizes):
-        entry = (state, settings, bias, packed[offset : offset + size])
-        groups.setdefault(id(settings), []).append(entry)
-        offset += size
+def _groups_by_settings(bindings):
+    """`(state, settings, bias)` lists, one per settings dict."""
+    groups = {}
+    for state, settings, bias in bindings:
+        groups.setdefault(id(settings), []).append((state, settings, bias))
     return list(groups.values())
 
 

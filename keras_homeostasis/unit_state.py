@@ -141,12 +141,18 @@ class UnitState(keras.layers.Layer):
         return tf.cond(self.is_scaling_now(), lambda: value, lambda: neutral(value))
 
     def _add_statistics(self, preactivation, outputs, bias, unit_axis):
+        self.accumulator.assign_add(
+            self.statistics(preactivation, outputs, bias, unit_axis)
+        )
+
+    def statistics(self, preactivation, outputs, bias, unit_axis):
+        """One forward pass's per-unit sums, as `accumulate` adds them."""
         packed = ops.stop_gradient(
             rule.sensor_statistics(preactivation, outputs, bias, unit_axis)
         )
         # A non-finite batch is dropped here so it never reaches the traces.
         packed = ops.where(rule.is_usable(packed), packed, ops.zeros_like(packed))
-        self.accumulator.assign_add(packed * self.collecting)
+        return packed * self.collecting
 
     def numpy_values(self):
         """Every vector and counter of the state by name, as NumPy arrays."""
@@ -172,11 +178,13 @@ class UnitState(keras.layers.Layer):
         """
         self.write(rule.homeostatic_step(packed, self.current_state(), bias, settings))
 
-    def write(self, new):
-        """Stores a step's result (`rule.homeostatic_step`); clears the sums."""
+    def write(self, new, clear=True):
+        """Stores a step's result (`rule.homeostatic_step`); clears the sums
+        (unless `clear` is False: the step summed passes it was handed)."""
         self.traces.assign(ops.stack([new[name] for name in ROWS]))
         self.steps.assign(new["steps"])
-        self.accumulator.assign(ops.zeros_like(self.accumulator))
+        if clear:
+            self.accumulator.assign(ops.zeros_like(self.accumulator))
 
     def estimates(self, settings):
         """The bias-corrected traces: each unit's mean |output| (`activity`),

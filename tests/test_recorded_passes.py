@@ -1,0 +1,67 @@
+"""Under `fit`, the callback's engine sums the passes its train step
+recorded; a pass no engine summed goes to the accumulator, as before."""
+
+import homeostasis_testing as ht
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_homeostasis import SynapticScalingCallback
+from keras_homeostasis import rule
+
+BATCH = 8
+
+
+class HeadOnly(keras.Sequential):
+    """Trains only its output layer: the hidden layers are called in every
+    train step, but no constraint of theirs runs."""
+
+    def train_step(self, data):
+        x, y = data
+        with tf.GradientTape() as tape:
+            loss = self.compute_loss(x=x, y=y, y_pred=self(x, training=True))
+        head = self.layers[-1].trainable_variables
+        self.optimizer.apply(tape.gradient(loss, head), head)
+        return {"loss": loss}
+
+
+def head_only(kind):
+    model = ht.model_of(kind, seed=3)
+    return HeadOnly(model.layers, name="head_only")
+
+
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+def test_a_pass_no_engine_summed_goes_to_the_accumulator(jit_compile):
+    model = ht.compiled(head_only("Dense"), keras.optimizers.SGD(0.1))
+    model.jit_compile = jit_compile
+    x, y = ht.noise(ht.INPUT_SHAPES["Dense"], n=3 * BATCH, seed=2)
+    callback = SynapticScalingCallback()
+    model.fit(x, y, batch_size=BATCH, shuffle=False, verbose=0, callbacks=[callback])
+
+    # The same sums, pass by pass, outside the train step.
+    hidden = model.layers[0]
+    expected = 0.0
+    for start in range(0, len(x), BATCH):
+        z = x[start : start + BATCH] @ hidden.kernel.numpy() + hidden.bias.numpy()
+        expected = expected + keras.ops.convert_to_numpy(
+            rule.sensor_statistics(z, np.maximum(z, 0), hidden.bias, -1)
+        )
+    for layer, state in callback.bindings:
+        values = state.numpy_values()
+        assert values["steps"] == 0, f"{layer.name} was stepped"
+        assert values["accumulator"][-1] == len(x), f"{layer.name}: count"
+    first = callback.bindings[0][1].numpy_values()["accumulator"]
+    np.testing.assert_allclose(first, expected, rtol=1e-5)
+
+
+def test_the_engine_sums_the_passes_of_its_step_and_leaves_the_accumulator():
+    model = ht.compiled(ht.model_of("Dense", seed=3), keras.optimizers.SGD(0.1))
+    x, y = ht.noise(ht.INPUT_SHAPES["Dense"], n=3 * BATCH, seed=2)
+    callback = SynapticScalingCallback(warmup=0)
+    model.fit(x, y, batch_size=BATCH, shuffle=False, verbose=0, callbacks=[callback])
+    for layer, state in callback.bindings:
+        values = state.numpy_values()
+        assert values["steps"] == 3
+        assert not np.any(values["accumulator"]), layer.name
+        assert np.any(values["log_gain"] != 0.0), f"{layer.name} was not scaled"
