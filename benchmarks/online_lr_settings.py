@@ -23,6 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from keras_homeostasis.lab import compare  # noqa: E402
+from keras_homeostasis.lab import compare_report  # noqa: E402
 from keras_homeostasis.lab import config as config_lib  # noqa: E402
 from keras_homeostasis.lab import train  # noqa: E402
 
@@ -64,14 +65,13 @@ def variant_config(base, name, lr, seeds, out, overrides=None):
 
 def summary(rows):
     """Mean ± sd of test accuracy, mean dead fraction and entropy per layer."""
-    accuracy = np.array([float(r["test_accuracy"]) for r in rows])
     layers = sorted(
         {k[: -len("_dead")] for r in rows for k in r if k.endswith("_dead")}
     )
-    spread = accuracy.std(ddof=1) if len(accuracy) > 1 else 0.0
+    accuracy = compare_report.floats(rows, "test_accuracy")
     return {
         "runs": len(rows),
-        "accuracy": f"{accuracy.mean():.3f} ± {spread:.3f}",
+        "accuracy": compare_report.mean_std(accuracy, digits=3),
         "dead": " / ".join(
             f"{np.mean([float(r[f'{k}_dead']) for r in rows]):.0%}" for k in layers
         ),

@@ -16,7 +16,8 @@ import warnings
 from keras_homeostasis.lab import config as config_lib
 
 
-def _floats(rows, column):
+def floats(rows, column):
+    """The non-empty values of `column` in `rows`, as floats."""
     values = []
     for row in rows:
         text = row.get(column, "")
@@ -25,7 +26,9 @@ def _floats(rows, column):
     return values
 
 
-def _mean_std(values, digits=4):
+def mean_std(values, digits=4):
+    """`mean ± sd` (sample sd) of `values`: the mean alone for one value,
+    "n/a" for none, "nan" when any is not finite."""
     finite = [v for v in values if math.isfinite(v)]
     if not values:
         return "n/a"
@@ -46,15 +49,15 @@ def _mean(values, digits=3):
 
 
 def _epochs_to(rows):
-    reached = _floats(rows, "epochs_to_threshold")
+    reached = floats(rows, "epochs_to_threshold")
     if not reached:
         return f"never (0/{len(rows)})"
     return f"{statistics.fmean(reached):.1f} ({len(reached)}/{len(rows)})"
 
 
 def _step_ratio(rows, baseline):
-    mine = [v for v in _floats(rows, "step_ms") if math.isfinite(v)]
-    base = [v for v in _floats(baseline, "step_ms") if math.isfinite(v)]
+    mine = [v for v in floats(rows, "step_ms") if math.isfinite(v)]
+    base = [v for v in floats(baseline, "step_ms") if math.isfinite(v)]
     if not mine or not base:
         return "n/a"
     return f"{statistics.median(mine) / statistics.median(base):.2f}x"
@@ -84,10 +87,10 @@ def _table(methods, layers, threshold):
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     baseline = methods.get("none", [])
     for method, rows in methods.items():
-        cells = [method, str(len(rows)), _mean_std(_floats(rows, "test_accuracy"))]
+        cells = [method, str(len(rows)), mean_std(floats(rows, "test_accuracy"))]
         for name in layers:
             for metric in ("entropy", "cv", "dead"):
-                cells.append(_mean(_floats(rows, f"{name}_{metric}")))
+                cells.append(_mean(floats(rows, f"{name}_{metric}")))
         diverged = sum(int(r["diverged"]) for r in rows)
         cells += [_epochs_to(rows), f"{diverged}/{len(rows)}"]
         cells.append(_step_ratio(rows, baseline))
@@ -214,7 +217,7 @@ def _pivot(rows, column, cell, prefix):
 def _accuracy_cell(rows):
     if not rows:
         return "n/a"
-    text = _mean_std(_floats(rows, "test_accuracy"), digits=3)
+    text = mean_std(floats(rows, "test_accuracy"), digits=3)
     diverged = sum(int(r["diverged"]) for r in rows)
     return f"{text} ({diverged}/{len(rows)} diverged)" if diverged else text
 
@@ -363,7 +366,7 @@ def _plot_panel(ax, rows):
         for batch in batches:
             accuracies = [
                 v
-                for v in _floats(_where(runs, batch_size=batch), "test_accuracy")
+                for v in floats(_where(runs, batch_size=batch), "test_accuracy")
                 if math.isfinite(v)
             ]
             if accuracies:
