@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from keras_homeostasis import SynapticScalingCallback
+from keras_homeostasis import call_hooks
 from keras_homeostasis import rule
 
 BATCH = 8
@@ -65,3 +66,24 @@ def test_the_engine_sums_the_passes_of_its_step_and_leaves_the_accumulator():
         assert values["steps"] == 3
         assert not np.any(values["accumulator"]), layer.name
         assert np.any(values["log_gain"] != 0.0), f"{layer.name} was not scaled"
+
+
+def fitted(period, jit_compile):
+    model = ht.compiled(ht.model_of("Dense", seed=3), keras.optimizers.SGD(0.1, 0.9))
+    model.jit_compile = jit_compile
+    x, y = ht.noise(ht.INPUT_SHAPES["Dense"], n=8 * BATCH, seed=4)
+    callback = SynapticScalingCallback(warmup=0, rate=0.2, period=period)
+    model.fit(x, y, batch_size=BATCH, shuffle=False, verbose=0, callbacks=[callback])
+    return ht.snapshot(model)
+
+
+@pytest.mark.parametrize(
+    "period, jit_compile", [(1, False), (3, False), (1, True)], ids=str
+)
+def test_recorded_passes_train_bit_for_bit_as_the_accumulator(
+    period, jit_compile, monkeypatch
+):
+    recorded = fitted(period, jit_compile)
+    # Outside a recorded train step the sensor writes the accumulator.
+    monkeypatch.setattr(call_hooks, "_recorded", lambda: None)
+    ht.assert_bit_equal(fitted(period, jit_compile), recorded)
