@@ -87,7 +87,7 @@ class HomeostasisEngine:
             packed = all_reduce_sum(
                 ops.concatenate([_statistics(g, recorded) for g in groups], axis=0)
             )
-            sizes = [sum(_sizes([state for state, _, _ in g])) for g in groups]
+            sizes = [sum(_sizes(g)) for g in groups]
             collected = [lambda p=p: p for p in _split(packed, sizes)]
         else:
             collected = [lambda g=g: _statistics(g, recorded) for g in groups]
@@ -114,7 +114,8 @@ def _state_statistics(state, recorded):
         return ops.convert_to_tensor(state.accumulator)
     # `0 + x` as the accumulator adds it: a -0.0 sum becomes 0.0 there too.
     total = ops.zeros_like(state.accumulator)
-    for arguments in recorded.pop(id(state), (None, []))[1]:
+    _, passes = recorded.pop(id(state), (state, []))
+    for arguments in passes:
         total = total + state.statistics(*arguments)
     return total
 
@@ -128,8 +129,9 @@ def _split(packed, sizes):
     return pieces
 
 
-def _sizes(states):
-    return [int(state.accumulator.shape[0]) for state in states]
+def _sizes(group):
+    """The length of each state's packed sums, in group order."""
+    return [int(state.accumulator.shape[0]) for state, _, _ in group]
 
 
 def _run_rule(group, statistics, clear=True, steps=None):
@@ -147,7 +149,7 @@ def _run_rule(group, statistics, clear=True, steps=None):
         for state in current:
             state["steps"] = steps // settings["period"] - 1
     new = step_function()(
-        _split(statistics(), _sizes(states)),
+        _split(statistics(), _sizes(group)),
         current,
         [bias_value(bias, state) for state, _, bias in group],
         settings,
