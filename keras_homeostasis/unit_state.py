@@ -50,7 +50,8 @@ class UnitState(keras.layers.Layer):
             drive_mean, drive_square: traces of the first two moments of
                 each unit's drive `u_i = w_i . x` (its pre-activation
                 without bias);
-            log_gain: cumulative log factor applied to each unit's kernel;
+            log_gain: cumulative log factor applied to each unit's kernel
+                (a scale-invariant layer: the log of each unit's kernel norm);
             factor: the kernel factor applied at the last step (`s_i`);
             shift: the bias increment applied at the last step.
         steps: optimizer steps seen (statistics counted); at `period` > 1
@@ -77,6 +78,9 @@ class UnitState(keras.layers.Layer):
         # by whoever binds the state. Above 1, `steps` counts every
         # optimizer step and only every `period`-th one is sensed and scaled.
         self.period = 1
+        # False for a scale-invariant layer: the rule's factors go to its
+        # gains (`log_gain`), never to its kernel.
+        self.scales_kernel = True
         self._create_state()
         self.built = True
 
@@ -205,6 +209,8 @@ class UnitState(keras.layers.Layer):
 
     def scale_kernel(self, kernel):
         """The kernel with each unit's incoming weights (`kernel_axis`) scaled."""
+        if not self.scales_kernel:
+            return kernel
         # A product with exactly 1 leaves every weight as it was.
         factor = self.row("factor")
         factor = ops.cast(self._on_runs(factor, ops.ones_like), kernel.dtype)

@@ -80,6 +80,11 @@ def test_method_specific_layers():
     assert isinstance(homeostatic.get_layer("hidden_1"), HomeostaticConv2D)
     assert isinstance(homeostatic.get_layer("hidden_3"), HomeostaticDense)
     assert homeostatic.get_layer("hidden_3").rate == 0.2
+    assert not homeostatic.get_layer("hidden_3").scale_invariant
+    invariant = models.build_model("cnn", "scale_invariant_layers", (8, 8, 1), 10)
+    assert isinstance(invariant.get_layer("hidden_1"), HomeostaticConv2D)
+    assert invariant.get_layer("hidden_1").scale_invariant
+    assert invariant.get_layer("hidden_3").scale_invariant
     plain = models.build_model("mlp", "scaling", (4,), 3)
     assert plain.get_layer("hidden_1").activation is keras.activations.relu
     assert [

@@ -14,6 +14,7 @@ rule_variants = load_script(BENCHMARKS / "rule_variants.py")
 online_variants = load_script(BENCHMARKS / "online_variants.py")
 dense_balance = load_script(BENCHMARKS / "dense_balance.py")
 continual_seeds = load_script(BENCHMARKS / "continual_seeds.py")
+norm_between_steps = load_script(BENCHMARKS / "norm_between_steps.py")
 
 
 def _digits(n, features=784, seed=0):
@@ -147,3 +148,13 @@ def test_online_lr_settings_runs_each_variant_in_its_folder_and_tabulates(tmp_pa
     # One seed: its accuracy alone, no spread (as `keras-homeostasis compare`).
     accuracy = float(results[1][1]["accuracy"])
     assert f"| {accuracy:.3f} |" in lines[3]
+
+
+def test_norm_between_steps_holds_each_units_norm_after_every_step():
+    train, test = _digits(64), _digits(32, seed=1)
+    row = norm_between_steps.run((train, test), "held_x2", 0, 0.01, hidden=(8, 8))
+    assert row["variant"] == "held_x2" and len(row["dead"]) == 2
+    assert 0.0 <= row["accuracy"] <= 1.0
+    held = norm_between_steps.HeldNorm(np.array([2.0, 3.0], "float32"))
+    w = np.random.default_rng(0).normal(size=(5, 2)).astype("float32")
+    np.testing.assert_allclose(np.linalg.norm(held(w), axis=0), [2.0, 3.0], rtol=1e-6)

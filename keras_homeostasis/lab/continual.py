@@ -31,8 +31,9 @@ continues each method from its last finished task.
 Methods: `backprop` (plain SGD), `l2` (SGD weight decay), `shrink_and_perturb`
 (SGD weight decay, plus Gaussian noise added to every kernel and bias after
 each step by an in-graph constraint), `batchnorm`, `layernorm` (Dense ->
-norm -> ReLU) and `scaling` (`SynapticScalingCallback` with the config's
-`scaling` settings).
+norm -> ReLU), `scaling` (`SynapticScalingCallback` with the config's
+`scaling` settings) and `scale_invariant_layers` (`HomeostaticDense` with
+`scale_invariant=True` and the same settings).
 
 The config (schema, validation, loading) is `lab.continual_config`; its
 names used by the command line, the tests and the tutorial are re-exported
@@ -54,6 +55,7 @@ from keras_homeostasis.lab.continual_config import validate_config  # noqa: F401
 from keras_homeostasis.lab.progress import clock
 from keras_homeostasis.lab.results_csv import append_row
 from keras_homeostasis.lab.results_csv import read_rows
+from keras_homeostasis.layers import HomeostaticDense
 
 NORMS = {"batchnorm": "batchnorm", "layernorm": "layernorm"}
 KEY_COLUMNS = ("method", "task")
@@ -151,6 +153,14 @@ def build_model(config, method, pixels, classes):
             )
             x = norm(name=f"hidden_{k}_norm")(x)
             x = keras.layers.Activation("relu", name=f"hidden_{k}")(x)
+        elif method == "scale_invariant_layers":
+            x = HomeostaticDense(
+                width,
+                activation="relu",
+                scale_invariant=True,
+                name=f"hidden_{k}",
+                **config["scaling"],
+            )(x)
         else:
             x = keras.layers.Dense(
                 width,

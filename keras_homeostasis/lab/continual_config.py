@@ -19,6 +19,7 @@ METHODS = (
     "batchnorm",
     "layernorm",
     "scaling",
+    "scale_invariant_layers",
 )
 
 

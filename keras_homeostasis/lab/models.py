@@ -4,7 +4,9 @@ Every hidden block is `linear -> [normalization] -> ReLU`. Each block's
 post-ReLU output comes from a layer named `hidden_<k>` (k = 1, 2, ...), the
 layer whose units the usage metrics measure:
 
-- `none`, `scaling`, `weightnorm`, `homeostatic_layers`: the Dense/Conv layer
+- `none`, `scaling`, `weightnorm`, `homeostatic_layers`,
+  `scale_invariant_layers` (homeostatic layers with `scale_invariant=True`):
+  the Dense/Conv layer
   itself (ReLU inside it, so its output is the post-ReLU activity that
   synaptic scaling senses) is `hidden_<k>`;
 - `batchnorm`, `layernorm`, `groupnorm`: `hidden_<k>_linear` (no bias: the
@@ -36,7 +38,10 @@ NORMALIZATIONS = (
     "weightnorm",
     "scaling",
     "homeostatic_layers",
+    "scale_invariant_layers",
 )
+# The methods built of homeostatic layers, and each one's `scale_invariant`.
+HOMEOSTATIC_LAYERS = {"homeostatic_layers": False, "scale_invariant_layers": True}
 NORM_LAYERS = ("batchnorm", "layernorm", "groupnorm")
 DEFAULT_HIDDEN = (256, 256)
 CNN_FILTERS = (32, 64)
@@ -68,14 +73,16 @@ def build_model(
             `hidden`) or `"cnn"` (Conv(32, 3)-MaxPool-Conv(64, 3)-MaxPool-
             Flatten-Dense(128), "same" padding).
         normalization: one of `none`, `batchnorm`, `layernorm`, `groupnorm`,
-            `weightnorm`, `scaling`, `homeostatic_layers`.
+            `weightnorm`, `scaling`, `homeostatic_layers`,
+            `scale_invariant_layers`.
         input_shape: shape of one sample, e.g. `(28, 28, 1)`.
         num_classes: number of output classes.
         hidden: hidden widths of the MLP (default `[256, 256]`); ignored by
             the CNN.
         groups: groups of `groupnorm` (reduced to a divisor of each width).
         scaling_settings: homeostatic settings passed to the layers of
-            `homeostatic_layers` (see `SynapticScalingCallback`).
+            `homeostatic_layers` and `scale_invariant_layers` (see
+            `SynapticScalingCallback`).
         name: model name (default `<architecture>_<normalization>`).
 
     Returns:
@@ -135,9 +142,12 @@ class _Block:
         self.normalization = normalization
         self.groups = positive_int("groups", groups)
         self.scaling_settings = dict(scaling_settings)
+        if normalization in HOMEOSTATIC_LAYERS:
+            invariant = HOMEOSTATIC_LAYERS[normalization]
+            self.scaling_settings["scale_invariant"] = invariant
 
     def dense(self, x, units, k):
-        if self.normalization == "homeostatic_layers":
+        if self.normalization in HOMEOSTATIC_LAYERS:
             layer = HomeostaticDense(
                 units, activation="relu", name=f"hidden_{k}", **self.scaling_settings
             )
@@ -145,7 +155,7 @@ class _Block:
         return self._block(x, keras.layers.Dense, (units,), units, k)
 
     def conv(self, x, filters, k):
-        if self.normalization == "homeostatic_layers":
+        if self.normalization in HOMEOSTATIC_LAYERS:
             layer = HomeostaticConv2D(
                 filters,
                 3,

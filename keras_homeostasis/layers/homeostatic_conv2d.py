@@ -22,6 +22,14 @@ class HomeostaticConv2D(HomeostaticMixin, keras.layers.Conv2D):
             homeostatic settings `target_std`, `target_rate`, `anchor`, `rate`,
             `bias_rate`, `momentum`, `max_step`, `min_gain`, `max_gain`,
             `period` and `warmup`, documented in `SynapticScalingCallback`.
+        scale_invariant: if True, each unit computes with its incoming
+            weights divided by their norm, times a gain the rule sets
+            (`homeostasis.log_gain`, starting at the initial norm): the loss
+            cannot see the kernel's scale, so the optimizer sets each
+            unit's direction and the rule its scale. Trains at batch size 1
+            with steps that kill a plain network's units (README, "Larger
+            steps at batch size 1"). Not with `min_gain` or `max_gain`.
+            Default False.
 
     Example:
 
