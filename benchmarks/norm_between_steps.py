@@ -5,11 +5,13 @@ The setting of `configs/compare_online_lr.yaml` at lr 0.01 (MNIST MLP
 training images at batch size 1): where no normalization loses its units,
 does holding each hidden unit's kernel norm fixed after every optimizer
 step (a kernel constraint: what a rule acting between steps can do) train
-as weight normalization does? Prints one line per (variant, seed): test
+as weight normalization does (`weightnorm_fixed_gain`: the norm held
+inside the forward pass instead)? Prints one line per (variant, seed): test
 accuracy and the hidden layers' dead fractions on the test set. Reproduces
 the README's "Larger steps at batch size 1" paragraph.
 
-    python benchmarks/norm_between_steps.py [--variants none held held_x2 held_x4]
+    python benchmarks/norm_between_steps.py [--variants none held held_x2 held_x4
+        weightnorm_fixed_gain]
         [--seeds 0 1] [--lr 0.01] [--examples 6000]
 
 About 10 s per run on 2 CPU cores.
@@ -24,11 +26,16 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
+from keras_homeostasis import WeightNormalization  # noqa: E402
+
 DATASET = os.path.join(
     os.path.dirname(__file__), "..", "..", "shared", "datasets", "mnist.npz"
 )
 # variant: the held norm as a multiple of the initial one (None: not held).
-VARIANTS = {"none": None, "held": 1.0, "held_x2": 2.0, "held_x4": 4.0}
+HELD = {"none": None, "held": 1.0, "held_x2": 2.0, "held_x4": 4.0}
+# Weight normalization with its gains frozen at the initial norms: the norm
+# is held too, but inside the forward pass, where the gradient sees it.
+VARIANTS = (*HELD, "weightnorm_fixed_gain")
 
 
 class HeldNorm(keras.constraints.Constraint):
@@ -56,10 +63,16 @@ def run(data, variant, seed, lr, hidden=(256, 256)):
     inputs = keras.Input((x_train.shape[1],))
     x, layers = inputs, []
     for width in hidden:
-        layers.append(keras.layers.Dense(width, activation="relu"))
-        x = layers[-1](x)
+        layer = keras.layers.Dense(width, activation="relu")
+        if variant == "weightnorm_fixed_gain":
+            layer = WeightNormalization(layer)
+        layers.append(layer)
+        x = layer(x)
     model = keras.Model(inputs, keras.layers.Dense(10)(x))
-    multiple = VARIANTS[variant]
+    if variant == "weightnorm_fixed_gain":
+        for layer in layers:
+            layer.g.trainable = False
+    multiple = HELD.get(variant)
     if multiple is not None:
         for layer in layers:
             norms = np.linalg.norm(layer.kernel.numpy(), axis=0) * multiple
@@ -75,8 +88,19 @@ def run(data, variant, seed, lr, hidden=(256, 256)):
     accuracy = model.evaluate(x_test, y_test, batch_size=500, verbose=0)[1]
     probe = keras.Model(inputs, [layer.output for layer in layers])
     outputs = probe.predict(x_test, batch_size=500, verbose=0)
+    if len(layers) == 1:
+        outputs = [outputs]
     dead = [float(np.mean(np.all(y <= 0, axis=0))) for y in outputs]
-    return {"variant": variant, "seed": seed, "accuracy": accuracy, "dead": dead}
+    # Each layer's mean kernel column norm (weight normalization: of `v`).
+    kernels = [getattr(layer, "layer", layer).kernel.numpy() for layer in layers]
+    norms = [float(np.linalg.norm(k, axis=0).mean()) for k in kernels]
+    return {
+        "variant": variant,
+        "seed": seed,
+        "accuracy": accuracy,
+        "dead": dead,
+        "norms": norms,
+    }
 
 
 def main():
@@ -92,9 +116,10 @@ def main():
         for seed in args.seeds:
             row = run(data, variant, seed, args.lr)
             dead = " / ".join(f"{d:.0%}" for d in row["dead"])
+            norms = " / ".join(f"{n:.2f}" for n in row["norms"])
             print(
                 f"{variant} seed {seed}: test accuracy {row['accuracy']:.4f}, "
-                f"dead {dead}",
+                f"dead {dead}, mean kernel norm after the pass {norms}",
                 flush=True,
             )
 

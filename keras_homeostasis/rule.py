@@ -243,6 +243,20 @@ def synaptic_scaling(spread, log_gain, settings, layer_mean=ops.mean):
     return ops.clip(log_gain + step, low, high) - log_gain
 
 
+def relaxed_directions(kernel, log_gain, relaxation):
+    """Scale-invariant layers: each unit's direction vector (`kernel`, units
+    on the last axis) moved toward the norm of its gain `exp(log_gain)`.
+
+    The layer computes with `kernel / |kernel|` only, so this changes
+    nothing it computes; it undoes the optimizer's lengthening of the
+    vectors, which shrinks every later step by `(gain / |kernel|)^2`:
+    `log |kernel|` moves toward `log_gain` by `relaxation` per call.
+    """
+    axes = tuple(range(len(kernel.shape) - 1))
+    log_norm = 0.5 * ops.log(ops.sum(ops.square(kernel), axis=axes) + EPSILON)
+    return kernel * ops.exp(relaxation * (log_gain - log_norm))
+
+
 def rate_quantile(target_rate):
     """Phi^-1(target_rate): the mean, in spreads, of a unit firing that often."""
     return math.sqrt(2.0) * _erfinv(2.0 * target_rate - 1.0)

@@ -79,8 +79,10 @@ class UnitState(keras.layers.Layer):
         # optimizer step and only every `period`-th one is sensed and scaled.
         self.period = 1
         # False for a scale-invariant layer: the rule's factors go to its
-        # gains (`log_gain`), never to its kernel.
+        # gains (`log_gain`), never to its kernel, whose norms only relax
+        # toward the gains by `norm_relaxation` per optimizer step.
         self.scales_kernel = True
+        self.norm_relaxation = 0.0
         self._create_state()
         self.built = True
 
@@ -210,7 +212,10 @@ class UnitState(keras.layers.Layer):
     def scale_kernel(self, kernel):
         """The kernel with each unit's incoming weights (`kernel_axis`) scaled."""
         if not self.scales_kernel:
-            return kernel
+            if not self.norm_relaxation:
+                return kernel
+            log_gain = ops.cast(self.row("log_gain"), kernel.dtype)
+            return rule.relaxed_directions(kernel, log_gain, self.norm_relaxation)
         # A product with exactly 1 leaves every weight as it was.
         factor = self.row("factor")
         factor = ops.cast(self._on_runs(factor, ops.ones_like), kernel.dtype)

@@ -92,6 +92,8 @@ def test_every_method_runs_a_task_and_writes_its_row(tmp_path):
         data={"examples_per_task": 100, "probe_examples": 50},
         training={"jit_compile": False},
         continual={"tasks": 1, "methods": list(continual.METHODS)},
+        # Taken by the scale-invariant layers, left out of the callback.
+        scaling={"norm_relaxation": 1e-4},
     )
     rows = continual.run_continual(config, out_dir=str(tmp_path), log=lambda s: None)
     assert [r["method"] for r in rows] == list(continual.METHODS)
@@ -147,6 +149,10 @@ def test_a_results_folder_of_another_config_is_refused(tmp_path):
         ({"data": {"probe_examples": 300}}, r"`data.probe_examples`.*300"),
         ({"scaling": {"rat": 0.1}}, "`scaling.rat`"),
         ({"scaling": {"rate": 2.0}}, "`rate`"),
+        (
+            {"scaling": {"norm_relaxation": 2}},
+            r"`scaling.norm_relaxation`.*norm_relaxation=2",
+        ),
         ({"optimizer": {"name": "sgd"}}, "config section `optimizer`"),
     ],
 )
@@ -268,3 +274,13 @@ def test_trend_is_the_least_squares_slope_per_ten_tasks():
     assert continual_report.trend([0.8, 0.7, 0.6]) == pytest.approx(-1.0)
     assert continual_report.trend([0.7, 0.7, 0.7, 0.7]) == pytest.approx(0.0)
     assert continual_report.trend([0.7]) is None
+
+
+def test_scale_invariant_layers_take_the_norm_relaxation():
+    config = _config(scaling={"norm_relaxation": 1e-4, "rate": 0.05})
+    model = continual.build_model(config, "scale_invariant_layers", 16, 3)
+    layer = model.get_layer("hidden_1")
+    assert layer.scale_invariant and layer.norm_relaxation == 1e-4
+    assert layer.rate == 0.05
+    (callback,) = continual.method_callbacks(config, "scaling")
+    assert callback.settings["rate"] == 0.05

@@ -155,6 +155,10 @@ def test_norm_between_steps_holds_each_units_norm_after_every_step():
     row = norm_between_steps.run((train, test), "held_x2", 0, 0.01, hidden=(8, 8))
     assert row["variant"] == "held_x2" and len(row["dead"]) == 2
     assert 0.0 <= row["accuracy"] <= 1.0
+    fixed = norm_between_steps.run(
+        (train, test), "weightnorm_fixed_gain", 0, 0.01, hidden=(8,)
+    )
+    assert len(fixed["dead"]) == len(fixed["norms"]) == 1
     held = norm_between_steps.HeldNorm(np.array([2.0, 3.0], "float32"))
     w = np.random.default_rng(0).normal(size=(5, 2)).astype("float32")
     np.testing.assert_allclose(np.linalg.norm(held(w), axis=0), [2.0, 3.0], rtol=1e-6)

@@ -154,12 +154,13 @@ def build_model(config, method, pixels, classes):
             x = norm(name=f"hidden_{k}_norm")(x)
             x = keras.layers.Activation("relu", name=f"hidden_{k}")(x)
         elif method == "scale_invariant_layers":
+            settings = {k: v for k, v in config["scaling"].items() if k != "layers"}
             x = HomeostaticDense(
                 width,
                 activation="relu",
                 scale_invariant=True,
                 name=f"hidden_{k}",
-                **config["scaling"],
+                **settings,
             )(x)
         else:
             x = keras.layers.Dense(
@@ -201,7 +202,8 @@ def method_callbacks(config, method):
         return []
     from keras_homeostasis import SynapticScalingCallback
 
-    return [SynapticScalingCallback(**config["scaling"])]
+    settings = {k: v for k, v in config["scaling"].items() if k != "norm_relaxation"}
+    return [SynapticScalingCallback(**settings)]
 
 
 # ----------------------------------------------------------------------------

@@ -120,10 +120,19 @@ def validate_config(raw):
     return config
 
 
+# Keys of the `scaling` section that are not rule settings: the callback's
+# `layers`, and the scale-invariant layers' `norm_relaxation`.
+SCALING_EXTRA_KEYS = ("layers", "norm_relaxation")
+
+
 def _scaling(values):
-    allowed = [*settings_lib.DEFAULTS, *settings_lib.LEGACY, "layers"]
+    allowed = [*settings_lib.DEFAULTS, *settings_lib.LEGACY, *SCALING_EXTRA_KEYS]
     check_known_keys(values, allowed, "config key", "scaling", ContinualConfigError)
-    settings = {k: v for k, v in values.items() if k != "layers"}
+    relaxation = values.get("norm_relaxation", 0.0)
+    number = isinstance(relaxation, (int, float)) and not isinstance(relaxation, bool)
+    if not (number and 0.0 <= relaxation < 1.0):
+        fail("scaling.norm_relaxation", "a number in [0, 1)", relaxation)
+    settings = {k: v for k, v in values.items() if k not in SCALING_EXTRA_KEYS}
     try:
         settings_lib.validate_settings(**settings)
     except (TypeError, ValueError) as e:

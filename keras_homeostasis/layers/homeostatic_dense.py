@@ -30,6 +30,11 @@ class HomeostaticDense(HomeostaticMixin, keras.layers.Dense):
             with steps that kill a plain network's units (README, "Larger
             steps at batch size 1"). Not with `min_gain` or `max_gain`.
             Default False.
+        norm_relaxation: scale-invariant layers only: the fraction by which
+            each unit's `log |kernel|` moves toward its `log_gain` at each
+            optimizer step. The optimizer lengthens the kernel, which
+            shrinks every later step; `1e-4` undoes that over about 10,000
+            steps, for long continual learning. Default 0.
 
     Example:
 

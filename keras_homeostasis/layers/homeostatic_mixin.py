@@ -37,13 +37,14 @@ class HomeostaticMixin:
     gain the rule, not the gradient, sets).
     """
 
-    def __init__(self, *args, scale_invariant=False, **kwargs):
+    def __init__(self, *args, scale_invariant=False, norm_relaxation=0.0, **kwargs):
         names = tuple(DEFAULTS) + LEGACY
         settings = {k: kwargs.pop(k) for k in names if k in kwargs}
         super().__init__(*args, **kwargs)
         for name, value in validate_settings(**settings).items():
             setattr(self, name, value)
         self.scale_invariant = _scale_invariant(scale_invariant, settings)
+        self.norm_relaxation = _norm_relaxation(norm_relaxation, scale_invariant)
 
     @property
     def homeostasis_settings(self):
@@ -79,6 +80,7 @@ class HomeostaticMixin:
             **super().get_config(),
             **self.homeostasis_settings,
             "scale_invariant": self.scale_invariant,
+            "norm_relaxation": self.norm_relaxation,
         }
 
     def effective_kernel(self):
@@ -101,6 +103,7 @@ class HomeostaticMixin:
                 f"quantization_mode={mode!r}"
             )
         self.homeostasis.scales_kernel = False
+        self.homeostasis.norm_relaxation = self.norm_relaxation
         norms = np.sqrt(_squared_norms(np.asarray(self._kernel.numpy())))
         traces = np.array(self.homeostasis.traces.numpy())
         traces[unit_state.ROWS.index("log_gain")] = np.log(norms + NORM_EPSILON)
@@ -140,3 +143,18 @@ def _scale_invariant(value, settings):
             + ", ".join(f"{k}={settings[k]!r}" for k in bounded)
         )
     return value
+
+
+def _norm_relaxation(value, scale_invariant):
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (number and 0.0 <= value < 1.0):
+        raise ValueError(
+            "Received an invalid value for `norm_relaxation`, expected a number "
+            f"in [0, 1). Received: norm_relaxation={value!r}"
+        )
+    if value and not scale_invariant:
+        raise ValueError(
+            "`norm_relaxation` acts on scale-invariant layers only; pass "
+            f"`scale_invariant=True`. Received: norm_relaxation={value!r}"
+        )
+    return float(value)

@@ -153,3 +153,32 @@ def test_mixed_precision_computes_in_float16_with_float32_gains():
     assert layer.homeostasis.log_gain.dtype == "float32"
     assert int(layer.homeostasis.steps.numpy()) > 0
     assert all(np.all(np.isfinite(v.numpy())) for v in model.variables)
+
+
+def test_norm_relaxation_pulls_each_units_norm_toward_its_gain_only():
+    x = inputs_of("Dense")
+    model = model_of("Dense", warmup=0, norm_relaxation=0.5)
+    model.compile(keras.optimizers.SGD(0.0), "mse")
+    layer = model.layers[0]
+    layer.kernel.assign(layer.kernel.numpy() * np.array([0.25, 1.0, 4.0, 16.0]))
+    kernel = layer.kernel.numpy()
+    model.fit(x, np.ones((len(x), 1)), batch_size=len(x), epochs=1, verbose=0)
+    # log |v| moved half way toward the (new) log gain; no direction turned.
+    new, log_gain = layer.kernel.numpy(), layer.homeostasis.log_gain.numpy()
+    expected = np.exp(0.5 * (np.log(norms(kernel)) + log_gain))
+    np.testing.assert_allclose(norms(new), expected, rtol=1e-5)
+    np.testing.assert_allclose(new / norms(new), kernel / norms(kernel), rtol=1e-5)
+    assert np.max(np.abs(np.log(norms(new) / norms(kernel)))) > 0.3
+
+
+def test_norm_relaxation_is_checked_by_name():
+    with pytest.raises(ValueError, match=r"norm_relaxation=1\.5"):
+        homeostatic_layers.HomeostaticDense(
+            4, scale_invariant=True, norm_relaxation=1.5
+        )
+    with pytest.raises(ValueError, match="scale_invariant=True"):
+        homeostatic_layers.HomeostaticDense(4, norm_relaxation=0.1)
+    layer = homeostatic_layers.HomeostaticDense(
+        4, scale_invariant=True, norm_relaxation=1e-4
+    )
+    assert layer.get_config()["norm_relaxation"] == 1e-4
