@@ -29,6 +29,7 @@ def test_empty_config_gives_the_defaults():
     assert set(config["scaling"]) == set(config_lib.SCALING_DEFAULTS) | {
         "layers",
         "layer_targets",
+        "norm_relaxation",
     }
 
 
@@ -273,3 +274,21 @@ def test_mnist_configs_find_the_shared_copy(mnist_path, name, cwd, monkeypatch):
     monkeypatch.chdir(cwd)
     config = load_config(str(ROOT / "configs" / name))
     assert pathlib.Path(config["data"]["dataset"]) == mnist_path
+
+
+def test_norm_relaxation_reaches_the_scale_invariant_layers_only():
+    from keras_homeostasis.lab import train
+
+    raw = {"data": {"dataset": "digits"}, "scaling": {"norm_relaxation": 1e-4}}
+    config = validate_config(raw)
+    assert config["scaling"]["norm_relaxation"] == 1e-4
+    assert "norm_relaxation" not in config_lib.scaling_kwargs(config)
+    data = ((np.zeros((4, 8, 8, 1), "float32"), np.arange(4)), (None, np.arange(4)))
+    build = train.build_compiled_model
+    optimizer = config["optimizer"]
+    model = build(config, data, "mlp", "scale_invariant_layers", optimizer)
+    assert model.get_layer("hidden_1").norm_relaxation == 1e-4
+    plain = build(config, data, "mlp", "homeostatic_layers", optimizer)
+    assert not plain.get_layer("hidden_1").scale_invariant
+    with pytest.raises(ConfigError, match=r"scaling.norm_relaxation.*2"):
+        validate_config({"scaling": {"norm_relaxation": 2}})

@@ -190,8 +190,14 @@ SCALING_SCHEMA["layer_targets"] = _Key(
     "per-layer firing-rate set points {layer: target_rate}; the named layers "
     "are scaled, each toward its own target_rate",
 )
+SCALING_SCHEMA["norm_relaxation"] = _Key(
+    0.0,
+    number(0.0, 1.0),
+    "scale_invariant_layers only: how fast each unit's kernel norm relaxes "
+    "toward its gain, per optimizer step",
+)
 # Keys of the scaling section that are not SynapticScalingCallback settings.
-SCALING_EXTRA_KEYS = ("layers", "layer_targets")
+SCALING_EXTRA_KEYS = ("layers", "layer_targets", "norm_relaxation")
 
 
 # Keys of the optimizer section that only some optimizers take.

@@ -130,8 +130,8 @@ def _scaling(values):
     check_known_keys(values, allowed, "config key", "scaling", ContinualConfigError)
     relaxation = values.get("norm_relaxation", 0.0)
     number = isinstance(relaxation, (int, float)) and not isinstance(relaxation, bool)
-    if not (number and 0.0 <= relaxation < 1.0):
-        fail("scaling.norm_relaxation", "a number in [0, 1)", relaxation)
+    if not (number and 0.0 <= relaxation <= 1.0):
+        fail("scaling.norm_relaxation", "a number in [0, 1]", relaxation)
     settings = {k: v for k, v in values.items() if k not in SCALING_EXTRA_KEYS}
     try:
         settings_lib.validate_settings(**settings)

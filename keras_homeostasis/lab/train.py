@@ -58,6 +58,9 @@ def build_compiled_model(
     """
     (x_train, y_train), (_, y_test) = data
     keras.utils.set_random_seed(config["training"]["seed"] if seed is None else seed)
+    settings = config_lib.scaling_kwargs(config)
+    if normalization == "scale_invariant_layers":
+        settings["norm_relaxation"] = config["scaling"]["norm_relaxation"]
     model = models.build_model(
         architecture,
         normalization,
@@ -65,7 +68,7 @@ def build_compiled_model(
         int(max(y_train.max(), y_test.max())) + 1,
         hidden=config["model"]["hidden"],
         groups=config["model"]["groups"],
-        scaling_settings=config_lib.scaling_kwargs(config),
+        scaling_settings=settings,
     )
     model.compile(
         optimizer=models.build_optimizer(**config_lib.optimizer_kwargs(optimizer)),

@@ -147,10 +147,10 @@ def _scale_invariant(value, settings):
 
 def _norm_relaxation(value, scale_invariant):
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not (number and 0.0 <= value < 1.0):
+    if not (number and 0.0 <= value <= 1.0):
         raise ValueError(
             "Received an invalid value for `norm_relaxation`, expected a number "
-            f"in [0, 1). Received: norm_relaxation={value!r}"
+            f"in [0, 1]. Received: norm_relaxation={value!r}"
         )
     if value and not scale_invariant:
         raise ValueError(
