@@ -124,3 +124,17 @@ def test_saved_under_the_strategy_loads_and_evaluates_outside(strategy, tmp_path
         )
     expected = model.evaluate(x, y, verbose=0)
     assert loaded.evaluate(x, y, verbose=0) == pytest.approx(expected, rel=1e-6)
+
+
+def test_scale_invariant_layers_stay_bit_identical_across_replicas(strategy):
+    settings = {**FAST, "scale_invariant": True, "norm_relaxation": 0.01}
+    model = train(True, strategy, settings)
+    single = train(True, settings=settings)
+    variables, reference = tracked(model), tracked(single)
+    for name, variable in variables.items():
+        first, second = replica_copies(variable)
+        np.testing.assert_array_equal(first, second, err_msg=name)
+        expected = reference[name].numpy()
+        np.testing.assert_allclose(first, expected, atol=2e-5, err_msg=name)
+    layer = model.get_layer("hidden")
+    assert layer.scale_invariant and int(layer.homeostasis.steps.numpy()) == 8
