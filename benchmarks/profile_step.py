@@ -1,7 +1,8 @@
 """Where a training step's time goes: a TensorFlow profile of whole `fit` epochs.
 
 Profiles one `fit` of an MLP (784 inputs, 3 hidden ReLU layers, SGD) with no
-normalization, the scaling callback or the homeostatic layers, and prints the
+normalization, the scaling callback, the homeostatic layers or the
+scale-invariant homeostatic layers (`invariant`), and prints the
 operations by total time per step, grouped by kind (`MatMul`, `Mul`, `All`,
 an XLA executable...), with how many of each run per step. Run it beside the
 plain model to see what homeostasis adds:
@@ -29,14 +30,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("variant", choices=["none", "scaling", "layers"])
+    parser.add_argument("variant", choices=["none", "scaling", "layers", "invariant"])
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--width", type=int, default=100)
     parser.add_argument("--steps", type=int, default=1000, help="profiled steps")
     parser.add_argument("--steps-per-execution", type=int, default=250)
     parser.add_argument("--jit", action="store_true", help="jit_compile=True")
     parser.add_argument(
-        "--period", type=int, default=1, help="the rule's `period` (scaling, layers)"
+        "--period",
+        type=int,
+        default=1,
+        help="the rule's `period` (scaling, layers, invariant)",
     )
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--out", default="runs/profile")
@@ -51,9 +55,12 @@ def build(args):
 
     keras.utils.set_random_seed(0)
     settings = {"period": args.period}
-    if args.variant == "layers":
+    if args.variant in ("layers", "invariant"):
+        invariant = args.variant == "invariant"
         hidden = [
-            HomeostaticDense(args.width, activation="relu", **settings)
+            HomeostaticDense(
+                args.width, activation="relu", scale_invariant=invariant, **settings
+            )
             for _ in range(3)
         ]
     else:
