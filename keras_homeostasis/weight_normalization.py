@@ -78,17 +78,13 @@ class WeightNormalization(keras.layers.Wrapper):
             name="g",
         )
         # Data-independent init: W = v at the start.
-        self.g.assign(ops.cast(self._norms(kernel), self.g.dtype))
-
-    def _norms(self, v):
-        axes = tuple(range(len(v.shape) - 1))
-        return ops.sqrt(ops.sum(ops.square(v), axis=axes) + NORM_EPSILON)
+        self.g.assign(ops.cast(unit_norms(kernel), self.g.dtype))
 
     def normalized_kernel(self):
         """The kernel the layer uses, `g * v / ||v||` per output unit."""
         v = ops.convert_to_tensor(self.layer.kernel)
         g = ops.cast(self.g, v.dtype)
-        return v * (g / self._norms(v))
+        return v * (g / unit_norms(v))
 
     def call(self, inputs):
         layer = self.layer
@@ -112,3 +108,10 @@ class WeightNormalization(keras.layers.Wrapper):
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
+
+
+def unit_norms(kernel):
+    """Each output unit's (last axis) incoming-weight norm, the divisor of
+    weight normalization and of the scale-invariant homeostatic layers."""
+    axes = tuple(range(len(kernel.shape) - 1))
+    return ops.sqrt(ops.sum(ops.square(kernel), axis=axes) + NORM_EPSILON)

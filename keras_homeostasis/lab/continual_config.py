@@ -128,16 +128,17 @@ SCALING_EXTRA_KEYS = ("layers", "norm_relaxation")
 def _scaling(values):
     allowed = [*settings_lib.DEFAULTS, *settings_lib.LEGACY, *SCALING_EXTRA_KEYS]
     check_known_keys(values, allowed, "config key", "scaling", ContinualConfigError)
-    relaxation = values.get("norm_relaxation", 0.0)
-    number = isinstance(relaxation, (int, float)) and not isinstance(relaxation, bool)
-    if not (number and 0.0 <= relaxation <= 1.0):
-        fail("scaling.norm_relaxation", "a number in [0, 1]", relaxation)
+    values = dict(values)
+    if "norm_relaxation" in values:
+        check = schema.number(0.0, 1.0)
+        path = "scaling.norm_relaxation"
+        values["norm_relaxation"] = _checked(path, check, values["norm_relaxation"])
     settings = {k: v for k, v in values.items() if k not in SCALING_EXTRA_KEYS}
     try:
         settings_lib.validate_settings(**settings)
     except (TypeError, ValueError) as e:
         raise ContinualConfigError(f"Invalid config section `scaling`: {e}") from None
-    return dict(values)
+    return values
 
 
 def load_config(path, overrides=None):

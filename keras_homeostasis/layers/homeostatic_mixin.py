@@ -11,11 +11,11 @@ from keras_homeostasis import sensor
 from keras_homeostasis import unit_state
 from keras_homeostasis.settings import DEFAULTS
 from keras_homeostasis.settings import LEGACY
+from keras_homeostasis.settings import _in_range
 from keras_homeostasis.settings import validate_settings
 from keras_homeostasis.unit_state import UnitState
-
-# Added to squared norms so that an all-zero unit gives a zero kernel, not NaN.
-NORM_EPSILON = 1e-12
+from keras_homeostasis.weight_normalization import NORM_EPSILON
+from keras_homeostasis.weight_normalization import unit_norms
 
 
 class HomeostaticMixin:
@@ -91,7 +91,7 @@ class HomeostaticMixin:
             return self.kernel.value
         v = ops.cast(self._kernel, "float32")
         gain = ops.exp(self.homeostasis.row("log_gain"))
-        return v * (gain / ops.sqrt(_squared_norms(v) + NORM_EPSILON))
+        return v * (gain / unit_norms(v))
 
     def _own_kernel_scale(self):
         # The gains start at the initial norms, so the layer first computes
@@ -104,7 +104,9 @@ class HomeostaticMixin:
             )
         self.homeostasis.scales_kernel = False
         self.homeostasis.norm_relaxation = self.norm_relaxation
-        norms = np.sqrt(_squared_norms(np.asarray(self._kernel.numpy())))
+        kernel = np.asarray(self._kernel.numpy())
+        axes = tuple(range(kernel.ndim - 1))
+        norms = np.sqrt(np.sum(np.square(kernel), axis=axes))
         traces = np.array(self.homeostasis.traces.numpy())
         traces[unit_state.ROWS.index("log_gain")] = np.log(norms + NORM_EPSILON)
         self.homeostasis.traces.assign(traces)
@@ -119,14 +121,6 @@ class HomeostaticMixin:
             return forward()
         finally:
             object.__setattr__(self, "_kernel", variable)
-
-
-def _squared_norms(kernel):
-    """Each unit's (last axis) squared incoming-weight norm."""
-    axes = tuple(range(len(kernel.shape) - 1))
-    if isinstance(kernel, np.ndarray):
-        return np.sum(np.square(kernel), axis=axes)
-    return ops.sum(ops.square(kernel), axis=axes)
 
 
 def _scale_invariant(value, settings):
@@ -146,15 +140,10 @@ def _scale_invariant(value, settings):
 
 
 def _norm_relaxation(value, scale_invariant):
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not (number and 0.0 <= value <= 1.0):
-        raise ValueError(
-            "Received an invalid value for `norm_relaxation`, expected a number "
-            f"in [0, 1]. Received: norm_relaxation={value!r}"
-        )
+    value = _in_range("norm_relaxation", value, 0.0, 1.0)
     if value and not scale_invariant:
         raise ValueError(
             "`norm_relaxation` acts on scale-invariant layers only; pass "
             f"`scale_invariant=True`. Received: norm_relaxation={value!r}"
         )
-    return float(value)
+    return value
