@@ -60,9 +60,12 @@ class UnitState(keras.layers.Layer):
 
     Args:
         units: number of units (Dense units or convolution filters).
+        log_gain: initial `log_gain` row (default zeros). Part of the
+            initializer, not a later write: Keras builds a subclassed
+            model's layers in a scope that discards variable writes.
     """
 
-    def __init__(self, units, **kwargs):
+    def __init__(self, units, log_gain=None, **kwargs):
         super().__init__(**kwargs)
         if isinstance(units, bool) or not isinstance(units, int) or units < 1:
             raise ValueError(
@@ -78,6 +81,7 @@ class UnitState(keras.layers.Layer):
         # by whoever binds the state. Above 1, `steps` counts every
         # optimizer step and only every `period`-th one is sensed and scaled.
         self.period = 1
+        self._initial_log_gain = log_gain
         # False for a scale-invariant layer: the rule's factors go to its
         # gains (`log_gain`), never to its kernel, whose norms only relax
         # toward the gains by `norm_relaxation` per optimizer step.
@@ -102,6 +106,8 @@ class UnitState(keras.layers.Layer):
         )
         initial = np.zeros((len(ROWS), self.units), "float32")
         initial[ROWS.index("factor")] = 1.0
+        if self._initial_log_gain is not None:
+            initial[ROWS.index("log_gain")] = self._initial_log_gain
         self.traces = self._float_variable(
             "traces", initial.shape, keras.initializers.Constant(initial)
         )

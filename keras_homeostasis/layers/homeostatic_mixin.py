@@ -3,12 +3,12 @@
 import functools
 
 import numpy as np
+import tensorflow as tf
 from keras import ops
 
 from keras_homeostasis import engine
 from keras_homeostasis import layer_selection
 from keras_homeostasis import sensor
-from keras_homeostasis import unit_state
 from keras_homeostasis.settings import DEFAULTS
 from keras_homeostasis.settings import LEGACY
 from keras_homeostasis.settings import _in_range
@@ -59,9 +59,11 @@ class HomeostaticMixin:
                 f"lora_rank={self.lora_rank!r}"
             )
         units = int(self.kernel.shape[-1])
-        self.homeostasis = UnitState(units, name="homeostasis")
+        log_gain = self._initial_log_gain() if self.scale_invariant else None
+        self.homeostasis = UnitState(units, log_gain=log_gain, name="homeostasis")
         if self.scale_invariant:
-            self._own_kernel_scale()
+            self.homeostasis.scales_kernel = False
+            self.homeostasis.norm_relaxation = self.norm_relaxation
         settings = self.homeostasis_settings
         step = engine.HomeostasisEngine([(self.homeostasis, settings, self.bias)])
         engine.attach_constraints([(self, self.homeostasis, settings)], step)
@@ -93,23 +95,22 @@ class HomeostaticMixin:
         gain = ops.exp(self.homeostasis.row("log_gain"))
         return v * (gain / unit_norms(v))
 
-    def _own_kernel_scale(self):
-        # The gains start at the initial norms, so the layer first computes
-        # exactly what the plain layer would.
+    def _initial_log_gain(self):
+        """The log of each unit's initial kernel norm: the gains start there,
+        so the layer first computes exactly what the plain layer would."""
         mode = getattr(self, "quantization_mode", None)
         if mode:
             raise ValueError(
                 "`scale_invariant=True` needs a float kernel. Received: "
                 f"quantization_mode={mode!r}"
             )
-        self.homeostasis.scales_kernel = False
-        self.homeostasis.norm_relaxation = self.norm_relaxation
-        kernel = np.asarray(self._kernel.numpy())
+        # A subclassed model builds its layers while tracing a symbolic call,
+        # where no variable has a value; variables live outside any trace.
+        with tf.init_scope():
+            kernel = np.asarray(self._kernel.numpy())
         axes = tuple(range(kernel.ndim - 1))
         norms = np.sqrt(np.sum(np.square(kernel), axis=axes))
-        traces = np.array(self.homeostasis.traces.numpy())
-        traces[unit_state.ROWS.index("log_gain")] = np.log(norms + NORM_EPSILON)
-        self.homeostasis.traces.assign(traces)
+        return np.log(norms + NORM_EPSILON)
 
     def _with_unit_norm_kernel(self, forward):
         """Runs `forward()` with the kernel each unit sees: its direction

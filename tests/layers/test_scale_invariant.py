@@ -182,3 +182,31 @@ def test_norm_relaxation_is_checked_by_name():
         4, scale_invariant=True, norm_relaxation=1e-4
     )
     assert layer.get_config()["norm_relaxation"] == 1e-4
+
+
+class SubclassedNet(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.hidden = make("Dense", warmup=0)
+        self.head = keras.layers.Dense(1)
+
+    def call(self, x, training=None):
+        return self.head(self.hidden(x, training=training))
+
+
+def test_a_subclassed_model_builds_its_layers_scaled():
+    # Keras builds a subclassed model's layers while tracing a symbolic call
+    # and swallows a failed build: the layer must still own its scale.
+    x = inputs_of("Dense")
+    model = SubclassedNet()
+    model(x)
+    layer = model.hidden
+    assert type(layer.kernel.constraint).__name__ == "KernelScaling"
+    np.testing.assert_allclose(
+        np.exp(layer.homeostasis.log_gain.numpy()),
+        norms(layer.kernel.numpy()),
+        rtol=1e-6,
+    )
+    model.compile(keras.optimizers.Adam(0.01), "mse")
+    model.fit(x, np.ones((len(x), 1)), batch_size=1, epochs=2, verbose=0)
+    assert int(layer.homeostasis.steps.numpy()) == 2 * len(x)
