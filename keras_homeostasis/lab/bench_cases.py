@@ -11,15 +11,23 @@ import collections
 
 Case = collections.namedtuple("Case", "model width depth batch")
 
-VARIANTS = ("none", "batchnorm", "layernorm", "scaling", "homeostatic_layers")
+VARIANTS = (
+    "none",
+    "batchnorm",
+    "layernorm",
+    "scaling",
+    "homeostatic_layers",
+    "scale_invariant_layers",
+)
 LABELS = {
     "none": "none",
     "batchnorm": "BatchNorm",
     "layernorm": "LayerNorm",
     "scaling": "scaling callback",
     "homeostatic_layers": "homeostatic layers",
+    "scale_invariant_layers": "scale-invariant layers",
 }
-HOMEOSTATIC = ("scaling", "homeostatic_layers")
+HOMEOSTATIC = ("scaling", "homeostatic_layers", "scale_invariant_layers")
 # BatchNormalization over a batch of one sample normalizes every unit to its
 # offset: not a method anyone would train online with.
 ONLINE_VARIANTS = tuple(v for v in VARIANTS if v != "batchnorm")

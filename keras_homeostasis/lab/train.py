@@ -44,7 +44,7 @@ def load_data(config):
 
 
 def build_compiled_model(
-    config, data, architecture, normalization, optimizer, seed=None
+    config, data, architecture, normalization, optimizer, seed=None, settings=None
 ):
     """Seeds, builds and compiles a model for one setting of the config.
 
@@ -55,12 +55,15 @@ def build_compiled_model(
         normalization: one of `models.NORMALIZATIONS`.
         optimizer: an optimizer section (mapping with `name`, ...).
         seed: random seed (default `config["training"]["seed"]`).
+        settings: the homeostatic layers' arguments (default: the config's
+            `scaling` section), e.g. a tuning trial's.
     """
     (x_train, y_train), (_, y_test) = data
     keras.utils.set_random_seed(config["training"]["seed"] if seed is None else seed)
-    settings = config_lib.scaling_kwargs(config)
-    if normalization == "scale_invariant_layers":
-        settings["norm_relaxation"] = config["scaling"]["norm_relaxation"]
+    if settings is None:
+        settings = config_lib.scaling_kwargs(config)
+        if normalization == "scale_invariant_layers":
+            settings["norm_relaxation"] = config["scaling"]["norm_relaxation"]
     model = models.build_model(
         architecture,
         normalization,

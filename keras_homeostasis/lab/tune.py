@@ -42,6 +42,8 @@ from keras_homeostasis.lab import tune_report
 from keras_homeostasis.tuning import search_space as space_lib
 from keras_homeostasis.tuning.homeostatic_hyper_model import HomeostaticHyperModel
 
+# The methods whose settings `tune` searches: the callback, or the layers.
+TUNABLE = ("scaling", "homeostatic_layers", "scale_invariant_layers")
 RESULT_FILES = ("tuner", "logs", "trials.csv", "trials.md", "best.yaml", "config.yaml")
 # Keys that may change between a search and its resumption.
 RESUMABLE_KEYS = {"tune": ("max_trials", "overwrite"), "output": ("run_dir",)}
@@ -49,11 +51,21 @@ RESUMABLE_KEYS = {"tune": ("max_trials", "overwrite"), "output": ("run_dir",)}
 
 def check_tunable(config):
     """Raises `ConfigError` when the config cannot be tuned."""
-    if config["model"]["normalization"] != "scaling":
+    normalization = config["model"]["normalization"]
+    if normalization not in TUNABLE:
         raise config_lib.ConfigError(
-            "`tune` searches the settings of SynapticScalingCallback: set "
-            "`model.normalization: scaling`. Received: model.normalization="
-            f"{config['model']['normalization']!r}"
+            "`tune` searches the settings of SynapticScalingCallback or of the "
+            f"homeostatic layers: set `model.normalization` to one of {TUNABLE}. "
+            f"Received: model.normalization={normalization!r}"
+        )
+    searched = space_lib.searches_layer_parameters(
+        space_lib.validate_search_space(config["tune"]["search_space"])
+    )
+    if normalization == "scaling" and searched:
+        raise config_lib.ConfigError(
+            f"`tune.search_space` names {searched}, arguments of the homeostatic "
+            "layers: set `model.normalization: homeostatic_layers` (or "
+            "scale_invariant_layers). Received: model.normalization='scaling'"
         )
     if config["scaling"]["layer_targets"] is not None:
         raise config_lib.ConfigError(
@@ -79,7 +91,29 @@ def split_validation(data, fraction):
 def hypermodel_from_config(config, data, log_freq="epoch"):
     """A `HomeostaticHyperModel` for the config's model and `scaling` section."""
 
-    def build_model(hp):
+    normalization = config["model"]["normalization"]
+    layers = normalization != "scaling"
+    settings = config_lib.scaling_kwargs(config)
+
+    def build_model(hp, trial_settings=None):
+        if trial_settings is not None:
+            # The trial may choose the kind of layer (`scale_invariant`).
+            invariant = trial_settings.pop(
+                "scale_invariant", normalization == "scale_invariant_layers"
+            )
+            method = "scale_invariant_layers" if invariant else "homeostatic_layers"
+            if invariant:
+                trial_settings.setdefault(
+                    "norm_relaxation", config["scaling"]["norm_relaxation"]
+                )
+            return train.build_compiled_model(
+                config,
+                data,
+                config["model"]["architecture"],
+                method,
+                config["optimizer"],
+                settings=trial_settings,
+            )
         return train.build_compiled_model(
             config,
             data,
@@ -90,12 +124,13 @@ def hypermodel_from_config(config, data, log_freq="epoch"):
 
     return HomeostaticHyperModel(
         build_model,
-        layers=config["scaling"]["layers"],
+        layers=None if layers else config["scaling"]["layers"],
         search_space=config["tune"]["search_space"],
-        settings=config_lib.scaling_kwargs(config),
+        settings=settings,
         entropy_weight=config["tune"]["entropy_weight"],
         log_freq=log_freq,
         seed=config["training"]["seed"],
+        homeostatic_layers=layers,
     )
 
 
@@ -165,7 +200,8 @@ def run_search(config, out_dir=None, data=None, verbose=1, log=print, overwrite=
     """Runs (or resumes) the config's search and writes the results folder.
 
     Args:
-        config: a validated config with `model.normalization: scaling`.
+        config: a validated config whose `model.normalization` is one of
+            `TUNABLE`.
         out_dir: the results folder (default `config["output"]["run_dir"]`).
         data: the data set, if already loaded (else `train.load_data`).
         verbose: 0 silent, 1 one line per trial, 2 also Keras' epoch lines.
@@ -237,8 +273,13 @@ def write_results(tuner, config, out_dir):
 def best_config(config, values, out_dir):
     """The config to train the best trial's settings with `train`."""
     best = copy.deepcopy(config)
-    best["model"]["normalization"] = "scaling"
-    best["scaling"].update(space_lib.config_updates(values))
+    updates = space_lib.config_updates(values)
+    if "scale_invariant" in updates:
+        invariant = updates.pop("scale_invariant")
+        best["model"]["normalization"] = (
+            "scale_invariant_layers" if invariant else "homeostatic_layers"
+        )
+    best["scaling"].update(updates)
     best["output"]["run_dir"] = os.path.join(out_dir, "best_run")
     # Validate what `train` will read (also normalises the values).
     return config_lib.validate_config(_plain(best))

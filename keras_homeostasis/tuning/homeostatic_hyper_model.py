@@ -58,6 +58,14 @@ class HomeostaticHyperModel(keras_tuner.HyperModel):
       (while at least one trial completed). keras-tuner stops a search
       after `max_consecutive_failed_trials` (default 3) failures in a row.
 
+    With `homeostatic_layers=True` the model scales itself: `build` calls
+    `build_model(hp, settings)`, where `settings` holds this trial's
+    settings and, when the search space names them, the layers' own
+    `scale_invariant` and `norm_relaxation`; build the model's homeostatic
+    layers with `**settings`. No callback is added (the usage entropy is
+    measured on the homeostatic layers), and per-layer `target_rate`s are
+    not offered (every layer gets the same settings).
+
     The scaling state (`layer.homeostasis`) and the optimizer's variables are
     created in `build`, so keras-tuner's best-epoch checkpoints include them
     and `get_best_models()` and Hyperband's continued trials restore them.
@@ -84,6 +92,9 @@ class HomeostaticHyperModel(keras_tuner.HyperModel):
         seed: optional seed: `build` seeds the weights with it (every trial
             starts from comparable weights); each execution of a trial seeds
             its data order with `seed + execution`.
+        homeostatic_layers: whether `build_model(hp, settings)` builds
+            homeostatic layers with the trial's settings (see above)
+            instead of plain layers scaled by the callback.
         name, tunable: as for `keras_tuner.HyperModel`.
 
     Example:
@@ -116,6 +127,7 @@ class HomeostaticHyperModel(keras_tuner.HyperModel):
         log_dir=None,
         log_freq="epoch",
         seed=None,
+        homeostatic_layers=False,
         name=None,
         tunable=True,
     ):
@@ -127,7 +139,17 @@ class HomeostaticHyperModel(keras_tuner.HyperModel):
             )
         self.build_model = build_model
         self.layers = layer_selection.validate_selection(layers)
+        if not isinstance(homeostatic_layers, bool):
+            raise TypeError(
+                "Expected `homeostatic_layers` to be True or False. Received: "
+                f"homeostatic_layers={homeostatic_layers!r}"
+            )
+        self.homeostatic_layers = homeostatic_layers
+        if homeostatic_layers:
+            # Every homeostatic layer takes the same settings.
+            search_space = {"per_layer_targets": False, **(search_space or {})}
         self.search_space = space_lib.validate_search_space(search_space)
+        _check_space_fits(self.search_space, homeostatic_layers)
         self.settings = validate_settings(**(settings or {}))
         self.entropy_weight = non_negative_number("entropy_weight", entropy_weight)
         self.log_dir = None if log_dir is None else os.fspath(log_dir)
@@ -138,11 +160,20 @@ class HomeostaticHyperModel(keras_tuner.HyperModel):
     def build(self, hp):
         if self.seed is not None:
             keras.utils.set_random_seed(self.seed)
-        model = self.build_model(hp)
+        if self.homeostatic_layers:
+            model = self.build_model(hp, self.layer_settings(hp))
+        else:
+            model = self.build_model(hp)
         if not isinstance(model, keras.Model):
             raise keras_tuner.errors.FatalTypeError(
                 "Expected `build_model(hp)` to return a keras.Model. "
                 f"Received: {model!r} of type {type(model).__name__}"
+            )
+        if self.homeostatic_layers and not self._scaled_names(model):
+            raise keras_tuner.errors.FatalValueError(
+                "`homeostatic_layers=True` expects `build_model(hp, settings)` "
+                "to build homeostatic layers (e.g. HomeostaticDense(..., "
+                f"**settings)). Received a model without any: {model.name!r}"
             )
         # Creates the scaling state now, so checkpoints always carry it.
         self.scaling_callbacks(hp, model)
@@ -153,6 +184,22 @@ class HomeostaticHyperModel(keras_tuner.HyperModel):
             optimizer.build(model.trainable_variables)
         return model
 
+    def layer_settings(self, hp):
+        """This trial's arguments for homeostatic layers (registers `hp`).
+
+        The rule's settings of the search space plus `scale_invariant` and
+        `norm_relaxation` when the space names them: pass them as
+        `HomeostaticDense(units, **settings)`.
+        """
+        ((_, settings),) = space_lib.declare(hp, self.search_space, [], self.settings)
+        return {**settings, **space_lib.declare_layer_options(hp, self.search_space)}
+
+    def _scaled_names(self, model):
+        if self.homeostatic_layers:
+            layers = layer_selection.all_layers(model)
+            return [x.name for x in layers if layer_selection.is_homeostatic(x)]
+        return [x.name for x in layer_selection.select_layers(model, self.layers)]
+
     def scaling_callbacks(self, hp, model, log_dir=None):
         """This trial's scaling callbacks (and loggers, with `log_dir`).
 
@@ -161,8 +208,14 @@ class HomeostaticHyperModel(keras_tuner.HyperModel):
         settings, or one per layer for per-layer `target_rate` set points,
         each already bound to `model`. Use it to retrain the best configuration:
         `model.fit(..., callbacks=hypermodel.scaling_callbacks(best_hp, model))`.
+        With `homeostatic_layers=True` the model scales itself: only the
+        loggers (with `log_dir`) are returned.
         """
-        names = [x.name for x in layer_selection.select_layers(model, self.layers)]
+        names = self._scaled_names(model)
+        if self.homeostatic_layers:
+            if log_dir is None:
+                return []
+            return [HomeostasisLogger(log_dir, update_freq=self.log_freq, layers=names)]
         groups = space_lib.declare(hp, self.search_space, names, self.settings)
         callbacks = []
         for group, settings in groups:
@@ -194,7 +247,7 @@ class HomeostaticHyperModel(keras_tuner.HyperModel):
         own = self.scaling_callbacks(hp, model, log_dir=log_dir)
         validation_data = kwargs.get("validation_data")
         if validation_data is not None:
-            scaled = [x.name for x in layer_selection.select_layers(model, self.layers)]
+            scaled = self._scaled_names(model)
             own.append(
                 UsageEntropyCallback(
                     validation_data, layers=scaled, entropy_weight=self.entropy_weight
@@ -231,6 +284,29 @@ def raise_if_diverged(history):
                     f"The model diverged: `{key}` was {value} at epoch {epoch}. "
                     "The trial is marked failed and is never chosen as the best."
                 )
+
+
+def _check_space_fits(space, homeostatic_layers):
+    """Layer arguments need homeostatic layers; those take shared settings."""
+    if not homeostatic_layers:
+        named = space_lib.searches_layer_parameters(space)
+        if named:
+            raise ValueError(
+                f"The search space names {named}, arguments of the homeostatic "
+                "layers: pass `homeostatic_layers=True` and build them in "
+                "`build_model(hp, settings)`. Received: search_space["
+                f"{named[0]!r}]={space[named[0]]!r}"
+            )
+        return
+    if True in space_lib.spec_values(space["per_layer_targets"]) and (
+        "absolute" in space_lib.spec_values(space["target_mode"])
+    ):
+        raise ValueError(
+            "With `homeostatic_layers=True` every layer takes the same "
+            "settings: search one shared `target_rate` (per_layer_targets "
+            "false). Received: search_space['per_layer_targets']="
+            f"{space['per_layer_targets']!r}"
+        )
 
 
 def _trial_id(callbacks):

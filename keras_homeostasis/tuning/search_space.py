@@ -24,6 +24,16 @@ fraction of inputs on which a unit fires, in (0, 1)) and two that shape it:
   layer gets its own `target_rate` (`scaling/layer_targets/<layer>`) or all
   share one (`scaling/target_rate`).
 
+Two more shape homeostatic layers only (`HomeostaticHyperModel(...,
+homeostatic_layers=True)`), and are not searched unless named:
+
+- `scale_invariant`: whether the layers compute with each unit's kernel
+  direction times its homeostatic gain (`HomeostaticDense(...,
+  scale_invariant=True)`);
+- `norm_relaxation`: how fast those layers pull each direction vector's
+  norm back to its gain, in [0, 1]; searched while `scale_invariant` is
+  true only.
+
 `min_gain`, `max_gain`, `target_std` and `target_rate` also take `None` as
 a setting (unbounded, or the layer's mean); as a search-space entry `None`
 means "not searched" (the base setting, which may itself be `None`), so it
@@ -47,7 +57,7 @@ TARGET_MODES = ("absolute", "layer_mean")
 SAMPLINGS = ("linear", "log", "reverse_log")
 RANGE_KEYS = ("min", "max", "sampling", "step")
 INTEGER_PARAMETERS = ("period", "warmup")
-BOOLEAN_PARAMETERS = ("per_layer_targets",)
+BOOLEAN_PARAMETERS = ("per_layer_targets", "scale_invariant")
 # Settings searched by default, in the order they are registered.
 SETTING_PARAMETERS = (
     "rate",
@@ -64,7 +74,14 @@ SETTING_PARAMETERS = (
 # Settings that only act with an absolute set point: registered under
 # `target_mode == "absolute"` when the mode is searched.
 ABSOLUTE_PARAMETERS = ("target_std", "anchor")
-PARAMETERS = SETTING_PARAMETERS + ("target_mode", "per_layer_targets", "target_rate")
+# Arguments of the homeostatic layers that are not settings of the rule.
+LAYER_PARAMETERS = ("scale_invariant", "norm_relaxation")
+LAYER_DEFAULTS = {"scale_invariant": False, "norm_relaxation": 0.0}
+PARAMETERS = (
+    SETTING_PARAMETERS
+    + ("target_mode", "per_layer_targets", "target_rate")
+    + LAYER_PARAMETERS
+)
 
 # Ranges around the rule's defaults (`keras_homeostasis.settings.DEFAULTS`):
 # the rates from 0.01 to 0.5 (the default is 0.03), the trace's horizon an
@@ -87,6 +104,8 @@ DEFAULT_SEARCH_SPACE = {
     "target_mode": list(TARGET_MODES),
     "per_layer_targets": [False, True],
     "target_rate": {"min": 0.3, "max": 0.7, "sampling": "linear"},
+    "scale_invariant": None,
+    "norm_relaxation": None,
 }
 
 
@@ -107,6 +126,8 @@ def _check_value(name, value, path):
         if not isinstance(value, bool):
             _fail(path, "true or false", value)
         return value
+    if name == "norm_relaxation":
+        return _check_relaxation(value, path)
     if isinstance(value, str):
         try:  # YAML reads `1e-3` as a string.
             value = float(value)
@@ -124,6 +145,19 @@ def _check_value(name, value, path):
         return validate_settings(**{name: value})[name]
     except (TypeError, ValueError) as e:
         _fail(path, f"a valid value of `{name}` ({e})", value)
+
+
+def _check_relaxation(value, path):
+    if isinstance(value, str):
+        try:  # YAML reads `1e-3` as a string.
+            value = float(value)
+        except ValueError:
+            _fail(path, "a number in [0, 1]", value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        _fail(path, "a number in [0, 1]", value)
+    if not 0.0 <= value <= 1.0:
+        _fail(path, "a number in [0, 1]", value)
+    return float(value)
 
 
 def _check_range(name, spec, path):
@@ -199,11 +233,29 @@ def validate_search_space(overrides=None, path="search_space"):
         for name in PARAMETERS
     }
     _check_target(space, path)
+    _check_relaxation_searchable(space, path)
     return space
 
 
+def searches_layer_parameters(space):
+    """The names of `LAYER_PARAMETERS` that `space` searches or fixes."""
+    return [name for name in LAYER_PARAMETERS if space[name] is not None]
+
+
+def _check_relaxation_searchable(space, path):
+    if space["norm_relaxation"] is not None and True not in spec_values(
+        space["scale_invariant"]
+    ):
+        _fail(
+            f"{path}.scale_invariant",
+            "true or a list holding true while `norm_relaxation` is searched "
+            "(it acts on scale-invariant layers only)",
+            space["scale_invariant"],
+        )
+
+
 def _check_target(space, path):
-    modes = _values(space["target_mode"])
+    modes = spec_values(space["target_mode"])
     if "absolute" in modes and space["target_rate"] is None:
         _fail(
             f"{path}.target_rate",
@@ -212,7 +264,8 @@ def _check_target(space, path):
         )
 
 
-def _values(spec):
+def spec_values(spec):
+    """The values a validated spec can take: its list, or its one value."""
     if spec is None:
         return []
     return spec if isinstance(spec, list) else [spec]
@@ -279,6 +332,27 @@ def declare(hp, space, layer_names, base_settings=None):
     return [(None, validate_settings(**{**settings, "target_rate": targets}))]
 
 
+def declare_layer_options(hp, space):
+    """Registers `LAYER_PARAMETERS` on `hp`; returns this trial's values.
+
+    Returns a dict of the homeostatic layers' arguments that `space`
+    searches or fixes (`scale_invariant`, and `norm_relaxation` while
+    `scale_invariant` is true); empty when it names neither.
+    """
+    options = {}
+    if space["scale_invariant"] is None:
+        return options
+    options["scale_invariant"] = register(
+        hp, "scale_invariant", space["scale_invariant"]
+    )
+    if space["norm_relaxation"] is not None:
+        with hp.conditional_scope(PREFIX + "scale_invariant", [True]):
+            relaxation = register(hp, "norm_relaxation", space["norm_relaxation"])
+        if options["scale_invariant"]:
+            options["norm_relaxation"] = relaxation
+    return options
+
+
 def _absolute_settings(hp, space):
     """The searched settings that only act with an absolute set point."""
     return {
@@ -290,7 +364,7 @@ def _absolute_settings(hp, space):
 
 def _absolute_targets(hp, space, layer_names):
     """The shared target_rate, or `{layer: target_rate}`; None while inactive."""
-    choices = _values(space["per_layer_targets"]) or [False]
+    choices = spec_values(space["per_layer_targets"]) or [False]
     per_layer = register(hp, "per_layer_targets", space["per_layer_targets"] or False)
     shared = None
     per_layer_values = {}
@@ -317,10 +391,12 @@ def config_updates(values):
         A dict of `scaling` section keys: with `target_mode` `layer_mean`,
         `target_rate` and `target_std` are None (the layer's means); with
         `absolute`, `target_rate` is the shared set point, or None with
-        `layer_targets` set for per-layer set points.
+        `layer_targets` set for per-layer set points; `scale_invariant`
+        and `norm_relaxation` when the trial drew them (arguments of the
+        homeostatic layers).
     """
     updates = {}
-    for name in SETTING_PARAMETERS:
+    for name in SETTING_PARAMETERS + LAYER_PARAMETERS:
         if PREFIX + name in values:
             updates[name] = values[PREFIX + name]
     mode = values.get(PREFIX + "target_mode")
@@ -346,7 +422,8 @@ def describe(space):
     for name in PARAMETERS:
         spec = space[name]
         if spec is None:
-            lines.append(f"{name}: not searched (default {DEFAULTS.get(name)!r})")
+            default = {**LAYER_DEFAULTS, **DEFAULTS}.get(name)
+            lines.append(f"{name}: not searched (default {default!r})")
         elif isinstance(spec, dict):
             step = "" if spec["step"] is None else f", step {spec['step']}"
             lines.append(

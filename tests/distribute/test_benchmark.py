@@ -32,7 +32,8 @@ def check_rows(rows, variants=bc.VARIANTS):
         assert all(r[key] > 0 for r in rows)
     width, depth = TINY.width, TINY.depth
     assert by["scaling"]["extra_state"] == homeostatic_floats(width, depth)
-    assert by["homeostatic_layers"]["extra_state"] == homeostatic_floats(width, depth)
+    for layers in ("homeostatic_layers", "scale_invariant_layers"):
+        assert by[layers]["extra_state"] == homeostatic_floats(width, depth)
     assert by["scaling"]["weights"] == none["weights"]
     if "batchnorm" in by:
         assert by["batchnorm"]["extra_state"] == 2 * width * depth  # mean, var

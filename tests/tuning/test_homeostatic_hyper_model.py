@@ -8,6 +8,7 @@ import keras
 import keras_tuner
 import numpy as np
 import pytest
+from tuning_testing import small_digits
 from tuning_testing import tiny_model
 
 from keras_homeostasis import SynapticScalingCallback
@@ -371,3 +372,57 @@ def test_bad_arguments_name_the_argument(kwargs, name):
     kwargs = {"build_model": tiny_model, **kwargs}
     with pytest.raises((TypeError, ValueError), match=f"`{name}`"):
         HomeostaticHyperModel(**kwargs)
+
+
+def _layers_model(hp, settings):
+    from keras_homeostasis.layers import HomeostaticDense
+
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Flatten(),
+            HomeostaticDense(16, activation="relu", name="hidden_1", **settings),
+            keras.layers.Dense(10, activation="softmax", name="output"),
+        ]
+    )
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def test_homeostatic_layers_take_the_trials_settings(tmp_path):
+    space = {"scale_invariant": True, "norm_relaxation": 1e-3, "rate": 0.2}
+    hypermodel = HomeostaticHyperModel(
+        _layers_model, search_space=space, homeostatic_layers=True, seed=0
+    )
+    hp = keras_tuner.HyperParameters()
+    model = hypermodel.build(hp)
+    layer = model.get_layer("hidden_1")
+    assert layer.scale_invariant and layer.norm_relaxation == 1e-3
+    assert layer.homeostasis_settings["rate"] == 0.2
+    assert hp.values["scaling/scale_invariant"] is True
+    # No callback: the layers scale themselves; the logger reads their state.
+    assert hypermodel.scaling_callbacks(hp, model) == []
+    (logger,) = hypermodel.scaling_callbacks(hp, model, log_dir=str(tmp_path))
+    assert isinstance(logger, HomeostasisLogger)
+    (x, y), validation = small_digits()
+    history = hypermodel.fit(hp, model, x, y, validation_data=validation, verbose=0)
+    assert 0.0 < history.history["val_usage_entropy"][0] <= 1.0
+    assert int(layer.homeostasis.steps.numpy()) == 4  # 128 digits, batch 32
+
+
+def test_homeostatic_layers_refuse_plain_models_and_per_layer_targets():
+    hypermodel = HomeostaticHyperModel(
+        lambda hp, settings: tiny_model(hp), homeostatic_layers=True
+    )
+    with pytest.raises(keras_tuner.errors.FatalValueError, match="homeostatic"):
+        hypermodel.build(keras_tuner.HyperParameters())
+    with pytest.raises(ValueError, match="per_layer_targets"):
+        HomeostaticHyperModel(
+            _layers_model,
+            search_space={"target_mode": "absolute", "per_layer_targets": True},
+            homeostatic_layers=True,
+        )
+    with pytest.raises(ValueError, match="homeostatic_layers=True"):
+        HomeostaticHyperModel(tiny_model, search_space={"scale_invariant": True})
+    with pytest.raises(TypeError, match="homeostatic_layers='yes'"):
+        HomeostaticHyperModel(tiny_model, homeostatic_layers="yes")

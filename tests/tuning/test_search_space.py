@@ -99,6 +99,14 @@ def test_overrides_replace_one_parameter_each():
             {"per_layer_targets": {"min": 0, "max": 1}},
             "search_space.per_layer_targets",
         ),
+        ({"scale_invariant": "yes"}, "search_space.scale_invariant"),
+        ({"norm_relaxation": 1.5, "scale_invariant": True}, "search_space.norm"),
+        ({"norm_relaxation": [0.0, -1e-3], "scale_invariant": True}, "search_"),
+        ({"norm_relaxation": 1e-3}, "search_space.scale_invariant"),
+        (
+            {"norm_relaxation": 1e-3, "scale_invariant": False},
+            "search_space.scale_invariant",
+        ),
         ("rate", "search_space"),
     ],
 )
@@ -265,3 +273,40 @@ def test_every_sampled_configuration_gives_valid_settings(seed):
     for layers, settings in groups:
         assert validate_settings(**settings) == settings
         assert layers is None or layers[0] in LAYERS
+
+
+def test_layer_options_draw_the_relaxation_for_scale_invariant_layers_only():
+    space = space_lib.validate_search_space(
+        {
+            "scale_invariant": [False, True],
+            "norm_relaxation": {"min": 1e-5, "max": 1e-2, "sampling": "log"},
+        }
+    )
+    assert space_lib.searches_layer_parameters(space) == [
+        "scale_invariant",
+        "norm_relaxation",
+    ]
+    drawn = set()
+    for seed in range(12):
+        hp = keras_tuner.HyperParameters()
+        hp.Choice("scaling/scale_invariant", [False, True])  # what a tuner draws
+        hp.values["scaling/scale_invariant"] = bool(seed % 2)
+        options = space_lib.declare_layer_options(hp, space)
+        drawn.add(options["scale_invariant"])
+        if options["scale_invariant"]:
+            assert 1e-5 <= options["norm_relaxation"] <= 1e-2
+        else:
+            assert "norm_relaxation" not in options
+    assert drawn == {False, True}
+    # Not named: nothing registered, nothing returned.
+    hp = keras_tuner.HyperParameters()
+    assert space_lib.declare_layer_options(hp, space_lib.validate_search_space()) == {}
+    assert not hp.space
+
+
+def test_config_updates_carry_the_layer_options():
+    values = {"scaling/scale_invariant": True, "scaling/norm_relaxation": 1e-4}
+    assert space_lib.config_updates(values) == {
+        "scale_invariant": True,
+        "norm_relaxation": 1e-4,
+    }

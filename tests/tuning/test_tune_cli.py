@@ -86,3 +86,60 @@ def test_tune_rejects_a_bad_tune_section(tmp_path, capsys):
     path.write_text(yaml.safe_dump({"tune": {"search_space": {"rate": 0}}}))
     assert cli.main(["tune", str(path)]) == 2
     assert "tune.search_space.rate" in capsys.readouterr().err
+
+
+def _layers_config(tmp_path, normalization="homeostatic_layers", **space):
+    path = tmp_path / "layers_tune.yaml"
+    raw = {
+        "data": {"dataset": "digits", "limit": 160, "batch_size": 32},
+        "model": {"hidden": [16, 16], "normalization": normalization},
+        "training": {"epochs": 1},
+        "tune": {
+            "tuner": "random",
+            "max_trials": 4,
+            "objective": "val_homeostasis_score",
+            "search_space": space,
+        },
+    }
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_tune_searches_the_homeostatic_layers_and_their_kind(tmp_path):
+    config = _layers_config(
+        tmp_path,
+        scale_invariant=[False, True],
+        norm_relaxation={"min": 1e-4, "max": 1e-2, "sampling": "log"},
+    )
+    out = tmp_path / "out"
+    assert cli.main(["tune", str(config), "--out", str(out), "--quiet"]) == 0
+    rows = _rows(out)
+    assert [r["status"] for r in rows] == ["COMPLETED"] * 4
+    kinds = {r["scale_invariant"] for r in rows}
+    assert kinds == {"True", "False"}  # the seeded search draws both
+    for row in rows:
+        # The relaxation is drawn only for scale-invariant layers.
+        assert (row["norm_relaxation"] not in ("", None)) == (
+            row["scale_invariant"] == "True"
+        )
+    # best.yaml names the layers the best trial used, and `train` accepts it.
+    best = next(r for r in rows if r["best"])
+    best_config = load_config(str(out / "best.yaml"))
+    invariant = best["scale_invariant"] == "True"
+    assert best_config["model"]["normalization"] == (
+        "scale_invariant_layers" if invariant else "homeostatic_layers"
+    )
+    if invariant:
+        assert best_config["scaling"]["norm_relaxation"] == pytest.approx(
+            float(best["norm_relaxation"])
+        )
+    assert best_config["scaling"]["rate"] == pytest.approx(float(best["rate"]))
+    run = tmp_path / "best_run"
+    assert cli.main(["train", str(out / "best.yaml"), "--run-dir", str(run)]) == 0
+
+
+def test_tune_refuses_layer_arguments_for_the_callback(tmp_path, capsys):
+    config = _layers_config(tmp_path, "scaling", scale_invariant=[False, True])
+    assert cli.main(["tune", str(config), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "scale_invariant" in err and "model.normalization" in err
