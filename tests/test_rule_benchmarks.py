@@ -5,9 +5,12 @@ import csv
 import json
 import pathlib
 
+import keras
 import numpy as np
 import pytest
 from homeostasis_testing import load_script
+
+from keras_homeostasis.lab import models
 
 BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
 rule_variants = load_script(BENCHMARKS / "rule_variants.py")
@@ -71,11 +74,27 @@ def test_dense_balance_reports_the_traces_spreads_and_its_table_renders(tmp_path
     assert len(row["traces"]) == 3
     dense = row["traces"]["hidden_3"]
     assert 0.0 <= dense["firing_mean"] <= 1.0 and dense["spread_cv"] >= 0.0
+    assert set(row["measured"]) == set(dense)
     table = dense_balance.table(_write_lines(tmp_path / "runs.jsonl", [row]))
     last = table.splitlines()[-1]
     assert last.startswith(
         f'| `{{"momentum": 0.9}}` | {100 * row["test_accuracy"]:.2f}% |'
     )
+
+
+def test_dense_balance_measures_the_dense_layer_under_its_current_weights():
+    rng = np.random.default_rng(1)
+    images = rng.random((64, 28, 28, 1)).astype("float32")
+    keras.utils.set_random_seed(0)
+    model = models.build_model("cnn", "none", (28, 28, 1), 10)
+    measured = dense_balance.measured_spreads(model, "hidden_3", images)
+    # The firing rate is the share of the layer's positive outputs, here
+    # computed through the model instead of from its input and kernel.
+    outputs = keras.Model(model.inputs[0], model.get_layer("hidden_3").output)
+    firing = (outputs.predict(images, verbose=0) > 0).mean(axis=0)
+    assert measured["firing_mean"] == pytest.approx(firing.mean(), abs=1e-3)
+    assert measured["firing_std"] == pytest.approx(firing.std(), abs=1e-3)
+    assert measured["spread_cv"] > 0.0 and measured["offset_std"] > 0.0
 
 
 def _continual_csv(path, accuracy_by_method):
