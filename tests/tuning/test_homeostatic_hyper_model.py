@@ -426,3 +426,36 @@ def test_homeostatic_layers_refuse_plain_models_and_per_layer_targets():
         HomeostaticHyperModel(tiny_model, search_space={"scale_invariant": True})
     with pytest.raises(TypeError, match="homeostatic_layers='yes'"):
         HomeostaticHyperModel(tiny_model, homeostatic_layers="yes")
+
+
+def test_hyperband_continues_scale_invariant_trials_with_their_gains(digits, tmp_path):
+    at_start = {}
+
+    class Recording(HomeostaticHyperModel):
+        def fit(self, hp, model, *args, **kwargs):
+            state = model.get_layer("hidden_1").homeostasis
+            key = (hp.values.get("tuner/trial_id"), hp.values["tuner/initial_epoch"])
+            at_start[key] = (
+                int(keras.ops.convert_to_numpy(state.steps)),
+                keras.ops.convert_to_numpy(state.log_gain).copy(),
+            )
+            return super().fit(hp, model, *args, **kwargs)
+
+    hypermodel = Recording(
+        _layers_model,
+        search_space={"scale_invariant": True, "norm_relaxation": [0.0, 1e-3]},
+        homeostatic_layers=True,
+        seed=0,
+    )
+    tuner = _tuner(keras_tuner.Hyperband, hypermodel, tmp_path, max_epochs=2, factor=2)
+    tuner.search(**_fit_kwargs(digits, epochs=2))
+    assert all(t.status == "COMPLETED" for t in tuner.oracle.trials.values())
+    fresh = [v for k, v in at_start.items() if k[0] is None]
+    continued = [v for k, v in at_start.items() if k[0] is not None]
+    assert fresh and continued
+    # Every fresh trial starts from the same seeded weights: gains at the
+    # initial norms. A continued one starts from its past trial's
+    # checkpoint: the gains the rule moved, and the steps counted.
+    initial = fresh[0][1]
+    assert all(steps == 0 and np.allclose(g, initial) for steps, g in fresh)
+    assert all(steps > 0 and not np.allclose(g, initial) for steps, g in continued)
