@@ -81,6 +81,8 @@ class HomeostaticHyperModel(keras_tuner.HyperModel):
             built `keras.Model` with plain (non-homeostatic) layers.
         layers: optional layers to scale (names and/or classes, as for
             `SynapticScalingCallback`); default every hidden Dense/Conv layer.
+            Unused with `homeostatic_layers=True` (the model's homeostatic
+            layers are the scaled ones).
         search_space: optional mapping of parameter names to specs that
             replace the defaults (`None` = not searched, a scalar = fixed, a
             list = choice, `{"min", "max", "sampling", "step"}` = range).
