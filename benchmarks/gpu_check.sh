@@ -7,8 +7,9 @@
 #   2. the single-GPU XLA path (jit_compile=True: the whole step, homeostasis
 #      included, in one XLA cluster);
 #   3. the bench (`keras-homeostasis bench --quick --gpus`): whole fit epochs
-#      of no normalization, BatchNorm, LayerNorm, the scaling callback and the
-#      homeostatic layers, wall and process CPU time, on one GPU with Keras'
+#      of no normalization, BatchNorm, LayerNorm, the scaling callback, the
+#      homeostatic layers and the scale-invariant layers, wall and process
+#      CPU time, on one GPU with Keras'
 #      default jit_compile (XLA on one GPU), one GPU with jit_compile=True,
 #      MirroredStrategy over all visible GPUs, online training (batch 1,
 #      steps_per_execution=250, XLA), and each variant's peak memory (GPU
