@@ -56,14 +56,14 @@ def build_compiled_model(
         optimizer: an optimizer section (mapping with `name`, ...).
         seed: random seed (default `config["training"]["seed"]`).
         settings: the homeostatic layers' arguments (default: the config's
-            `scaling` section), e.g. a tuning trial's.
+            `scaling` section), e.g. a tuning trial's; scale-invariant layers
+            take `scaling.norm_relaxation` unless it names its own.
     """
     (x_train, y_train), (_, y_test) = data
     keras.utils.set_random_seed(config["training"]["seed"] if seed is None else seed)
-    if settings is None:
-        settings = config_lib.scaling_kwargs(config)
-        if normalization == "scale_invariant_layers":
-            settings["norm_relaxation"] = config["scaling"]["norm_relaxation"]
+    settings = dict(config_lib.scaling_kwargs(config) if settings is None else settings)
+    if normalization == "scale_invariant_layers":
+        settings.setdefault("norm_relaxation", config["scaling"]["norm_relaxation"])
     model = models.build_model(
         architecture,
         normalization,

@@ -58,15 +58,14 @@ def check_tunable(config):
             f"homeostatic layers: set `model.normalization` to one of {TUNABLE}. "
             f"Received: model.normalization={normalization!r}"
         )
-    searched = space_lib.searches_layer_parameters(
-        space_lib.validate_search_space(config["tune"]["search_space"])
-    )
-    if normalization == "scaling" and searched:
-        raise config_lib.ConfigError(
-            f"`tune.search_space` names {searched}, arguments of the homeostatic "
-            "layers: set `model.normalization: homeostatic_layers` (or "
-            "scale_invariant_layers). Received: model.normalization='scaling'"
+    try:
+        space_lib.validate_for_model(
+            config["tune"]["search_space"],
+            normalization != "scaling",
+            "tune.search_space",
         )
+    except ValueError as e:
+        raise config_lib.ConfigError(str(e)) from None
     if config["scaling"]["layer_targets"] is not None:
         raise config_lib.ConfigError(
             "`tune` draws the firing-rate set points itself: remove "
@@ -102,10 +101,6 @@ def hypermodel_from_config(config, data, log_freq="epoch"):
                 "scale_invariant", normalization == "scale_invariant_layers"
             )
             method = "scale_invariant_layers" if invariant else "homeostatic_layers"
-            if invariant:
-                trial_settings.setdefault(
-                    "norm_relaxation", config["scaling"]["norm_relaxation"]
-                )
             return train.build_compiled_model(
                 config,
                 data,

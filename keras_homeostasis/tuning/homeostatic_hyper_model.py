@@ -147,11 +147,9 @@ class HomeostaticHyperModel(keras_tuner.HyperModel):
                 f"homeostatic_layers={homeostatic_layers!r}"
             )
         self.homeostatic_layers = homeostatic_layers
-        if homeostatic_layers:
-            # Every homeostatic layer takes the same settings.
-            search_space = {"per_layer_targets": False, **(search_space or {})}
-        self.search_space = space_lib.validate_search_space(search_space)
-        _check_space_fits(self.search_space, homeostatic_layers)
+        self.search_space = space_lib.validate_for_model(
+            search_space, homeostatic_layers
+        )
         self.settings = validate_settings(**(settings or {}))
         self.entropy_weight = non_negative_number("entropy_weight", entropy_weight)
         self.log_dir = None if log_dir is None else os.fspath(log_dir)
@@ -286,29 +284,6 @@ def raise_if_diverged(history):
                     f"The model diverged: `{key}` was {value} at epoch {epoch}. "
                     "The trial is marked failed and is never chosen as the best."
                 )
-
-
-def _check_space_fits(space, homeostatic_layers):
-    """Layer arguments need homeostatic layers; those take shared settings."""
-    if not homeostatic_layers:
-        named = space_lib.searches_layer_parameters(space)
-        if named:
-            raise ValueError(
-                f"The search space names {named}, arguments of the homeostatic "
-                "layers: pass `homeostatic_layers=True` and build them in "
-                "`build_model(hp, settings)`. Received: search_space["
-                f"{named[0]!r}]={space[named[0]]!r}"
-            )
-        return
-    if True in space_lib.spec_values(space["per_layer_targets"]) and (
-        "absolute" in space_lib.spec_values(space["target_mode"])
-    ):
-        raise ValueError(
-            "With `homeostatic_layers=True` every layer takes the same "
-            "settings: search one shared `target_rate` (per_layer_targets "
-            "false). Received: search_space['per_layer_targets']="
-            f"{space['per_layer_targets']!r}"
-        )
 
 
 def _trial_id(callbacks):

@@ -48,6 +48,7 @@ import copy
 import numbers
 
 from keras_homeostasis.settings import DEFAULTS
+from keras_homeostasis.settings import _in_range
 from keras_homeostasis.settings import validate_settings
 from keras_homeostasis.validation import check_known_keys
 
@@ -126,8 +127,6 @@ def _check_value(name, value, path):
         if not isinstance(value, bool):
             _fail(path, "true or false", value)
         return value
-    if name == "norm_relaxation":
-        return _check_relaxation(value, path)
     if isinstance(value, str):
         try:  # YAML reads `1e-3` as a string.
             value = float(value)
@@ -142,22 +141,11 @@ def _check_value(name, value, path):
         # of `None` means "not searched": it cannot be one of the values.
         _fail(path, f"a number (a `null` entry leaves `{name}` unsearched)", value)
     try:
+        if name == "norm_relaxation":  # a layer argument, checked as the layers do
+            return _in_range(name, value, 0.0, 1.0)
         return validate_settings(**{name: value})[name]
     except (TypeError, ValueError) as e:
         _fail(path, f"a valid value of `{name}` ({e})", value)
-
-
-def _check_relaxation(value, path):
-    if isinstance(value, str):
-        try:  # YAML reads `1e-3` as a string.
-            value = float(value)
-        except ValueError:
-            _fail(path, "a number in [0, 1]", value)
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        _fail(path, "a number in [0, 1]", value)
-    if not 0.0 <= value <= 1.0:
-        _fail(path, "a number in [0, 1]", value)
-    return float(value)
 
 
 def _check_range(name, spec, path):
@@ -234,6 +222,38 @@ def validate_search_space(overrides=None, path="search_space"):
     }
     _check_target(space, path)
     _check_relaxation_searchable(space, path)
+    return space
+
+
+def validate_for_model(overrides, homeostatic_layers, path="search_space"):
+    """`validate_search_space` for the callback or for homeostatic layers.
+
+    Homeostatic layers all take the same settings, so `per_layer_targets`
+    defaults to false for them and may not be true; the layers' own
+    arguments (`LAYER_PARAMETERS`) are refused for the callback.
+    """
+    if homeostatic_layers:
+        overrides = {"per_layer_targets": False, **(overrides or {})}
+    space = validate_search_space(overrides, path)
+    if not homeostatic_layers:
+        named = searches_layer_parameters(space)
+        if named:
+            _fail(
+                f"{path}.{named[0]}",
+                "no layer argument for SynapticScalingCallback (search it on "
+                "homeostatic layers: `homeostatic_layers=True`, or "
+                "`model.normalization: homeostatic_layers` in a config)",
+                space[named[0]],
+            )
+    elif True in spec_values(space["per_layer_targets"]) and (
+        "absolute" in spec_values(space["target_mode"])
+    ):
+        _fail(
+            f"{path}.per_layer_targets",
+            "false with homeostatic layers (`homeostatic_layers=True`: every "
+            "layer takes the same settings, one shared `target_rate`)",
+            space["per_layer_targets"],
+        )
     return space
 
 

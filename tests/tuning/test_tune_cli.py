@@ -143,3 +143,9 @@ def test_tune_refuses_layer_arguments_for_the_callback(tmp_path, capsys):
     assert cli.main(["tune", str(config), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "scale_invariant" in err and "model.normalization" in err
+
+
+def test_tune_refuses_per_layer_targets_for_the_layers(tmp_path, capsys):
+    config = _layers_config(tmp_path, target_mode="absolute", per_layer_targets=True)
+    assert cli.main(["tune", str(config), "--out", str(tmp_path / "out")]) == 2
+    assert "tune.search_space.per_layer_targets" in capsys.readouterr().err
