@@ -63,11 +63,15 @@ class HomeostasisEngine:
             arguments])}`), or None outside one. Recorded passes are summed
             in the step itself, so no accumulator is written per pass (and,
             at `period > 1`, nothing is sensed between runs).
+        on_build: optional callable run in Python each time the step is
+            built (once per trace of a compiled train function; every step
+            when run eagerly), after the forward pass it serves was built.
     """
 
-    def __init__(self, bindings, recorded=None):
+    def __init__(self, bindings, recorded=None, on_build=None):
         self.bindings = list(bindings)
         self.recorded = recorded
+        self.on_build = on_build
         for state, settings, _ in self.bindings:
             state.period = settings["period"]
 
@@ -80,6 +84,8 @@ class HomeostasisEngine:
         # poisoned weights is dropped. No pass over the weights is needed: a
         # finiteness check of the updated kernel cost a tenth of an online
         # step (`docs/distributed.md`).
+        if self.on_build is not None:
+            self.on_build()
         recorded = None if self.recorded is None else self.recorded()
         groups = _groups_by_settings(self.bindings)
         if _replicas() > 1:

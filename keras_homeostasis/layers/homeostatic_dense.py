@@ -15,7 +15,9 @@ class HomeostaticDense(HomeostaticMixin, keras.layers.Dense):
     that it fires as often as the layer's other units (see
     `keras_homeostasis.rule`). Statistics are counted only when the layer is
     called with `training=True` and is trainable; `predict` and `evaluate`
-    never change them. Works for any `steps_per_execution`.
+    never change them; a layer that `fit` calls with `training=None` (a
+    subclassed model whose `call` does not forward `training`) warns.
+    Works for any `steps_per_execution`.
 
     Args:
         *args, **kwargs: every `keras.layers.Dense` argument, plus the

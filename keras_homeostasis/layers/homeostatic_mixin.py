@@ -1,6 +1,7 @@
 """Shared behaviour of the homeostatic drop-in layers."""
 
 import functools
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -45,6 +46,8 @@ class HomeostaticMixin:
             setattr(self, name, value)
         self.scale_invariant = _scale_invariant(scale_invariant, settings)
         self.norm_relaxation = _norm_relaxation(norm_relaxation, scale_invariant)
+        self._built_calls = {"sensed": False, "unsensed": False}
+        self._warned_unsensed = False
 
     @property
     def homeostasis_settings(self):
@@ -65,17 +68,44 @@ class HomeostaticMixin:
             self.homeostasis.scales_kernel = False
             self.homeostasis.norm_relaxation = self.norm_relaxation
         settings = self.homeostasis_settings
-        step = engine.HomeostasisEngine([(self.homeostasis, settings, self.bias)])
+        step = engine.HomeostasisEngine(
+            [(self.homeostasis, settings, self.bias)],
+            on_build=self._warn_if_never_sensed,
+        )
         engine.attach_constraints([(self, self.homeostasis, settings)], step)
 
     def call(self, inputs, training=None):
         forward = functools.partial(super().call, inputs)
         if self.scale_invariant:
             forward = functools.partial(self._with_unit_norm_kernel, forward)
-        if not (training and self.trainable):
+        sensed = bool(training and self.trainable)
+        if sensed or (training is None and self.trainable):
+            # Python, so once per trace: read when the optimizer's update,
+            # built after this forward pass, reaches the rule's step.
+            self._built_calls["sensed" if sensed else "unsensed"] = True
+        if not sensed:
             return forward()
         axis = layer_selection.unit_axis(self)
         return sensor.sensed_call(self, forward, self.homeostasis, axis)
+
+    def _warn_if_never_sensed(self):
+        """Warns once when a train step is built whose forward passes called
+        this layer only with `training=None`: it sensed nothing there, so
+        the rule would leave it unscaled, silently."""
+        calls = self._built_calls
+        self._built_calls = {"sensed": False, "unsensed": False}
+        if calls["sensed"] or not calls["unsensed"] or self._warned_unsensed:
+            return
+        self._warned_unsensed = True
+        warnings.warn(
+            f"{type(self).__name__} {self.name!r} was called with "
+            "training=None in a train step, so it senses nothing and the rule "
+            "leaves it unscaled. Keras calls a model whose `call` takes no "
+            "`training` argument without one (Dropout stays off too): define "
+            "`call(self, inputs, training=None)` and pass `training=training` "
+            "to the layers it calls.",
+            stacklevel=1,
+        )
 
     def get_config(self):
         return {

@@ -2,6 +2,7 @@
 
 import inspect
 import json
+import warnings
 
 import keras
 import numpy as np
@@ -215,3 +216,61 @@ def test_every_init_argument_and_setting_is_in_the_config(kind):
     expected = (params - keras_omits) | set(plain_config) | set(DEFAULTS)
     missing = sorted(expected - set(config))
     assert not missing, f"get_config() lacks {missing}"
+
+
+class DropsTraining(keras.Model):
+    """A subclassed model whose `call` takes no `training` argument."""
+
+    def __init__(self):
+        super().__init__(name="drops_training")
+        self.hidden = make("Dense", name="hidden", warmup=0)
+        self.head = keras.layers.Dense(1)
+
+    def call(self, x):
+        return self.head(self.hidden(x))
+
+
+class ForwardsTraining(DropsTraining):
+    def call(self, x, training=None):
+        return self.head(self.hidden(x, training=training))
+
+
+def _fit_subclassed(model_class, **compile_args):
+    model = model_class()
+    model.compile(keras.optimizers.SGD(0.01), "mse", **compile_args)
+    x = inputs_of("Dense")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(x, np.ones((len(x), 1)), batch_size=1, epochs=2, verbose=0)
+    named = [w for w in caught if "training=None in a train step" in str(w.message)]
+    return model.hidden, named
+
+
+@pytest.mark.parametrize("run_eagerly", [False, True])
+def test_a_layer_that_fit_calls_without_training_is_named_once(run_eagerly):
+    layer, named = _fit_subclassed(DropsTraining, run_eagerly=run_eagerly)
+    assert int(layer.homeostasis.steps.numpy()) == 0
+    assert len(named) == 1
+    assert "HomeostaticDense 'hidden'" in str(named[0].message)
+    assert "training=training" in str(named[0].message)
+
+
+def test_a_layer_that_fit_calls_with_training_gives_no_warning():
+    layer, named = _fit_subclassed(ForwardsTraining)
+    assert int(layer.homeostasis.steps.numpy()) == 6
+    assert named == []
+
+
+def test_calls_outside_fit_without_training_give_no_warning():
+    x = inputs_of("Dense")
+    model = keras.Sequential([keras.Input(x.shape[1:]), make("Dense", warmup=0)])
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    model(x)
+    model.predict(x, verbose=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(x, np.ones((len(x), 4)), epochs=1, verbose=0)
+        model.predict(x, verbose=0)
+        model.fit(x, np.ones((len(x), 4)), epochs=1, verbose=0)
+    assert not [w for w in caught if "training=None" in str(w.message)]
+    assert int(model.layers[0].homeostasis.steps.numpy()) == 2
