@@ -18,6 +18,7 @@ online_variants = load_script(BENCHMARKS / "online_variants.py")
 dense_balance = load_script(BENCHMARKS / "dense_balance.py")
 continual_seeds = load_script(BENCHMARKS / "continual_seeds.py")
 norm_between_steps = load_script(BENCHMARKS / "norm_between_steps.py")
+centered_inputs = load_script(BENCHMARKS / "centered_inputs.py")
 
 
 def _digits(n, features=784, seed=0):
@@ -181,3 +182,35 @@ def test_norm_between_steps_holds_each_units_norm_after_every_step():
     held = norm_between_steps.HeldNorm(np.array([2.0, 3.0], "float32"))
     w = np.random.default_rng(0).normal(size=(5, 2)).astype("float32")
     np.testing.assert_allclose(np.linalg.norm(held(w), axis=0), [2.0, 3.0], rtol=1e-6)
+
+
+def test_centered_layers_subtract_their_traced_input_mean():
+    rng = np.random.default_rng(0)
+    x = (3.0 + rng.normal(size=(64, 6))).astype("float32")
+    layer = centered_inputs.CenteredDense(4, activation=None)
+    plain = layer(x)  # not training: nothing traced yet, the input as it is
+    np.testing.assert_allclose(plain, x @ layer.kernel.numpy(), rtol=1e-5, atol=1e-5)
+    layer(x, training=True)  # one bias-corrected step: the batch mean exactly
+    np.testing.assert_allclose(
+        layer(x), (x - x.mean(axis=0)) @ layer.kernel.numpy(), rtol=1e-4, atol=1e-4
+    )
+    assert int(layer.homeostasis.steps.numpy()) == 0  # the rule runs at apply
+
+
+def test_centered_inputs_runs_every_method_and_its_table_renders(tmp_path):
+    images, labels = _digits(256)
+    data = (
+        (images.reshape(-1, 28, 28), labels),
+        (images[:64].reshape(-1, 28, 28), labels[:64]),
+    )
+    rows = [
+        centered_inputs.run(data, "mlp", method, "sgd", 0, 1, 32)
+        for method in centered_inputs.METHODS
+    ]
+    assert [row["method"] for row in rows] == list(centered_inputs.METHODS)
+    assert all(list(row["usage_entropy"]) == ["hidden_1", "hidden_2"] for row in rows)
+    lines = centered_inputs.table(_write_lines(tmp_path / "runs.jsonl", rows))
+    lines = lines.splitlines()
+    assert len(lines) == 2 + len(rows)
+    assert lines[-1].startswith("| mlp | sgd (default) | 32 | centered | 1 |")
+    assert f"{100 * rows[-1]['test_accuracy']:.2f}%" in lines[-1]
