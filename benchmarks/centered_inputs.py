@@ -8,11 +8,9 @@ scale invisible to the loss). The gradient of each kernel becomes
 `(x - x_bar) delta`: the centered inputs of LeCun et al. (1998).
 
 Trains the `compare` MLP or CNN with no normalization, BatchNormalization,
-the homeostatic layers and the homeostatic layers with centered inputs, and
-prints one JSON line per run (test accuracy, usage entropy and dead
-fraction per hidden layer). The trace is updated in the forward pass of
-each training step, on one device: a study of the design, not the library's
-layers (which would all-reduce the input sums with the rule's statistics).
+the homeostatic layers and the homeostatic layers with
+`center_inputs=True`, and prints one JSON line per run (test accuracy,
+usage entropy and dead fraction per hidden layer).
 
     python benchmarks/centered_inputs.py --architecture cnn --limit 12000 \\
         --epochs 5 > runs.jsonl
@@ -20,7 +18,6 @@ layers (which would all-reduce the input sums with the rule's statistics).
 """
 
 import argparse
-import contextlib
 import json
 import os
 import time
@@ -29,73 +26,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from keras import ops  # noqa: E402
 
 import keras_homeostasis as kh  # noqa: E402
 from keras_homeostasis.lab import models  # noqa: E402
-from keras_homeostasis.layers import HomeostaticConv2D  # noqa: E402
-from keras_homeostasis.layers import HomeostaticDense  # noqa: E402
 
 METHODS = ("none", "batchnorm", "homeostatic_layers", "centered")
 
 
-class CentersInputs:
-    """Subtracts a bias-corrected trace of the input's per-feature mean (per
-    channel for a convolution) before the layer's own computation. Training
-    calls update the trace first; other calls only read it."""
-
-    input_momentum = 0.99
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        features = (int(input_shape[-1]),)
-        self.input_mean = self.add_weight(
-            shape=features, initializer="zeros", trainable=False, name="input_mean"
-        )
-        self.input_steps = self.add_weight(
-            shape=(), initializer="zeros", trainable=False, name="input_steps"
-        )
-
-    def call(self, inputs, training=None):
-        x = ops.cast(inputs, "float32")
-        mu = self.input_momentum
-        if training and self.trainable:
-            axes = tuple(range(len(x.shape) - 1))
-            seen = ops.stop_gradient(ops.mean(x, axis=axes))
-            self.input_mean.assign(mu * self.input_mean + (1.0 - mu) * seen)
-            self.input_steps.assign(self.input_steps + 1.0)
-        steps = ops.convert_to_tensor(self.input_steps)
-        weight = ops.maximum(1.0 - ops.exp(steps * float(np.log(mu))), 1e-12)
-        mean = ops.where(steps > 0, self.input_mean / weight, 0.0)
-        centered = ops.cast(x - mean, inputs.dtype)
-        return super().call(centered, training=training)
-
-
-class CenteredDense(CentersInputs, HomeostaticDense):
-    pass
-
-
-class CenteredConv2D(CentersInputs, HomeostaticConv2D):
-    pass
-
-
-@contextlib.contextmanager
-def centered_layers():
-    """`models.build_model(..., "homeostatic_layers")` builds the centered
-    layers inside this block."""
-    saved = models.HomeostaticDense, models.HomeostaticConv2D
-    models.HomeostaticDense, models.HomeostaticConv2D = CenteredDense, CenteredConv2D
-    try:
-        yield
-    finally:
-        models.HomeostaticDense, models.HomeostaticConv2D = saved
-
-
 def build(architecture, method, input_shape):
-    if method != "centered":
-        return models.build_model(architecture, method, input_shape, 10)
-    with centered_layers():
-        return models.build_model(architecture, "homeostatic_layers", input_shape, 10)
+    normalization = "centered_layers" if method == "centered" else method
+    return models.build_model(architecture, normalization, input_shape, 10)
 
 
 def run(data, architecture, method, optimizer, seed, epochs, batch_size, lr=None):

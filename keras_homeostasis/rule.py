@@ -113,6 +113,38 @@ def sensor_statistics(preactivation, outputs, bias, unit_axis):
     return ops.concatenate(sums + [ops.reshape(count, (1,))], axis=0)
 
 
+# Momentum of the input-mean trace of layers that center their inputs
+# (`center_inputs=True`): about a hundred steps (docs/design.md, "Centered
+# inputs").
+INPUT_MOMENTUM = 0.99
+
+
+def input_sums(inputs, feature_axis=-1):
+    """`[sum of each input feature over the other axes (m), count]`, float32:
+    what one forward pass adds to a centered layer's input-mean trace."""
+    x = ops.cast(inputs, "float32")
+    rank = len(x.shape)
+    feature_axis = feature_axis % rank
+    axes = tuple(a for a in range(rank) if a != feature_axis)
+    count = ops.cast(ops.size(x) // ops.shape(x)[feature_axis], "float32")
+    return ops.concatenate([ops.sum(x, axis=axes), ops.reshape(count, (1,))], axis=0)
+
+
+def step_input_mean(trace, steps, sums, momentum=INPUT_MOMENTUM):
+    """A centered layer's input-mean trace and its update count after one
+    pass's `input_sums` (unchanged when they are not finite or count none)."""
+    usable = is_usable(sums)
+    observed = sums[:-1] / ops.maximum(sums[-1], 1.0)
+    new = update_trace(trace, observed, momentum)
+    return ops.where(usable, new, trace), ops.where(usable, steps + 1.0, steps)
+
+
+def input_mean(trace, steps, momentum=INPUT_MOMENTUM):
+    """The bias-corrected input mean a centered layer subtracts (zeros
+    before its first training pass)."""
+    return ops.where(steps > 0, debiased(trace, momentum, steps), 0.0)
+
+
 def positive(x):
     """1.0 where `x > 0`, else 0.0, in float arithmetic: a boolean comparison
     is not vectorized on CPU and cost 3-8x as much as this per element."""

@@ -184,19 +184,6 @@ def test_norm_between_steps_holds_each_units_norm_after_every_step():
     np.testing.assert_allclose(np.linalg.norm(held(w), axis=0), [2.0, 3.0], rtol=1e-6)
 
 
-def test_centered_layers_subtract_their_traced_input_mean():
-    rng = np.random.default_rng(0)
-    x = (3.0 + rng.normal(size=(64, 6))).astype("float32")
-    layer = centered_inputs.CenteredDense(4, activation=None)
-    plain = layer(x)  # not training: nothing traced yet, the input as it is
-    np.testing.assert_allclose(plain, x @ layer.kernel.numpy(), rtol=1e-5, atol=1e-5)
-    layer(x, training=True)  # one bias-corrected step: the batch mean exactly
-    np.testing.assert_allclose(
-        layer(x), (x - x.mean(axis=0)) @ layer.kernel.numpy(), rtol=1e-4, atol=1e-4
-    )
-    assert int(layer.homeostasis.steps.numpy()) == 0  # the rule runs at apply
-
-
 def test_centered_inputs_runs_every_method_and_its_table_renders(tmp_path):
     images, labels = _digits(256)
     data = (

@@ -39,9 +39,14 @@ NORMALIZATIONS = (
     "scaling",
     "homeostatic_layers",
     "scale_invariant_layers",
+    "centered_layers",
 )
-# The methods built of homeostatic layers, and each one's `scale_invariant`.
-HOMEOSTATIC_LAYERS = {"homeostatic_layers": False, "scale_invariant_layers": True}
+# The methods built of homeostatic layers, and the layer options of each.
+HOMEOSTATIC_LAYERS = {
+    "homeostatic_layers": {"scale_invariant": False},
+    "scale_invariant_layers": {"scale_invariant": True},
+    "centered_layers": {"scale_invariant": False, "center_inputs": True},
+}
 NORM_LAYERS = ("batchnorm", "layernorm", "groupnorm")
 DEFAULT_HIDDEN = (256, 256)
 CNN_FILTERS = (32, 64)
@@ -74,7 +79,8 @@ def build_model(
             Flatten-Dense(128), "same" padding).
         normalization: one of `none`, `batchnorm`, `layernorm`, `groupnorm`,
             `weightnorm`, `scaling`, `homeostatic_layers`,
-            `scale_invariant_layers`.
+            `scale_invariant_layers`, `centered_layers` (the homeostatic
+            layers with `center_inputs=True`).
         input_shape: shape of one sample, e.g. `(28, 28, 1)`.
         num_classes: number of output classes.
         hidden: hidden widths of the MLP (default `[256, 256]`); ignored by
@@ -143,8 +149,7 @@ class _Block:
         self.groups = positive_int("groups", groups)
         self.scaling_settings = dict(scaling_settings)
         if normalization in HOMEOSTATIC_LAYERS:
-            invariant = HOMEOSTATIC_LAYERS[normalization]
-            self.scaling_settings["scale_invariant"] = invariant
+            self.scaling_settings.update(HOMEOSTATIC_LAYERS[normalization])
 
     def dense(self, x, units, k):
         if self.normalization in HOMEOSTATIC_LAYERS:

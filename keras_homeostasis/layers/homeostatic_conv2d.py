@@ -27,6 +27,8 @@ class HomeostaticConv2D(HomeostaticMixin, keras.layers.Conv2D):
         scale_invariant, norm_relaxation: as in `HomeostaticDense` (each
             filter's weights divided by their norm, times a gain the rule
             sets). Default False, 0.
+        center_inputs: as in `HomeostaticDense`, with one mean per input
+            channel (the padding is zero after centering). Default False.
 
     Example:
 

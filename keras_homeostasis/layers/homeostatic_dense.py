@@ -37,6 +37,13 @@ class HomeostaticDense(HomeostaticMixin, keras.layers.Dense):
             optimizer step. The optimizer lengthens the kernel, which
             shrinks every later step; `1e-4` undoes that over about 10,000
             steps, for long continual learning. Default 0.
+        center_inputs: if True, the layer subtracts a trace of its input
+            mean (per feature, momentum 0.99, summed over replicas) before
+            its kernel, so a unit's offset is its bias alone, which the rule
+            sets: every unit as evenly used as under BatchNormalization in
+            ordinary training (README, "Centered inputs"). Not at batch
+            size 1 with momentum SGD, where it diverges. A plain Dense
+            layer with `effective_bias()` computes the same. Default False.
 
     Example:
 

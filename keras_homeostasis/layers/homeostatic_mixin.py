@@ -10,6 +10,7 @@ from keras import ops
 from keras_homeostasis import engine
 from keras_homeostasis import layer_selection
 from keras_homeostasis import sensor
+from keras_homeostasis.input_mean import InputMean
 from keras_homeostasis.settings import DEFAULTS
 from keras_homeostasis.settings import LEGACY
 from keras_homeostasis.settings import _in_range
@@ -38,7 +39,14 @@ class HomeostaticMixin:
     gain the rule, not the gradient, sets).
     """
 
-    def __init__(self, *args, scale_invariant=False, norm_relaxation=0.0, **kwargs):
+    def __init__(
+        self,
+        *args,
+        scale_invariant=False,
+        norm_relaxation=0.0,
+        center_inputs=False,
+        **kwargs,
+    ):
         names = tuple(DEFAULTS) + LEGACY
         settings = {k: kwargs.pop(k) for k in names if k in kwargs}
         super().__init__(*args, **kwargs)
@@ -46,6 +54,7 @@ class HomeostaticMixin:
             setattr(self, name, value)
         self.scale_invariant = _scale_invariant(scale_invariant, settings)
         self.norm_relaxation = _norm_relaxation(norm_relaxation, scale_invariant)
+        self.center_inputs = _flag("center_inputs", center_inputs)
         self._built_calls = {"sensed": False, "unsensed": False}
         self._warned_unsensed = False
 
@@ -67,6 +76,8 @@ class HomeostaticMixin:
         if self.scale_invariant:
             self.homeostasis.scales_kernel = False
             self.homeostasis.norm_relaxation = self.norm_relaxation
+        if self.center_inputs:
+            self._build_input_mean(input_shape)
         settings = self.homeostasis_settings
         step = engine.HomeostasisEngine(
             [(self.homeostasis, settings, self.bias)],
@@ -75,10 +86,14 @@ class HomeostaticMixin:
         engine.attach_constraints([(self, self.homeostasis, settings)], step)
 
     def call(self, inputs, training=None):
+        sensed = bool(training and self.trainable)
+        if self.center_inputs:
+            if sensed:
+                self.input_mean.update(inputs)
+            inputs = self.input_mean.center(inputs)
         forward = functools.partial(super().call, inputs)
         if self.scale_invariant:
             forward = functools.partial(self._with_unit_norm_kernel, forward)
-        sensed = bool(training and self.trainable)
         if sensed or (training is None and self.trainable):
             # Python, so once per trace: read when the optimizer's update,
             # built after this forward pass, reaches the rule's step.
@@ -113,6 +128,7 @@ class HomeostaticMixin:
             **self.homeostasis_settings,
             "scale_invariant": self.scale_invariant,
             "norm_relaxation": self.norm_relaxation,
+            "center_inputs": self.center_inputs,
         }
 
     def effective_kernel(self):
@@ -124,6 +140,30 @@ class HomeostaticMixin:
         v = ops.cast(self._kernel, "float32")
         gain = ops.exp(self.homeostasis.row("log_gain"))
         return v * (gain / unit_norms(v))
+
+    def effective_bias(self):
+        """The bias a plain layer needs to compute what this layer computes
+        (`effective_kernel()` the kernel): its bias, or with
+        `center_inputs=True` (Dense only) `bias - input_mean . kernel`."""
+        units = int(self.kernel.shape[-1])
+        bias = ops.zeros((units,)) if self.bias is None else self.bias
+        bias = ops.cast(bias, "float32")
+        if not self.center_inputs:
+            return bias
+        if len(self.kernel.shape) != 2:
+            raise ValueError(
+                "A centered convolution has no plain equivalent: its padding "
+                "is zero after centering, the input mean before it. Received: "
+                f"center_inputs=True on {type(self).__name__} {self.name!r}"
+            )
+        mean = self.input_mean.mean()
+        return bias - ops.matmul(mean[None, :], self.effective_kernel())[0]
+
+    def _build_input_mean(self, input_shape):
+        # Per input feature (Dense) or channel (Conv).
+        axis = 1 if _channels_first(self) else -1
+        features = int(input_shape[axis])
+        self.input_mean = InputMean(features, axis, name="input_mean")
 
     def _initial_log_gain(self):
         """The log of each unit's initial kernel norm: the gains start there,
@@ -168,6 +208,19 @@ def _scale_invariant(value, settings):
             + ", ".join(f"{k}={settings[k]!r}" for k in bounded)
         )
     return value
+
+
+def _flag(name, value):
+    if not isinstance(value, bool):
+        raise ValueError(
+            f"Received an invalid value for `{name}`, expected True or False. "
+            f"Received: {name}={value!r}"
+        )
+    return value
+
+
+def _channels_first(layer):
+    return getattr(layer, "data_format", None) == "channels_first"
 
 
 def _norm_relaxation(value, scale_invariant):

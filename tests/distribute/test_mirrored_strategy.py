@@ -138,3 +138,19 @@ def test_scale_invariant_layers_stay_bit_identical_across_replicas(strategy):
         np.testing.assert_allclose(first, expected, atol=2e-5, err_msg=name)
     layer = model.get_layer("hidden")
     assert layer.scale_invariant and int(layer.homeostasis.steps.numpy()) == 8
+
+
+def test_centered_layers_stay_bit_identical_across_replicas(strategy):
+    # Each replica sees half of every batch: only the all-reduced input sums
+    # give both replicas the same mean to center on.
+    settings = {**FAST, "center_inputs": True}
+    model = train(True, strategy, settings)
+    single = train(True, settings=settings)
+    variables, reference = tracked(model), tracked(single)
+    for name, variable in variables.items():
+        first, second = replica_copies(variable)
+        np.testing.assert_array_equal(first, second, err_msg=name)
+        expected = reference[name].numpy()
+        np.testing.assert_allclose(first, expected, atol=2e-5, err_msg=name)
+    layer = model.get_layer("hidden")
+    assert layer.center_inputs and float(layer.input_mean.steps.numpy()) == 8
