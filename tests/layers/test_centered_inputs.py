@@ -138,3 +138,31 @@ def test_fit_centers_each_units_drive_and_saving_keeps_the_trace(tmp_path):
     np.testing.assert_allclose(
         loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6
     )
+
+
+def test_xla_and_steps_per_execution_center_as_the_plain_train_step_does():
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 6, 6, 2)).astype("float32")
+    y = rng.integers(0, 3, 64)
+    predictions = []
+    for jit_compile in (False, True):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential(
+            [
+                keras.Input((6, 6, 2)),
+                make("Conv2D", activation="relu"),
+                keras.layers.Flatten(),
+                make("Dense", activation="relu"),
+                keras.layers.Dense(3),
+            ]
+        )
+        model.compile(
+            "adam",
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            jit_compile=jit_compile,
+            steps_per_execution=4,
+        )
+        model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+        assert float(model.layers[2].input_mean.steps.numpy()) == 16
+        predictions.append(model.predict(x, verbose=0))
+    np.testing.assert_allclose(predictions[1], predictions[0], atol=1e-5)
