@@ -30,7 +30,14 @@ import numpy as np  # noqa: E402
 import keras_homeostasis as kh  # noqa: E402
 from keras_homeostasis.lab import models  # noqa: E402
 
-METHODS = ("none", "batchnorm", "homeostatic_layers", "centered")
+METHODS = (
+    "none",
+    "batchnorm",
+    "homeostatic_layers",
+    "scale_invariant_layers",
+    "centered",
+    "centered_scale_invariant_layers",
+)
 
 
 def build(architecture, method, input_shape):

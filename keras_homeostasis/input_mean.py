@@ -48,13 +48,16 @@ class InputMean(keras.layers.Layer):
         )
 
     def update(self, inputs):
-        """Adds one training pass's inputs (a non-finite pass is dropped)."""
+        """Adds one training pass's inputs (a non-finite pass is dropped) and
+        returns how far that moved the mean (float32, one per feature)."""
         sums = ops.stop_gradient(rule.input_sums(inputs, self.feature_axis))
+        before = self.mean()
         trace, steps = rule.step_input_mean(
             self.trace, self.steps, engine.all_reduce_sum(sums)
         )
         self.trace.assign(trace)
         self.steps.assign(steps)
+        return rule.input_mean(trace, steps) - before
 
     def mean(self):
         """The bias-corrected mean, as a float32 tensor (zeros at first)."""

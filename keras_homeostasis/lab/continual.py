@@ -32,8 +32,9 @@ Methods: `backprop` (plain SGD), `l2` (SGD weight decay), `shrink_and_perturb`
 (SGD weight decay, plus Gaussian noise added to every kernel and bias after
 each step by an in-graph constraint), `batchnorm`, `layernorm` (Dense ->
 norm -> ReLU), `scaling` (`SynapticScalingCallback` with the config's
-`scaling` settings) and `scale_invariant_layers` (`HomeostaticDense` with
-`scale_invariant=True` and the same settings).
+`scaling` settings), `scale_invariant_layers` (`HomeostaticDense` with
+`scale_invariant=True` and the same settings), `centered_layers` (with
+`center_inputs=True`) and `centered_scale_invariant_layers` (with both).
 
 The config (schema, validation, loading) is `lab.continual_config`; its
 names used by the command line, the tests and the tutorial are re-exported
@@ -52,6 +53,7 @@ from keras_homeostasis.lab.continual_config import ContinualConfigError  # noqa:
 from keras_homeostasis.lab.continual_config import fail
 from keras_homeostasis.lab.continual_config import load_config  # noqa: F401
 from keras_homeostasis.lab.continual_config import validate_config  # noqa: F401
+from keras_homeostasis.lab.models import HOMEOSTATIC_LAYERS
 from keras_homeostasis.lab.progress import clock
 from keras_homeostasis.lab.results_csv import append_row
 from keras_homeostasis.lab.results_csv import read_rows
@@ -153,13 +155,17 @@ def build_model(config, method, pixels, classes):
             )
             x = norm(name=f"hidden_{k}_norm")(x)
             x = keras.layers.Activation("relu", name=f"hidden_{k}")(x)
-        elif method == "scale_invariant_layers":
-            settings = {k: v for k, v in config["scaling"].items() if k != "layers"}
+        elif method in HOMEOSTATIC_LAYERS:
+            options = HOMEOSTATIC_LAYERS[method]
+            skip = {"layers"}
+            if not options["scale_invariant"]:
+                skip.add("norm_relaxation")  # scale-invariant layers only
+            settings = {k: v for k, v in config["scaling"].items() if k not in skip}
             x = HomeostaticDense(
                 width,
                 activation="relu",
-                scale_invariant=True,
                 name=f"hidden_{k}",
+                **options,
                 **settings,
             )(x)
         else:

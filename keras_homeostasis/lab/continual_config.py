@@ -20,6 +20,8 @@ METHODS = (
     "layernorm",
     "scaling",
     "scale_invariant_layers",
+    "centered_layers",
+    "centered_scale_invariant_layers",
 )
 
 

@@ -40,12 +40,14 @@ NORMALIZATIONS = (
     "homeostatic_layers",
     "scale_invariant_layers",
     "centered_layers",
+    "centered_scale_invariant_layers",
 )
 # The methods built of homeostatic layers, and the layer options of each.
 HOMEOSTATIC_LAYERS = {
     "homeostatic_layers": {"scale_invariant": False},
     "scale_invariant_layers": {"scale_invariant": True},
     "centered_layers": {"scale_invariant": False, "center_inputs": True},
+    "centered_scale_invariant_layers": {"scale_invariant": True, "center_inputs": True},
 }
 NORM_LAYERS = ("batchnorm", "layernorm", "groupnorm")
 DEFAULT_HIDDEN = (256, 256)
@@ -80,7 +82,8 @@ def build_model(
         normalization: one of `none`, `batchnorm`, `layernorm`, `groupnorm`,
             `weightnorm`, `scaling`, `homeostatic_layers`,
             `scale_invariant_layers`, `centered_layers` (the homeostatic
-            layers with `center_inputs=True`).
+            layers with `center_inputs=True`),
+            `centered_scale_invariant_layers` (with both options).
         input_shape: shape of one sample, e.g. `(28, 28, 1)`.
         num_classes: number of output classes.
         hidden: hidden widths of the MLP (default `[256, 256]`); ignored by

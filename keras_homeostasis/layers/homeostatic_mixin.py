@@ -89,7 +89,7 @@ class HomeostaticMixin:
         sensed = bool(training and self.trainable)
         if self.center_inputs:
             if sensed:
-                self.input_mean.update(inputs)
+                self._move_input_mean(inputs)
             inputs = self.input_mean.center(inputs)
         forward = functools.partial(super().call, inputs)
         if self.scale_invariant:
@@ -144,20 +144,39 @@ class HomeostaticMixin:
     def effective_bias(self):
         """The bias a plain layer needs to compute what this layer computes
         (`effective_kernel()` the kernel): its bias, or with
-        `center_inputs=True` (Dense only) `bias - input_mean . kernel`."""
+        `center_inputs=True` `bias - input_mean . kernel` (a convolution
+        only with `padding="valid"`)."""
         units = int(self.kernel.shape[-1])
         bias = ops.zeros((units,)) if self.bias is None else self.bias
         bias = ops.cast(bias, "float32")
         if not self.center_inputs:
             return bias
-        if len(self.kernel.shape) != 2:
+        padding = getattr(self, "padding", "valid")
+        if padding != "valid":
             raise ValueError(
-                "A centered convolution has no plain equivalent: its padding "
-                "is zero after centering, the input mean before it. Received: "
-                f"center_inputs=True on {type(self).__name__} {self.name!r}"
+                "A centered convolution with padding has no plain equivalent: "
+                "its padding is zero after centering, the input mean before "
+                f"it. Received: padding={padding!r} on {type(self).__name__} "
+                f"{self.name!r} (center_inputs=True)"
             )
         mean = self.input_mean.mean()
-        return bias - ops.matmul(mean[None, :], self.effective_kernel())[0]
+        return bias - _kernel_times(self.effective_kernel(), mean, self._groups())
+
+    def _move_input_mean(self, inputs):
+        """Adds a training pass to the input-mean trace and moves the bias by
+        what the kernel makes of the mean's change, so the layer computes
+        what it computed before: the mean's moves reach no unit's output.
+        (Not at a padded convolution's border, whose zeros are centered.)
+        Were they to, each move would jolt the next layer a hundred steps
+        after the optimizer had answered the change that caused it, and at
+        batch size 1 with momentum SGD that delayed loop diverged."""
+        shift = self.input_mean.update(inputs)
+        if self.bias is not None:
+            drive = _kernel_times(self.effective_kernel(), shift, self._groups())
+            self.bias.assign_add(ops.cast(drive, self.bias.dtype))
+
+    def _groups(self):
+        return getattr(self, "groups", 1) or 1
 
     def _build_input_mean(self, input_shape):
         # Per input feature (Dense) or channel (Conv).
@@ -192,6 +211,18 @@ class HomeostaticMixin:
             return forward()
         finally:
             object.__setattr__(self, "_kernel", variable)
+
+
+def _kernel_times(kernel, features, groups=1):
+    """Each unit's kernel, summed over positions, dotted with `features`
+    (one value per input feature or channel, `groups` of a grouped
+    convolution in order): `features . kernel` for a Dense layer."""
+    kernel = ops.cast(kernel, "float32")
+    per_channel = ops.sum(kernel, axis=tuple(range(len(kernel.shape) - 2)))
+    inputs, units = per_channel.shape
+    per_group = ops.reshape(per_channel, (inputs, groups, units // groups))
+    features = ops.reshape(features, (groups, inputs))
+    return ops.reshape(ops.einsum("gi,igu->gu", features, per_group), (units,))
 
 
 def _scale_invariant(value, settings):

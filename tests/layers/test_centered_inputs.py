@@ -80,21 +80,48 @@ def test_a_non_finite_batch_leaves_the_trace_unchanged():
     assert float(layer.input_mean.steps.numpy()) == 1.0
 
 
-def test_a_plain_dense_layer_with_the_effective_bias_computes_the_same():
-    x = inputs_of("Dense")
-    layer = make("Dense", activation="relu", scale_invariant=True)
+@pytest.mark.parametrize("kind", ["Dense", "Conv1D", "Conv2D"])
+def test_a_plain_layer_with_the_effective_bias_computes_the_same(kind):
+    x = inputs_of(kind)
+    layer = make(kind, activation="relu", scale_invariant=True)
     layer(x, training=True)
-    plain = keras.layers.Dense(4, activation="relu")
+    plain_type = getattr(keras.layers, kind)
+    plain = plain_type(*CASES[kind][0], activation="relu")
     plain.build(x.shape)
     plain.set_weights([np.asarray(layer.effective_kernel()), layer.effective_bias()])
     np.testing.assert_allclose(plain(x), layer(x), rtol=1e-5, atol=1e-5)
 
 
-def test_a_centered_convolution_has_no_plain_bias_and_says_why():
-    layer = make("Conv2D")
+def test_a_padded_centered_convolution_has_no_plain_bias_and_says_why():
+    layer = make("Conv2D", padding="same")
     layer(inputs_of("Conv2D"), training=True)
-    with pytest.raises(ValueError, match="center_inputs=True on HomeostaticConv2D"):
+    with pytest.raises(ValueError, match="padding='same' on HomeostaticConv2D"):
         layer.effective_bias()
+
+
+@pytest.mark.parametrize("scale_invariant", [False, True])
+@pytest.mark.parametrize("kind", ["Dense", "Conv2D"])
+def test_a_training_pass_moves_the_mean_without_changing_the_output(
+    kind, scale_invariant
+):
+    """The bias takes up the mean's move (exactly, without padding), so a
+    layer whose weights stay put computes what it did before."""
+    layer = make(kind, scale_invariant=scale_invariant)
+    probe = inputs_of(kind, seed=2)
+    before = np.asarray(layer(probe))
+    for seed, offset in ((0, 3.0), (1, -2.0), (3, 5.0)):
+        layer(inputs_of(kind, seed, offset), training=True)
+        np.testing.assert_allclose(layer(probe), before, rtol=1e-4, atol=1e-4)
+    assert np.abs(layer.input_mean.mean()).max() > 0.5
+
+
+def test_grouped_convolutions_hold_their_output_too():
+    x = inputs_of("Conv2D", offset=1.0)
+    x = np.concatenate([x, -2 * x], axis=-1)
+    layer = homeostatic_layers.HomeostaticConv2D(4, 2, groups=2, center_inputs=True)
+    before = np.asarray(layer(x))
+    layer(x + 1.0, training=True)
+    np.testing.assert_allclose(layer(x), before, rtol=1e-4, atol=1e-4)
 
 
 def test_a_bad_value_is_refused_by_name():
