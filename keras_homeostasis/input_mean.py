@@ -6,6 +6,8 @@ from keras import ops
 
 from keras_homeostasis import engine
 from keras_homeostasis import rule
+from keras_homeostasis.unit_state import float_state
+from keras_homeostasis.validation import positive_int
 
 
 @keras.saving.register_keras_serializable(package="keras_homeostasis")
@@ -26,26 +28,11 @@ class InputMean(keras.layers.Layer):
 
     def __init__(self, features, feature_axis=-1, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(features, bool) or not isinstance(features, int) or features < 1:
-            raise ValueError(
-                "Received an invalid value for `features`, expected a positive "
-                f"integer. Received: features={features!r}"
-            )
-        self.features = features
+        self.features = positive_int("features", features)
         self.feature_axis = feature_axis
-        self.trace = self._float_variable("trace", (features,))
-        self.steps = self._float_variable("steps", ())
+        self.trace = float_state(self, "trace", (features,))
+        self.steps = float_state(self, "steps", ())
         self.built = True
-
-    def _float_variable(self, name, shape):
-        return self.add_weight(
-            shape=shape,
-            initializer="zeros",
-            trainable=False,
-            autocast=False,
-            dtype="float32",
-            name=name,
-        )
 
     def update(self, inputs):
         """Adds one training pass's inputs (a non-finite pass is dropped) and

@@ -95,12 +95,10 @@ def sensor_statistics(preactivation, outputs, bias, unit_axis):
     """
     z = ops.cast(preactivation, "float32")
     y = ops.cast(outputs, "float32")
-    rank = len(z.shape)
-    unit_axis = unit_axis % rank
-    axes = tuple(a for a in range(rank) if a != unit_axis)
+    unit_axis, axes, count = _slices(z, unit_axis)
     drive = z
     if bias is not None:
-        shape = [1] * rank
+        shape = [1] * len(z.shape)
         shape[unit_axis] = -1
         drive = z - ops.reshape(ops.cast(bias, "float32"), shape)
     sums = [
@@ -109,8 +107,21 @@ def sensor_statistics(preactivation, outputs, bias, unit_axis):
         ops.sum(drive, axis=axes),
         ops.sum(ops.square(drive), axis=axes),
     ]
-    count = ops.cast(ops.size(z) // ops.shape(z)[unit_axis], "float32")
-    return ops.concatenate(sums + [ops.reshape(count, (1,))], axis=0)
+    return _packed(sums, count)
+
+
+def _slices(x, axis):
+    """`axis` of `x` made non-negative, the other axes (summed over), and
+    the number of values each slice along `axis` holds (float32)."""
+    rank = len(x.shape)
+    axis = axis % rank
+    others = tuple(a for a in range(rank) if a != axis)
+    return axis, others, ops.cast(ops.size(x) // ops.shape(x)[axis], "float32")
+
+
+def _packed(sums, count):
+    """Per-unit sums and their count as one vector, for one all-reduce."""
+    return ops.concatenate(list(sums) + [ops.reshape(count, (1,))], axis=0)
 
 
 # Momentum of the input-mean trace of layers that center their inputs
@@ -123,11 +134,8 @@ def input_sums(inputs, feature_axis=-1):
     """`[sum of each input feature over the other axes (m), count]`, float32:
     what one forward pass adds to a centered layer's input-mean trace."""
     x = ops.cast(inputs, "float32")
-    rank = len(x.shape)
-    feature_axis = feature_axis % rank
-    axes = tuple(a for a in range(rank) if a != feature_axis)
-    count = ops.cast(ops.size(x) // ops.shape(x)[feature_axis], "float32")
-    return ops.concatenate([ops.sum(x, axis=axes), ops.reshape(count, (1,))], axis=0)
+    _, axes, count = _slices(x, feature_axis)
+    return _packed([ops.sum(x, axis=axes)], count)
 
 
 def step_input_mean(trace, steps, sums, momentum=INPUT_MOMENTUM):
@@ -154,15 +162,10 @@ def positive(x):
 def output_statistics(outputs, unit_axis):
     """Per-unit `[sum|y| (n), #(y>0) (n), count]` of outputs (the usage metrics)."""
     y = ops.cast(outputs, "float32")
-    rank = len(y.shape)
-    unit_axis = unit_axis % rank
-    axes = tuple(a for a in range(rank) if a != unit_axis)
-    count = ops.cast(ops.size(y) // ops.shape(y)[unit_axis], "float32")
-    sums = [
-        ops.sum(ops.abs(y), axis=axes),
-        ops.sum(positive(y), axis=axes),
-    ]
-    return ops.concatenate(sums + [ops.reshape(count, (1,))], axis=0)
+    _, axes, count = _slices(y, unit_axis)
+    return _packed(
+        [ops.sum(ops.abs(y), axis=axes), ops.sum(positive(y), axis=axes)], count
+    )
 
 
 def packed_size(units):

@@ -6,6 +6,7 @@ import tensorflow as tf
 from keras import ops
 
 from keras_homeostasis import rule
+from keras_homeostasis.validation import positive_int
 
 # Variables of a state saved by the first release (before the drive traces).
 LEGACY_VARIABLES = 8
@@ -67,12 +68,7 @@ class UnitState(keras.layers.Layer):
 
     def __init__(self, units, log_gain=None, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(units, bool) or not isinstance(units, int) or units < 1:
-            raise ValueError(
-                "Received an invalid value for `units`, expected a positive "
-                f"integer. Received: units={units!r}"
-            )
-        self.units = units
+        self.units = positive_int("units", units)
         # The kernel axis holding the units: -2 for transposed convolutions.
         # Set by whoever binds the state to a layer; not saved (the layer
         # kind tells it again).
@@ -90,31 +86,21 @@ class UnitState(keras.layers.Layer):
         self._create_state()
         self.built = True
 
-    def _float_variable(self, name, shape, initializer):
-        return self.add_weight(
-            shape=shape,
-            initializer=initializer,
-            trainable=False,
-            autocast=False,
-            dtype="float32",
-            name=name,
-        )
-
     def _create_state(self):
-        self.accumulator = self._float_variable(
-            "accumulator", (rule.packed_size(self.units),), "zeros"
+        self.accumulator = float_state(
+            self, "accumulator", (rule.packed_size(self.units),), "zeros"
         )
         initial = np.zeros((len(ROWS), self.units), "float32")
         initial[ROWS.index("factor")] = 1.0
         if self._initial_log_gain is not None:
             initial[ROWS.index("log_gain")] = self._initial_log_gain
-        self.traces = self._float_variable(
-            "traces", initial.shape, keras.initializers.Constant(initial)
+        self.traces = float_state(
+            self, "traces", initial.shape, keras.initializers.Constant(initial)
         )
         self.steps = self.add_weight(
             shape=(), initializer="zeros", trainable=False, dtype="int64", name="steps"
         )
-        self.collecting = self._float_variable("collecting", (), "ones")
+        self.collecting = float_state(self, "collecting", (), "ones")
 
     def __getattr__(self, name):
         # `state.activity`, `state.log_gain`...: one row of `traces`.
@@ -266,3 +252,16 @@ class UnitState(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "units": self.units}
+
+
+def float_state(layer, name, shape, initializer="zeros"):
+    """A float32 non-trainable variable of `layer`, never autocast: homeostatic
+    state stays float32 under mixed precision."""
+    return layer.add_weight(
+        shape=shape,
+        initializer=initializer,
+        trainable=False,
+        autocast=False,
+        dtype="float32",
+        name=name,
+    )

@@ -126,8 +126,9 @@ def test_saved_under_the_strategy_loads_and_evaluates_outside(strategy, tmp_path
     assert loaded.evaluate(x, y, verbose=0) == pytest.approx(expected, rel=1e-6)
 
 
-def test_scale_invariant_layers_stay_bit_identical_across_replicas(strategy):
-    settings = {**FAST, "scale_invariant": True, "norm_relaxation": 0.01}
+def trained_like_one_device(strategy, settings):
+    """The layers trained under `strategy`, every variable the same on both
+    replicas and as trained on one device."""
     model = train(True, strategy, settings)
     single = train(True, settings=settings)
     variables, reference = tracked(model), tracked(single)
@@ -136,21 +137,19 @@ def test_scale_invariant_layers_stay_bit_identical_across_replicas(strategy):
         np.testing.assert_array_equal(first, second, err_msg=name)
         expected = reference[name].numpy()
         np.testing.assert_allclose(first, expected, atol=2e-5, err_msg=name)
-    layer = model.get_layer("hidden")
+    return model.get_layer("hidden")
+
+
+def test_scale_invariant_layers_stay_bit_identical_across_replicas(strategy):
+    settings = {**FAST, "scale_invariant": True, "norm_relaxation": 0.01}
+    layer = trained_like_one_device(strategy, settings)
     assert layer.scale_invariant and int(layer.homeostasis.steps.numpy()) == 8
 
 
-def test_centered_layers_stay_bit_identical_across_replicas(strategy):
+@pytest.mark.parametrize("scale_invariant", [False, True])
+def test_centered_layers_stay_bit_identical_across_replicas(strategy, scale_invariant):
     # Each replica sees half of every batch: only the all-reduced input sums
-    # give both replicas the same mean to center on.
-    settings = {**FAST, "center_inputs": True}
-    model = train(True, strategy, settings)
-    single = train(True, settings=settings)
-    variables, reference = tracked(model), tracked(single)
-    for name, variable in variables.items():
-        first, second = replica_copies(variable)
-        np.testing.assert_array_equal(first, second, err_msg=name)
-        expected = reference[name].numpy()
-        np.testing.assert_allclose(first, expected, atol=2e-5, err_msg=name)
-    layer = model.get_layer("hidden")
+    # give both replicas the same mean to center on, and the same bias move.
+    settings = {**FAST, "center_inputs": True, "scale_invariant": scale_invariant}
+    layer = trained_like_one_device(strategy, settings)
     assert layer.center_inputs and float(layer.input_mean.steps.numpy()) == 8
