@@ -28,7 +28,10 @@ class HomeostaticConv3D(HomeostaticMixin, keras.layers.Conv3D):
             filter's weights divided by their norm, times a gain the rule
             sets). Default False, 0.
         center_inputs: as in `HomeostaticDense`, with one mean per input
-            channel (the padding is zero after centering). Default False.
+            channel (the padding is zero after centering, so the layer
+            keeps its function as the mean moves except at the border, and
+            folds into a plain convolution only with `padding="valid"`).
+            Default False.
 
     Example:
 

@@ -41,9 +41,13 @@ class HomeostaticDense(HomeostaticMixin, keras.layers.Dense):
             mean (per feature, momentum 0.99, summed over replicas) before
             its kernel, so a unit's offset is its bias alone, which the rule
             sets: every unit as evenly used as under BatchNormalization in
-            ordinary training (README, "Centered inputs"). Not at batch
-            size 1 with momentum SGD, where it diverges. A plain Dense
-            layer with `effective_bias()` computes the same. Default False.
+            ordinary training (README, "Centered inputs"). Each training
+            pass moves the bias by the kernel times the mean's change, so
+            the layer computes what it computed before. With
+            `scale_invariant=True` too it trains at batch size 1 with
+            momentum SGD at steps where every other method loses its
+            units; without it, it diverges there. A plain Dense layer with
+            `effective_bias()` computes the same. Default False.
 
     Example:
 
