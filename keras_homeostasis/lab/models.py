@@ -50,6 +50,17 @@ HOMEOSTATIC_LAYERS = {
     "centered_scale_invariant_layers": {"scale_invariant": True, "center_inputs": True},
 }
 NORM_LAYERS = ("batchnorm", "layernorm", "groupnorm")
+
+
+def homeostatic_method(scale_invariant=False, center_inputs=False):
+    """The method of `HOMEOSTATIC_LAYERS` whose layers take these options."""
+    wanted = {"scale_invariant": scale_invariant, "center_inputs": center_inputs}
+    for method, options in HOMEOSTATIC_LAYERS.items():
+        if {"center_inputs": False, **options} == wanted:
+            return method
+    raise ValueError(f"No homeostatic-layer method has the options {wanted}")
+
+
 DEFAULT_HIDDEN = (256, 256)
 CNN_FILTERS = (32, 64)
 CNN_DENSE_UNITS = 128

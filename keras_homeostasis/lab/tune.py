@@ -37,13 +37,14 @@ except ImportError as e:  # pragma: no cover - depends on the environment
     ) from e
 
 from keras_homeostasis.lab import config as config_lib
+from keras_homeostasis.lab import models
 from keras_homeostasis.lab import train
 from keras_homeostasis.lab import tune_report
 from keras_homeostasis.tuning import search_space as space_lib
 from keras_homeostasis.tuning.homeostatic_hyper_model import HomeostaticHyperModel
 
 # The methods whose settings `tune` searches: the callback, or the layers.
-TUNABLE = ("scaling", "homeostatic_layers", "scale_invariant_layers")
+TUNABLE = ("scaling", *models.HOMEOSTATIC_LAYERS)
 RESULT_FILES = ("tuner", "logs", "trials.csv", "trials.md", "best.yaml", "config.yaml")
 # Keys that may change between a search and its resumption.
 RESUMABLE_KEYS = {"tune": ("max_trials", "overwrite"), "output": ("run_dir",)}
@@ -96,11 +97,15 @@ def hypermodel_from_config(config, data, log_freq="epoch"):
 
     def build_model(hp, trial_settings=None):
         if trial_settings is not None:
-            # The trial may choose the kind of layer (`scale_invariant`).
-            invariant = trial_settings.pop(
-                "scale_invariant", normalization == "scale_invariant_layers"
+            # The trial may choose the kind of layer (`scale_invariant`,
+            # `center_inputs`); otherwise the config's method gives it.
+            options = {**models.HOMEOSTATIC_LAYERS[normalization], **trial_settings}
+            method = models.homeostatic_method(
+                options.get("scale_invariant", False),
+                options.get("center_inputs", False),
             )
-            method = "scale_invariant_layers" if invariant else "homeostatic_layers"
+            for name in ("scale_invariant", "center_inputs"):
+                trial_settings.pop(name, None)
             return train.build_compiled_model(
                 config,
                 data,
@@ -269,10 +274,13 @@ def best_config(config, values, out_dir):
     """The config to train the best trial's settings with `train`."""
     best = copy.deepcopy(config)
     updates = space_lib.config_updates(values)
-    if "scale_invariant" in updates:
-        invariant = updates.pop("scale_invariant")
-        best["model"]["normalization"] = (
-            "scale_invariant_layers" if invariant else "homeostatic_layers"
+    kind = {
+        k: updates.pop(k) for k in ("scale_invariant", "center_inputs") if k in updates
+    }
+    if kind:
+        options = {**models.HOMEOSTATIC_LAYERS[best["model"]["normalization"]], **kind}
+        best["model"]["normalization"] = models.homeostatic_method(
+            options.get("scale_invariant", False), options.get("center_inputs", False)
         )
     best["scaling"].update(updates)
     best["output"]["run_dir"] = os.path.join(out_dir, "best_run")

@@ -61,7 +61,8 @@ class HomeostaticHyperModel(keras_tuner.HyperModel):
     With `homeostatic_layers=True` the model scales itself: `build` calls
     `build_model(hp, settings)`, where `settings` holds this trial's
     settings and, when the search space names them, the layers' own
-    `scale_invariant` and `norm_relaxation`; build the model's homeostatic
+    `scale_invariant`, `norm_relaxation` and `center_inputs`; build the
+    model's homeostatic
     layers with `**settings`. No callback is added (the usage entropy is
     measured on the homeostatic layers), and per-layer `target_rate`s are
     not offered (every layer gets the same settings).
@@ -187,8 +188,9 @@ class HomeostaticHyperModel(keras_tuner.HyperModel):
     def layer_settings(self, hp):
         """This trial's arguments for homeostatic layers (registers `hp`).
 
-        The rule's settings of the search space plus `scale_invariant` and
-        `norm_relaxation` when the space names them: pass them as
+        The rule's settings of the search space plus `scale_invariant`,
+        `norm_relaxation` and `center_inputs` when the space names them:
+        pass them as
         `HomeostaticDense(units, **settings)`.
         """
         ((_, settings),) = space_lib.declare(hp, self.search_space, [], self.settings)

@@ -24,7 +24,7 @@ fraction of inputs on which a unit fires, in (0, 1)) and two that shape it:
   layer gets its own `target_rate` (`scaling/layer_targets/<layer>`) or all
   share one (`scaling/target_rate`).
 
-Two more shape homeostatic layers only (`HomeostaticHyperModel(...,
+Three more shape homeostatic layers only (`HomeostaticHyperModel(...,
 homeostatic_layers=True)`), and are not searched unless named:
 
 - `scale_invariant`: whether the layers compute with each unit's kernel
@@ -32,7 +32,9 @@ homeostatic_layers=True)`), and are not searched unless named:
   scale_invariant=True)`);
 - `norm_relaxation`: how fast those layers pull each direction vector's
   norm back to its gain, in [0, 1]; searched while `scale_invariant` is
-  true only.
+  true only;
+- `center_inputs`: whether the layers subtract a trace of their input
+  mean (`HomeostaticDense(..., center_inputs=True)`).
 
 `min_gain`, `max_gain`, `target_std` and `target_rate` also take `None` as
 a setting (unbounded, or the layer's mean); as a search-space entry `None`
@@ -58,7 +60,7 @@ TARGET_MODES = ("absolute", "layer_mean")
 SAMPLINGS = ("linear", "log", "reverse_log")
 RANGE_KEYS = ("min", "max", "sampling", "step")
 INTEGER_PARAMETERS = ("period", "warmup")
-BOOLEAN_PARAMETERS = ("per_layer_targets", "scale_invariant")
+BOOLEAN_PARAMETERS = ("per_layer_targets", "scale_invariant", "center_inputs")
 # Settings searched by default, in the order they are registered.
 SETTING_PARAMETERS = (
     "rate",
@@ -76,8 +78,12 @@ SETTING_PARAMETERS = (
 # `target_mode == "absolute"` when the mode is searched.
 ABSOLUTE_PARAMETERS = ("target_std", "anchor")
 # Arguments of the homeostatic layers that are not settings of the rule.
-LAYER_PARAMETERS = ("scale_invariant", "norm_relaxation")
-LAYER_DEFAULTS = {"scale_invariant": False, "norm_relaxation": 0.0}
+LAYER_PARAMETERS = ("scale_invariant", "norm_relaxation", "center_inputs")
+LAYER_DEFAULTS = {
+    "scale_invariant": False,
+    "norm_relaxation": 0.0,
+    "center_inputs": False,
+}
 PARAMETERS = (
     SETTING_PARAMETERS
     + ("target_mode", "per_layer_targets", "target_rate")
@@ -107,6 +113,7 @@ DEFAULT_SEARCH_SPACE = {
     "target_rate": {"min": 0.3, "max": 0.7, "sampling": "linear"},
     "scale_invariant": None,
     "norm_relaxation": None,
+    "center_inputs": None,
 }
 
 
@@ -356,20 +363,22 @@ def declare_layer_options(hp, space):
     """Registers `LAYER_PARAMETERS` on `hp`; returns this trial's values.
 
     Returns a dict of the homeostatic layers' arguments that `space`
-    searches or fixes (`scale_invariant`, and `norm_relaxation` while
-    `scale_invariant` is true); empty when it names neither.
+    searches or fixes (`scale_invariant`, `norm_relaxation` while
+    `scale_invariant` is true, and `center_inputs`); empty when it names
+    none.
     """
     options = {}
-    if space["scale_invariant"] is None:
-        return options
-    options["scale_invariant"] = register(
-        hp, "scale_invariant", space["scale_invariant"]
-    )
-    if space["norm_relaxation"] is not None:
-        with hp.conditional_scope(PREFIX + "scale_invariant", [True]):
-            relaxation = register(hp, "norm_relaxation", space["norm_relaxation"])
-        if options["scale_invariant"]:
-            options["norm_relaxation"] = relaxation
+    if space["scale_invariant"] is not None:
+        options["scale_invariant"] = register(
+            hp, "scale_invariant", space["scale_invariant"]
+        )
+        if space["norm_relaxation"] is not None:
+            with hp.conditional_scope(PREFIX + "scale_invariant", [True]):
+                relaxation = register(hp, "norm_relaxation", space["norm_relaxation"])
+            if options["scale_invariant"]:
+                options["norm_relaxation"] = relaxation
+    if space["center_inputs"] is not None:
+        options["center_inputs"] = register(hp, "center_inputs", space["center_inputs"])
     return options
 
 
@@ -411,9 +420,9 @@ def config_updates(values):
         A dict of `scaling` section keys: with `target_mode` `layer_mean`,
         `target_rate` and `target_std` are None (the layer's means); with
         `absolute`, `target_rate` is the shared set point, or None with
-        `layer_targets` set for per-layer set points; `scale_invariant`
-        and `norm_relaxation` when the trial drew them (arguments of the
-        homeostatic layers).
+        `layer_targets` set for per-layer set points; `scale_invariant`,
+        `norm_relaxation` and `center_inputs` when the trial drew them
+        (arguments of the homeostatic layers).
     """
     updates = {}
     for name in SETTING_PARAMETERS + LAYER_PARAMETERS:

@@ -100,6 +100,8 @@ def test_overrides_replace_one_parameter_each():
             "search_space.per_layer_targets",
         ),
         ({"scale_invariant": "yes"}, "search_space.scale_invariant"),
+        ({"center_inputs": "yes"}, "search_space.center_inputs"),
+        ({"center_inputs": {"min": 0, "max": 1}}, "search_space.center_inputs"),
         ({"norm_relaxation": 1.5, "scale_invariant": True}, "search_space.norm"),
         ({"norm_relaxation": [0.0, -1e-3], "scale_invariant": True}, "search_"),
         ({"norm_relaxation": 1e-3}, "search_space.scale_invariant"),
@@ -304,9 +306,26 @@ def test_layer_options_draw_the_relaxation_for_scale_invariant_layers_only():
     assert not hp.space
 
 
+def test_layer_options_draw_centering_on_its_own():
+    space = space_lib.validate_search_space({"center_inputs": [False, True]})
+    assert space_lib.searches_layer_parameters(space) == ["center_inputs"]
+    drawn = set()
+    for seed in range(4):
+        hp = keras_tuner.HyperParameters()
+        hp.Boolean("scaling/center_inputs")  # what a tuner draws
+        hp.values["scaling/center_inputs"] = bool(seed % 2)
+        options = space_lib.declare_layer_options(hp, space)
+        assert list(options) == ["center_inputs"]
+        drawn.add(options["center_inputs"])
+    assert drawn == {False, True}
+    assert "center_inputs: one of [False, True]" in space_lib.describe(space)
+
+
 def test_config_updates_carry_the_layer_options():
     values = {"scaling/scale_invariant": True, "scaling/norm_relaxation": 1e-4}
     assert space_lib.config_updates(values) == {
         "scale_invariant": True,
         "norm_relaxation": 1e-4,
     }
+    values = {"scaling/center_inputs": True, "scaling/rate": 0.1}
+    assert space_lib.config_updates(values) == {"center_inputs": True, "rate": 0.1}

@@ -138,6 +138,24 @@ def test_tune_searches_the_homeostatic_layers_and_their_kind(tmp_path):
     assert cli.main(["train", str(out / "best.yaml"), "--run-dir", str(run)]) == 0
 
 
+def test_tune_searches_centered_layers_and_names_their_method(tmp_path):
+    config = _layers_config(
+        tmp_path, "scale_invariant_layers", center_inputs=[False, True]
+    )
+    out = tmp_path / "out"
+    assert cli.main(["tune", str(config), "--out", str(out), "--quiet"]) == 0
+    rows = _rows(out)
+    assert [r["status"] for r in rows] == ["COMPLETED"] * 4
+    assert {r["center_inputs"] for r in rows} == {"True", "False"}
+    best = next(r for r in rows if r["best"])
+    best_config = load_config(str(out / "best.yaml"))
+    assert best_config["model"]["normalization"] == (
+        "centered_scale_invariant_layers"
+        if best["center_inputs"] == "True"
+        else "scale_invariant_layers"
+    )
+
+
 def test_tune_refuses_layer_arguments_for_the_callback(tmp_path, capsys):
     config = _layers_config(tmp_path, "scaling", scale_invariant=[False, True])
     assert cli.main(["tune", str(config), "--out", str(tmp_path / "out")]) == 2
