@@ -3,6 +3,7 @@
 import argparse
 import csv
 import json
+import os
 import pathlib
 
 import keras
@@ -20,6 +21,7 @@ continual_seeds = load_script(BENCHMARKS / "continual_seeds.py")
 norm_between_steps = load_script(BENCHMARKS / "norm_between_steps.py")
 centered_inputs = load_script(BENCHMARKS / "centered_inputs.py")
 centered_cost = load_script(BENCHMARKS / "centered_cost.py")
+continual_plots = load_script(BENCHMARKS / "continual_plots.py")
 
 
 def _digits(n, features=784, seed=0):
@@ -215,3 +217,28 @@ def test_centered_cost_times_every_variant_against_none():
     lines = centered_cost.table(rows).splitlines()
     assert len(lines) == 2 + len(rows)
     assert lines[-1].startswith("| batch | centered_scale_invariant_layers | ")
+
+
+def test_continual_plots_draw_several_runs_with_their_labels(tmp_path):
+    header = ["method", "task", "online_accuracy", "hidden_1_dead", "hidden_1_erank"]
+    paths = []
+    for k, method in enumerate(["backprop", "scale_invariant_layers"]):
+        path = tmp_path / f"run{k}.csv"
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            for task in (1, 2, 3):
+                writer.writerow([method, task, 0.5 + 0.1 * k, 0.0, 10.0 + task])
+        paths.append(str(path))
+    specs = [paths[0], paths[1] + "=scale_invariant_layers, relaxed"]
+    methods = {
+        row["method"] for spec in specs for row in continual_plots.labelled_rows(spec)
+    }
+    assert methods == {"backprop", "scale_invariant_layers, relaxed"}
+    drawn = continual_plots.draw(specs, str(tmp_path / "plots"), "long_")
+    assert sorted(os.path.basename(p) for p in drawn) == [
+        "long_dead_units.png",
+        "long_effective_rank.png",
+        "long_online_accuracy.png",
+    ]
+    assert all(os.path.getsize(p) > 1000 for p in drawn)
