@@ -52,12 +52,14 @@ HOMEOSTATIC_LAYERS = {
 NORM_LAYERS = ("batchnorm", "layernorm", "groupnorm")
 
 
-def homeostatic_method(scale_invariant=False, center_inputs=False):
-    """The method of `HOMEOSTATIC_LAYERS` whose layers take these options."""
-    wanted = {"scale_invariant": scale_invariant, "center_inputs": center_inputs}
-    for method, options in HOMEOSTATIC_LAYERS.items():
-        if {"center_inputs": False, **options} == wanted:
-            return method
+def homeostatic_method(method, **options):
+    """The method of `HOMEOSTATIC_LAYERS` whose layers take `method`'s
+    options with `options` (`scale_invariant`, `center_inputs`) changed."""
+    kind = {"scale_invariant": False, "center_inputs": False}
+    wanted = {**kind, **HOMEOSTATIC_LAYERS[method], **options}
+    for name, layer_options in HOMEOSTATIC_LAYERS.items():
+        if {**kind, **layer_options} == wanted:
+            return name
     raise ValueError(f"No homeostatic-layer method has the options {wanted}")
 
 

@@ -45,6 +45,8 @@ from keras_homeostasis.tuning.homeostatic_hyper_model import HomeostaticHyperMod
 
 # The methods whose settings `tune` searches: the callback, or the layers.
 TUNABLE = ("scaling", *models.HOMEOSTATIC_LAYERS)
+# Search-space parameters that choose the kind of homeostatic layer (its method).
+LAYER_KIND = ("scale_invariant", "center_inputs")
 RESULT_FILES = ("tuner", "logs", "trials.csv", "trials.md", "best.yaml", "config.yaml")
 # Keys that may change between a search and its resumption.
 RESUMABLE_KEYS = {"tune": ("max_trials", "overwrite"), "output": ("run_dir",)}
@@ -99,13 +101,8 @@ def hypermodel_from_config(config, data, log_freq="epoch"):
         if trial_settings is not None:
             # The trial may choose the kind of layer (`scale_invariant`,
             # `center_inputs`); otherwise the config's method gives it.
-            options = {**models.HOMEOSTATIC_LAYERS[normalization], **trial_settings}
-            method = models.homeostatic_method(
-                options.get("scale_invariant", False),
-                options.get("center_inputs", False),
-            )
-            for name in ("scale_invariant", "center_inputs"):
-                trial_settings.pop(name, None)
+            kind = {k: trial_settings.pop(k) for k in LAYER_KIND if k in trial_settings}
+            method = models.homeostatic_method(normalization, **kind)
             return train.build_compiled_model(
                 config,
                 data,
@@ -274,13 +271,10 @@ def best_config(config, values, out_dir):
     """The config to train the best trial's settings with `train`."""
     best = copy.deepcopy(config)
     updates = space_lib.config_updates(values)
-    kind = {
-        k: updates.pop(k) for k in ("scale_invariant", "center_inputs") if k in updates
-    }
+    kind = {k: updates.pop(k) for k in LAYER_KIND if k in updates}
     if kind:
-        options = {**models.HOMEOSTATIC_LAYERS[best["model"]["normalization"]], **kind}
         best["model"]["normalization"] = models.homeostatic_method(
-            options.get("scale_invariant", False), options.get("center_inputs", False)
+            best["model"]["normalization"], **kind
         )
     best["scaling"].update(updates)
     best["output"]["run_dir"] = os.path.join(out_dir, "best_run")
