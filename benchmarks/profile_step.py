@@ -1,8 +1,9 @@
 """Where a training step's time goes: a TensorFlow profile of whole `fit` epochs.
 
 Profiles one `fit` of an MLP (784 inputs, 3 hidden ReLU layers, SGD) with no
-normalization, the scaling callback, the homeostatic layers or the
-scale-invariant homeostatic layers (`invariant`), and prints the
+normalization, the scaling callback, or the homeostatic layers (`layers`),
+with `scale_invariant=True` (`invariant`), `center_inputs=True`
+(`centered`) or both (`centered_invariant`), and prints the
 operations by total time per step, grouped by kind (`MatMul`, `Mul`, `All`,
 an XLA executable...), with how many of each run per step. Run it beside the
 plain model to see what homeostasis adds:
@@ -28,9 +29,18 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+# The homeostatic-layer variants and their layers' options.
+LAYER_OPTIONS = {
+    "layers": {},
+    "invariant": {"scale_invariant": True},
+    "centered": {"center_inputs": True},
+    "centered_invariant": {"scale_invariant": True, "center_inputs": True},
+}
+
+
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("variant", choices=["none", "scaling", "layers", "invariant"])
+    parser.add_argument("variant", choices=sorted(["none", "scaling", *LAYER_OPTIONS]))
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--width", type=int, default=100)
     parser.add_argument("--steps", type=int, default=1000, help="profiled steps")
@@ -40,7 +50,7 @@ def parse_args():
         "--period",
         type=int,
         default=1,
-        help="the rule's `period` (scaling, layers, invariant)",
+        help="the rule's `period` (the callback and the layers)",
     )
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--out", default="runs/profile")
@@ -55,12 +65,10 @@ def build(args):
 
     keras.utils.set_random_seed(0)
     settings = {"period": args.period}
-    if args.variant in ("layers", "invariant"):
-        invariant = args.variant == "invariant"
+    if args.variant in LAYER_OPTIONS:
+        options = LAYER_OPTIONS[args.variant]
         hidden = [
-            HomeostaticDense(
-                args.width, activation="relu", scale_invariant=invariant, **settings
-            )
+            HomeostaticDense(args.width, activation="relu", **options, **settings)
             for _ in range(3)
         ]
     else:
@@ -84,7 +92,13 @@ def op_kind(name):
 
 # Events on the compute threads that wrap kernels rather than being one, or
 # mark the end of one that ran asynchronously (`end: multiply_fusion.2`).
-WRAPPERS = ("ExecutorState", "ThunkExecutor", "BlockUntilReady", "while/", "end: ")
+WRAPPERS = (
+    "ExecutorState",
+    "ThreadpoolListener",
+    "ThunkExecutor",
+    "BlockUntilReady",
+    "end: ",
+)
 
 
 def counted(name, xla):
@@ -92,8 +106,10 @@ def counted(name, xla):
     if name.startswith(WRAPPERS):
         return False
     if xla:  # XLA's kernels are named after their fusion: `multiply_fusion.2`
-        return "CpuExecutable" not in name
-    return "/" in name or "CpuExecutable" in name
+        return "CpuExecutable" not in name and not name.startswith("while/")
+    # TensorFlow's are "scope/name:Type" (scopes start with `while/` inside
+    # a `steps_per_execution` loop).
+    return ":" in name or "CpuExecutable" in name
 
 
 def kernel_times(path, xla=False):

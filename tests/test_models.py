@@ -127,3 +127,16 @@ def test_build_optimizer_defaults_and_overrides():
     assert models.build_optimizer("sgd", momentum=0.0).momentum == 0.0
     with pytest.raises(ValueError, match="`name`"):
         models.build_optimizer("rmsprop")
+
+
+def test_only_scale_invariant_layers_take_norm_relaxation():
+    rule = {"rate": 0.1, "norm_relaxation": 0.5}
+    for method in ("centered_scale_invariant_layers", "scale_invariant_layers"):
+        # A setting of its own wins over the config's.
+        assert models.layer_settings(method, rule, 1e-4) == rule
+        assert models.layer_settings(method, {"rate": 0.1}, 1e-4) == {
+            "rate": 0.1,
+            "norm_relaxation": 1e-4,
+        }
+    for method in ("homeostatic_layers", "centered_layers", "batchnorm"):
+        assert models.layer_settings(method, rule, 1e-4) == {"rate": 0.1}

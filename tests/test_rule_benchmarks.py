@@ -20,7 +20,6 @@ dense_balance = load_script(BENCHMARKS / "dense_balance.py")
 continual_seeds = load_script(BENCHMARKS / "continual_seeds.py")
 norm_between_steps = load_script(BENCHMARKS / "norm_between_steps.py")
 centered_inputs = load_script(BENCHMARKS / "centered_inputs.py")
-centered_cost = load_script(BENCHMARKS / "centered_cost.py")
 continual_plots = load_script(BENCHMARKS / "continual_plots.py")
 
 
@@ -206,17 +205,6 @@ def test_centered_inputs_runs_every_method_and_its_table_renders(tmp_path):
         f"| mlp | sgd (default) | 32 | {rows[-1]['method']} | 1 |"
     )
     assert f"{100 * rows[-1]['test_accuracy']:.2f}%" in lines[-1]
-
-
-def test_centered_cost_times_every_variant_against_none():
-    rows = centered_cost.measure(2, 2, 2, 250, settings=("batch",), log=len)
-    assert [row["variant"] for row in rows] == list(centered_cost.VARIANTS)
-    none = rows[0]
-    assert none["ratio_wall"] == none["ratio_cpu"] == 1.0
-    assert all(row["ratio_wall"] > 0 and row["step_ms"] > 0 for row in rows)
-    lines = centered_cost.table(rows).splitlines()
-    assert len(lines) == 2 + len(rows)
-    assert lines[-1].startswith("| batch | centered_scale_invariant_layers | ")
 
 
 def test_continual_plots_draw_several_runs_with_their_labels(tmp_path):

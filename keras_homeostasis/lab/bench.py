@@ -4,9 +4,10 @@ Variants of the same model (`models.build_model`, SGD with momentum 0.9,
 random data of MNIST shape): `none` (the reference), `batchnorm`,
 `layernorm`, `scaling` (plain layers with the `SynapticScalingCallback`),
 `homeostatic_layers` and `scale_invariant_layers` (the same layers with
-`scale_invariant=True`). Models: the MLP of MNIST shape (784 inputs, 3 x
-256 by default; width, depth and batch size vary for the growth tables) and
-the small CNN. How a case is timed: `bench_timing`.
+`scale_invariant=True`); on request (`variants`) also `centered_layers` and
+`centered_scale_invariant_layers` (`center_inputs=True`). Models: the MLP
+of MNIST shape (784 inputs, 3 x 256 by default; width, depth and batch size
+vary for the growth tables) and the small CNN. How a case is timed: `bench_timing`.
 
 Settings:
 
@@ -58,7 +59,8 @@ def measure(setting, cases, plan, strategy=None, log=print):
         **setting_options(setting),
     }
     online = setting == bc.ONLINE
-    variants = bc.ONLINE_VARIANTS if online else bc.VARIANTS
+    variants = bc.chosen_variants(plan.get("variants"))
+    variants = bc.online_variants(variants) if online else variants
     steps = plan["online_steps"] if online else plan["steps"]
     bench_timing.warm_up(**options)
     rows = []
@@ -197,8 +199,9 @@ def run_bench(results, cases, settings, gpus=False, log=print):
         results.save()
     if bc.MEMORY in settings:
         log(f"memory: {bc.case_label(bc.HEADLINE)}, one child process per variant")
+        variants = bc.chosen_variants(plan.get("variants"))
         results.memory = bench_memory.measure_memory(
-            bc.HEADLINE, bc.VARIANTS, plan["steps"], gpus
+            bc.HEADLINE, variants, plan["steps"], gpus
         )
         results.save()
 
@@ -217,8 +220,10 @@ def bench(
     returns the timing rows.
 
     `plan` overrides entries of `bench_cases.QUICK` or `FULL` (`rounds`,
-    `epochs`, `steps`, `online_steps`); `settings` lists entries of
-    `bench_cases.SETTINGS` and `bench_cases.MEMORY` (default: all).
+    `epochs`, `steps`, `online_steps`, `period`) and may name `variants`
+    (of `bench_cases.ALL_VARIANTS`; default `bench_cases.VARIANTS`);
+    `settings` lists entries of `bench_cases.SETTINGS` and
+    `bench_cases.MEMORY` (default: all).
     """
     # The mirrored and memory children share the GPUs with this process:
     # none may take all of a GPU's memory up front.

@@ -11,6 +11,8 @@ import collections
 
 Case = collections.namedtuple("Case", "model width depth batch")
 
+# The variants a bench runs by default; `--variants` picks from
+# `ALL_VARIANTS` (`none`, the reference, is always run).
 VARIANTS = (
     "none",
     "batchnorm",
@@ -19,6 +21,7 @@ VARIANTS = (
     "homeostatic_layers",
     "scale_invariant_layers",
 )
+ALL_VARIANTS = VARIANTS + ("centered_layers", "centered_scale_invariant_layers")
 LABELS = {
     "none": "none",
     "batchnorm": "BatchNorm",
@@ -26,11 +29,34 @@ LABELS = {
     "scaling": "scaling callback",
     "homeostatic_layers": "homeostatic layers",
     "scale_invariant_layers": "scale-invariant layers",
+    "centered_layers": "centered layers",
+    "centered_scale_invariant_layers": "centered scale-invariant layers",
 }
+# The scaling paths the overhead targets apply to (the layers' options
+# `scale_invariant` and `center_inputs` are measured, not held to them).
 HOMEOSTATIC = ("scaling", "homeostatic_layers", "scale_invariant_layers")
-# BatchNormalization over a batch of one sample normalizes every unit to its
-# offset: not a method anyone would train online with.
-ONLINE_VARIANTS = tuple(v for v in VARIANTS if v != "batchnorm")
+
+
+def chosen_variants(names=None):
+    """`names` (default `VARIANTS`) in `ALL_VARIANTS` order, `none` first."""
+    names = set(VARIANTS if names is None else names) | {"none"}
+    unknown = names - set(ALL_VARIANTS)
+    if unknown:
+        raise ValueError(
+            f"Unknown bench variants {sorted(unknown)}; expected some of "
+            f"{list(ALL_VARIANTS)}"
+        )
+    return tuple(v for v in ALL_VARIANTS if v in names)
+
+
+def online_variants(variants):
+    """`variants` without BatchNormalization, which over a batch of one sample
+    normalizes every unit to its offset: not a method anyone would train
+    online with."""
+    return tuple(v for v in variants if v != "batchnorm")
+
+
+ONLINE_VARIANTS = online_variants(VARIANTS)
 
 ONE_DEVICE = "one device"
 ONE_DEVICE_XLA = "one device, XLA"

@@ -21,11 +21,11 @@ Memory rows (`bench_memory`) are written apart, to `bench_memory.csv`.
 
 import csv
 
+from keras_homeostasis.lab.bench_cases import ALL_VARIANTS
 from keras_homeostasis.lab.bench_cases import HEADLINE
 from keras_homeostasis.lab.bench_cases import HOMEOSTATIC
 from keras_homeostasis.lab.bench_cases import LABELS
 from keras_homeostasis.lab.bench_cases import TARGETS
-from keras_homeostasis.lab.bench_cases import VARIANTS
 from keras_homeostasis.lab.bench_cases import Case
 from keras_homeostasis.lab.bench_cases import case_label
 
@@ -53,7 +53,13 @@ MEMORY_FIELDS = CASE_FIELDS[1:] + (
     "peak_scope",
     "device_peak_mb",
 )
-OTHERS = tuple(v for v in VARIANTS if v != "none")
+
+
+def others(rows):
+    """The variants of `rows` but `none`, in `ALL_VARIANTS` order: the
+    columns of the tables."""
+    found = {row["variant"] for row in rows}
+    return tuple(v for v in ALL_VARIANTS if v in found and v != "none")
 
 
 def _write(rows, path, fields):
@@ -113,12 +119,13 @@ def verdict(setting, by):
 
 def ratio_table(rows):
     """Steady-state epoch time of `none` and each variant's ratio to it."""
+    columns = others(rows)
     header = ["setting", "model", "none ms/step"]
-    header += [f"{LABELS[v]} wall / CPU" for v in OTHERS] + ["target"]
+    header += [f"{LABELS[v]} wall / CPU" for v in columns] + ["target"]
     lines = []
     for (setting, case), by in group(rows).items():
         line = [setting, case_label(case), f"{by['none']['step_ms']:.2f}"]
-        line += [_pair(by.get(v)) for v in OTHERS]
+        line += [_pair(by.get(v)) for v in columns]
         lines.append(line + [verdict(setting, by)])
     return _table(header, lines)
 
@@ -149,14 +156,16 @@ def growth_table(rows, axis):
     has two or more such cases."""
     groups = {}
     for (setting, case), by in group(rows).items():
-        others = [k for k in ("width", "depth", "batch") if k != axis]
+        fixed = [k for k in ("width", "depth", "batch") if k != axis]
         if case.model == "mlp" and all(
-            getattr(case, k) == getattr(HEADLINE, k) for k in others
+            getattr(case, k) == getattr(HEADLINE, k) for k in fixed
         ):
             groups.setdefault(setting, []).append((case, by))
+    columns = others(rows)
+    homeostatic = [v for v in columns if v in HOMEOSTATIC]
     header = ["setting", axis, "none ms/step"]
-    header += [f"{LABELS[v]} wall / CPU" for v in OTHERS]
-    header += [f"{LABELS[v]} +ms/step" for v in HOMEOSTATIC]
+    header += [f"{LABELS[v]} wall / CPU" for v in columns]
+    header += [f"{LABELS[v]} +ms/step" for v in homeostatic]
     lines = []
     for setting, found in groups.items():
         if len(found) < 2:
@@ -164,15 +173,20 @@ def growth_table(rows, axis):
         for case, by in sorted(found, key=lambda item: getattr(item[0], axis)):
             none_ms = by["none"]["step_ms"]
             line = [setting, getattr(case, axis), f"{none_ms:.2f}"]
-            line += [_pair(by.get(v)) for v in OTHERS]
-            line += [f"{by[v]['step_ms'] - none_ms:+.3f}" for v in HOMEOSTATIC]
+            line += [_pair(by.get(v)) for v in columns]
+            line += [_extra_ms(by.get(v), none_ms) for v in homeostatic]
             lines.append(line)
     return _table(header, lines) if lines else []
 
 
+def _extra_ms(row, none_ms):
+    return "n/a" if row is None else f"{row['step_ms'] - none_ms:+.3f}"
+
+
 def state_table(rows):
     """Float32 values each variant adds, per model."""
-    header = ["model", "weights (none)"] + [LABELS[v] for v in OTHERS]
+    columns = others(rows)
+    header = ["model", "weights (none)"] + [LABELS[v] for v in columns]
     seen = {}
     for (_, case), by in group(rows).items():
         if case in seen or "none" not in by:
@@ -182,7 +196,7 @@ def state_table(rows):
             f"{by[v]['weights'] - weights + by[v]['extra_state']:+d}"
             if v in by
             else "n/a"
-            for v in OTHERS
+            for v in columns
         ]
         seen[case] = [case_label(case), weights] + cells
     return _table(header, list(seen.values()))
@@ -213,11 +227,12 @@ def headlines(rows):
     """One line per setting on its first case (the headline case of
     `bench_cases.cases`): the figures the README's overhead table quotes."""
     lines, seen = [], set()
+    columns = others(rows)
     for (setting, case), by in group(rows).items():
         if setting in seen:
             continue
         seen.add(setting)
-        ratios = ", ".join(f"{LABELS[v]} {_pair(by[v])}" for v in OTHERS if v in by)
+        ratios = ", ".join(f"{LABELS[v]} {_pair(by[v])}" for v in columns if v in by)
         lines.append(
             f"bench headline, {setting}, {case_label(case)}: steady-state epoch "
             f"time / none, wall / CPU: {ratios} (target {verdict(setting, by)})"

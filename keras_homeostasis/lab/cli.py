@@ -5,7 +5,8 @@
     keras-homeostasis tune CONFIG [--out DIR] [--epochs N] [--max-trials N]
                                [--overwrite] [--quiet | --verbose]
     keras-homeostasis bench [--quick] [--out DIR] [--settings ...] [--rounds N]
-                            [--epochs N] [--steps N] [--period N] [--gpus]
+                            [--epochs N] [--steps N] [--period N]
+                            [--variants V ...] [--gpus]
     keras-homeostasis continual CONFIG [--out DIR] [--tasks N] [--methods M ...]
 
 Configs are YAML files (see `docs/configs.md`). Each command's work is done

@@ -75,7 +75,8 @@ def has_section(path, section):
 
 
 def bench_plan(args):
-    """`(plan overrides, error)` from --rounds, --epochs, --steps, --period."""
+    """`(plan overrides, error)` from --rounds, --epochs, --steps, --period
+    and --variants."""
     for name in ("rounds", "epochs"):
         value = getattr(args, name)
         if value is not None and value < 2:
@@ -83,5 +84,6 @@ def bench_plan(args):
                 f"argument --{name}: expected at least 2 (the first is reported "
                 f"apart from the later ones), got {value}"
             )
-    plan = {k: getattr(args, k) for k in ("rounds", "epochs", "steps", "period")}
+    names = ("rounds", "epochs", "steps", "period", "variants")
+    plan = {k: getattr(args, k) for k in names}
     return {k: v for k, v in plan.items() if v is not None}, None

@@ -97,7 +97,9 @@ def _add_continual(commands):
 
 
 def _add_bench(commands):
+    from keras_homeostasis.lab.bench_cases import ALL_VARIANTS
     from keras_homeostasis.lab.bench_cases import CLI_NAMES
+    from keras_homeostasis.lab.bench_cases import VARIANTS
 
     bench = commands.add_parser(
         "bench",
@@ -125,6 +127,13 @@ def _add_bench(commands):
         nargs="+",
         choices=list(CLI_NAMES),
         help="parts to run (default: all)",
+    )
+    bench.add_argument(
+        "--variants",
+        nargs="+",
+        choices=list(ALL_VARIANTS),
+        help="variants to time (none, the reference, always runs; default: "
+        f"{' '.join(VARIANTS)})",
     )
     bench.add_argument(
         "--gpus",

@@ -54,6 +54,7 @@ from keras_homeostasis.lab.continual_config import fail
 from keras_homeostasis.lab.continual_config import load_config  # noqa: F401
 from keras_homeostasis.lab.continual_config import validate_config  # noqa: F401
 from keras_homeostasis.lab.models import HOMEOSTATIC_LAYERS
+from keras_homeostasis.lab.models import layer_settings
 from keras_homeostasis.lab.progress import clock
 from keras_homeostasis.lab.results_csv import append_row
 from keras_homeostasis.lab.results_csv import read_rows
@@ -156,17 +157,13 @@ def build_model(config, method, pixels, classes):
             x = norm(name=f"hidden_{k}_norm")(x)
             x = keras.layers.Activation("relu", name=f"hidden_{k}")(x)
         elif method in HOMEOSTATIC_LAYERS:
-            options = HOMEOSTATIC_LAYERS[method]
-            skip = {"layers"}
-            if not options["scale_invariant"]:
-                skip.add("norm_relaxation")  # scale-invariant layers only
-            settings = {k: v for k, v in config["scaling"].items() if k not in skip}
+            rule = {k: v for k, v in config["scaling"].items() if k != "layers"}
             x = HomeostaticDense(
                 width,
                 activation="relu",
                 name=f"hidden_{k}",
-                **options,
-                **settings,
+                **HOMEOSTATIC_LAYERS[method],
+                **layer_settings(method, rule),
             )(x)
         else:
             x = keras.layers.Dense(

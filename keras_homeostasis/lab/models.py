@@ -4,11 +4,10 @@ Every hidden block is `linear -> [normalization] -> ReLU`. Each block's
 post-ReLU output comes from a layer named `hidden_<k>` (k = 1, 2, ...), the
 layer whose units the usage metrics measure:
 
-- `none`, `scaling`, `weightnorm`, `homeostatic_layers`,
-  `scale_invariant_layers` (homeostatic layers with `scale_invariant=True`):
-  the Dense/Conv layer
-  itself (ReLU inside it, so its output is the post-ReLU activity that
-  synaptic scaling senses) is `hidden_<k>`;
+- `none`, `scaling`, `weightnorm` and the methods of `HOMEOSTATIC_LAYERS`
+  (homeostatic layers, with `scale_invariant` and `center_inputs` as named
+  there): the Dense/Conv layer itself (ReLU inside it, so its output is the
+  post-ReLU activity that synaptic scaling senses) is `hidden_<k>`;
 - `batchnorm`, `layernorm`, `groupnorm`: `hidden_<k>_linear` (no bias: the
   normalization's offset replaces it) -> `hidden_<k>_norm` -> the ReLU layer
   `hidden_<k>`.
@@ -63,6 +62,22 @@ def homeostatic_method(method, **options):
     raise ValueError(f"No homeostatic-layer method has the options {wanted}")
 
 
+def layer_settings(method, settings, norm_relaxation=None):
+    """`settings` as `method`'s homeostatic layers take them.
+
+    Only the scale-invariant layers take `norm_relaxation`: they get
+    `norm_relaxation` unless `settings` names its own, and the other layers
+    lose it.
+    """
+    settings = dict(settings)
+    if HOMEOSTATIC_LAYERS.get(method, {}).get("scale_invariant"):
+        if norm_relaxation is not None:
+            settings.setdefault("norm_relaxation", norm_relaxation)
+    else:
+        settings.pop("norm_relaxation", None)
+    return settings
+
+
 DEFAULT_HIDDEN = (256, 256)
 CNN_FILTERS = (32, 64)
 CNN_DENSE_UNITS = 128
@@ -103,8 +118,8 @@ def build_model(
             the CNN.
         groups: groups of `groupnorm` (reduced to a divisor of each width).
         scaling_settings: homeostatic settings passed to the layers of
-            `homeostatic_layers` and `scale_invariant_layers` (see
-            `SynapticScalingCallback`).
+            the `HOMEOSTATIC_LAYERS` methods (see `SynapticScalingCallback`;
+            `layer_settings` fits them to a method).
         name: model name (default `<architecture>_<normalization>`).
 
     Returns:

@@ -61,9 +61,11 @@ def build_compiled_model(
     """
     (x_train, y_train), (_, y_test) = data
     keras.utils.set_random_seed(config["training"]["seed"] if seed is None else seed)
-    settings = dict(config_lib.scaling_kwargs(config) if settings is None else settings)
-    if models.HOMEOSTATIC_LAYERS.get(normalization, {}).get("scale_invariant"):
-        settings.setdefault("norm_relaxation", config["scaling"]["norm_relaxation"])
+    settings = models.layer_settings(
+        normalization,
+        config_lib.scaling_kwargs(config) if settings is None else settings,
+        config["scaling"]["norm_relaxation"],
+    )
     model = models.build_model(
         architecture,
         normalization,

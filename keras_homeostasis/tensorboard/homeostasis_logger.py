@@ -8,6 +8,7 @@ import numpy as np
 
 from keras_homeostasis import layer_selection
 from keras_homeostasis import metrics
+from keras_homeostasis.input_mean import InputMean
 from keras_homeostasis.settings import validate_settings
 from keras_homeostasis.tensorboard import summary
 from keras_homeostasis.unit_state import UnitState
@@ -50,6 +51,10 @@ class HomeostasisLogger(keras.callbacks.Callback):
       before BatchNorm); for a layer with a built-in activation
       (`Dense(activation="relu")`) it is not measured (NaN, not drawn).
       This is how BatchNorm or plain runs are logged for comparison.
+
+    Centered homeostatic layers (`center_inputs=True`) also write the input
+    mean they subtract, as a histogram `<layer>/input_mean` for TensorBoard's
+    Histograms and Distributions dashboards.
 
     Summaries are written by the chief only (task 0 of MultiWorker training,
     or the only worker). The writer is created in `on_train_begin` and closed
@@ -208,6 +213,9 @@ class HomeostasisLogger(keras.callbacks.Callback):
             firing_rate=firing,
             spread=traces["spread"],
         )
+        if isinstance(getattr(layer, "input_mean", None), InputMean):
+            mean = keras.ops.convert_to_numpy(layer.input_mean.mean())
+            summary.input_mean(layer.name, mean, step=step)
 
     def _probe(self):
         names = [layer.name for layer, state in self._sources if state is None]

@@ -85,6 +85,17 @@ def unit_usage(
         )
 
 
+def input_mean(name, mean, step=None):
+    """Writes the input mean a centered layer subtracts (`center_inputs=True`)
+    as a histogram tagged `<name>/input_mean`, one value per input feature or
+    channel: TensorBoard's Histograms and Distributions dashboards show how it
+    settles."""
+    import tensorflow as tf
+
+    mean = _vector("mean", mean)
+    return tf.summary.histogram(f"{name}/input_mean", mean, step=step)
+
+
 def summary_metadata(units, scaled, description=None):
     """The `SummaryMetadata` of a layer summary, tensor data class."""
     from tensorboard.compat.proto import summary_pb2

@@ -62,10 +62,9 @@ class HomeostaticHyperModel(keras_tuner.HyperModel):
     `build_model(hp, settings)`, where `settings` holds this trial's
     settings and, when the search space names them, the layers' own
     `scale_invariant`, `norm_relaxation` and `center_inputs`; build the
-    model's homeostatic
-    layers with `**settings`. No callback is added (the usage entropy is
-    measured on the homeostatic layers), and per-layer `target_rate`s are
-    not offered (every layer gets the same settings).
+    model's homeostatic layers with `**settings`. No callback is added (the
+    usage entropy is measured on the homeostatic layers), and per-layer
+    `target_rate`s are not offered (every layer gets the same settings).
 
     The scaling state (`layer.homeostasis`) and the optimizer's variables are
     created in `build`, so keras-tuner's best-epoch checkpoints include them
@@ -190,8 +189,7 @@ class HomeostaticHyperModel(keras_tuner.HyperModel):
 
         The rule's settings of the search space plus `scale_invariant`,
         `norm_relaxation` and `center_inputs` when the space names them:
-        pass them as
-        `HomeostaticDense(units, **settings)`.
+        pass them as `HomeostaticDense(units, **settings)`.
         """
         ((_, settings),) = space_lib.declare(hp, self.search_space, [], self.settings)
         return {**settings, **space_lib.declare_layer_options(hp, self.search_space)}
@@ -208,7 +206,8 @@ class HomeostaticHyperModel(keras_tuner.HyperModel):
         Registers the search space on `hp` (a no-op for values already
         drawn) and returns one `SynapticScalingCallback` for shared
         settings, or one per layer for per-layer `target_rate` set points,
-        each already bound to `model`. Use it to retrain the best configuration:
+        each already bound to `model`. Use it to retrain the best
+        configuration:
         `model.fit(..., callbacks=hypermodel.scaling_callbacks(best_hp, model))`.
         With `homeostatic_layers=True` the model scales itself: only the
         loggers (with `log_dir`) are returned.

@@ -118,6 +118,7 @@ def test_bench_out_must_be_a_folder(tmp_path, capsys):
         (["--steps", "0"], "argument --steps: expected a positive integer"),
         (["--period", "0"], "argument --period: expected a positive integer"),
         (["--settings", "gpu"], "argument --settings: invalid choice: 'gpu'"),
+        (["--variants", "bn"], "argument --variants: invalid choice: 'bn'"),
     ],
 )
 def test_bench_parser_errors(args, message, capsys):
@@ -147,6 +148,34 @@ def test_bench_command_writes_csv_and_markdown(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "one device: 1 case(s)" in out
     assert "bench headline, one device, MLP 784-8x2-10, batch 16" in out
+
+
+def test_bench_command_times_the_variants_asked_for(tmp_path, monkeypatch):
+    tiny = bc.Case("mlp", 8, 2, 16)
+    monkeypatch.setattr(bc, "cases", lambda quick: {bc.ONE_DEVICE: [tiny]})
+    status = cli.main(
+        ["bench", "--quick", "--settings", "one-device", "--rounds", "2"]
+        + ["--epochs", "2", "--steps", "2", "--out", str(tmp_path)]
+        + ["--variants", "centered_scale_invariant_layers", "scaling"]
+    )
+    assert status == 0
+    with open(tmp_path / "bench.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    # `none`, the reference, always runs; the order is the bench's own.
+    variants = ["none", "scaling", "centered_scale_invariant_layers"]
+    assert [r["variant"] for r in rows] == variants
+    markdown = (tmp_path / "bench.md").read_text()
+    header = "| none ms/step | scaling callback wall / CPU | "
+    assert header + "centered scale-invariant layers wall / CPU | target |" in markdown
+
+
+def test_chosen_variants_keep_the_bench_order_and_its_reference():
+    assert bc.chosen_variants() == bc.VARIANTS
+    chosen = bc.chosen_variants(["centered_layers", "batchnorm"])
+    assert chosen == ("none", "batchnorm", "centered_layers")
+    assert bc.online_variants(chosen) == ("none", "centered_layers")
+    with pytest.raises(ValueError, match=r"Unknown bench variants \['bn'\]"):
+        bc.chosen_variants(["bn", "none"])
 
 
 @pytest.mark.parametrize("quick", [True, False])

@@ -25,7 +25,7 @@ def logged(run_dir):
     for path in sorted(run_dir.glob("events.out.tfevents.*")):
         for event in tf.compat.v1.train.summary_iterator(str(path)):
             for value in event.summary.value:
-                if value.metadata.plugin_data.plugin_name:
+                if value.metadata.plugin_data.plugin_name == metadata.PLUGIN_NAME:
                     raw = value.metadata.plugin_data.content
                     contents[value.tag] = metadata.parse_content(raw)
                 steps = values.setdefault(value.tag, {})
@@ -140,6 +140,32 @@ def test_homeostatic_layers_use_their_own_momentum(tmp_path, mnist_slice):
     last = unpacked(values, contents, "h", 4)
     for name in ("activity", "firing_rate", "spread"):
         np.testing.assert_allclose(last[name], traces[name], rtol=1e-6)
+
+
+def test_centered_layers_log_the_input_mean_they_subtract(tmp_path, mnist_slice):
+    x, y = mnist_slice
+    model = keras.Sequential(
+        [
+            keras.Input((784,)),
+            HomeostaticDense(8, activation="relu", center_inputs=True, name="h"),
+            HomeostaticDense(6, activation="relu", name="plain"),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    logger = HomeostasisLogger(tmp_path / "run", update_freq=4)
+    model.fit(x[:128], y[:128], batch_size=32, epochs=1, verbose=0, callbacks=[logger])
+    values, contents = logged(tmp_path / "run")
+    assert sorted(contents) == ["h", "plain"]
+    assert "plain/input_mean" not in values
+    assert sorted(values["h/input_mean"]) == [4]
+    buckets = values["h/input_mean"][4]  # [left edge, right edge, count] rows
+    mean = keras.ops.convert_to_numpy(model.layers[0].input_mean.mean())
+    assert buckets[:, 2].sum() == 784
+    assert np.isclose(buckets[0, 0], mean.min())
+    assert np.isclose(buckets[-1, 1], mean.max())
+    # The mean of four MNIST batches: not the zeros it starts at.
+    assert mean.max() > 0.1
 
 
 def test_probe_measures_the_spread_of_a_linear_layer(tmp_path, mnist_slice):
