@@ -168,6 +168,32 @@ def test_centered_layers_log_the_input_mean_they_subtract(tmp_path, mnist_slice)
     assert mean.max() > 0.1
 
 
+def test_tensorboard_serves_the_input_mean_histogram(
+    tmp_path, mnist_slice, tensorboard_server
+):
+    x, y = mnist_slice
+    model = keras.Sequential(
+        [
+            keras.Input((784,)),
+            HomeostaticDense(8, activation="relu", center_inputs=True, name="h"),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    logger = HomeostasisLogger(tmp_path / "logs" / "centered", update_freq=2)
+    model.fit(x[:128], y[:128], batch_size=32, epochs=1, verbose=0, callbacks=[logger])
+    server = tensorboard_server(tmp_path / "logs")
+    server.wait_for_runs(["centered"])
+    status, tags = server.json("/data/plugin/histograms/tags")
+    assert status == 200 and list(tags["centered"]) == ["h/input_mean"]
+    query = "run=centered&tag=h/input_mean"
+    status, series = server.json(f"/data/plugin/histograms/histograms?{query}")
+    assert status == 200
+    assert [point[1] for point in series] == [2, 4]  # [wall time, step, buckets]
+    counts = [bucket[2] for bucket in series[-1][2]]
+    assert np.isclose(sum(counts), 784)
+
+
 def test_probe_measures_the_spread_of_a_linear_layer(tmp_path, mnist_slice):
     # Dense(activation=None) -> BatchNorm -> ReLU(): the Dense output is the
     # pre-activation, so the probe logs its spread.
