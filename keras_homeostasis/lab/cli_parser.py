@@ -132,8 +132,9 @@ def _add_bench(commands):
         "--variants",
         nargs="+",
         choices=list(ALL_VARIANTS),
-        help="variants to time (none, the reference, always runs; default: "
-        f"{' '.join(VARIANTS)})",
+        metavar="VARIANT",
+        help=f"variants to time, of {', '.join(ALL_VARIANTS)} (none, the "
+        f"reference, always runs; default: {' '.join(VARIANTS)})",
     )
     bench.add_argument(
         "--gpus",
