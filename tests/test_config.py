@@ -267,6 +267,7 @@ def test_docs_describe_every_key():
         "compare_batch_size_mlp.yaml",
         "compare_batch_size_cnn.yaml",
         "compare_lr_sweep.yaml",
+        "compare_lr_sweep_cnn.yaml",
     ],
 )
 @pytest.mark.parametrize("cwd", [ROOT, ROOT / "configs"])

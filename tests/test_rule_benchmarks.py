@@ -21,6 +21,7 @@ continual_seeds = load_script(BENCHMARKS / "continual_seeds.py")
 norm_between_steps = load_script(BENCHMARKS / "norm_between_steps.py")
 centered_inputs = load_script(BENCHMARKS / "centered_inputs.py")
 continual_plots = load_script(BENCHMARKS / "continual_plots.py")
+profile_step = load_script(BENCHMARKS / "profile_step.py")
 
 
 def _digits(n, features=784, seed=0):
@@ -230,3 +231,23 @@ def test_continual_plots_draw_several_runs_with_their_labels(tmp_path):
         "long_online_accuracy.png",
     ]
     assert all(os.path.getsize(p) > 1000 for p in drawn)
+
+
+def test_profile_step_counts_the_kernels_of_a_steps_per_execution_loop(
+    tmp_path, monkeypatch, capsys
+):
+    # Inside the loop every kernel's name starts with `while/`.
+    name = "while/body/_1/gradient_tape/dense/MatMul:_MklMatMul"
+    assert profile_step.counted(name, xla=False)
+    assert not profile_step.counted("ExecutorState::Process", xla=False)
+    assert not profile_step.counted("ThreadpoolListener::Record", xla=False)
+    assert profile_step.counted("multiply_fusion.2", xla=True)
+    assert not profile_step.counted("while/body", xla=True)
+    argv = ["profile_step.py", "centered_invariant", "--batch", "4", "--width", "8"]
+    argv += ["--steps", "20", "--steps-per-execution", "10", "--out", str(tmp_path)]
+    monkeypatch.setattr("sys.argv", argv)
+    profile_step.main()
+    out = capsys.readouterr().out
+    kernels = int(out.split(" kernels per step in all")[0].split("\n")[-1])
+    assert kernels > 30  # 3 layers' matmuls, centering, the rule and SGD
+    assert "MatMul" in out
