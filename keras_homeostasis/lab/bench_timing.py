@@ -173,22 +173,21 @@ def summarize(run, none, steps):
 
 
 def state_sizes(model):
-    """Float32 values of `(trainable weights, homeostatic state + BatchNorm
-    moving statistics)`."""
+    """Float32 values of `(trainable weights, state)`: the state is every
+    non-trainable float32 variable (homeostatic state, a centered layer's
+    input mean, BatchNorm's moving statistics) and the callback's state on
+    plain layers."""
     from keras_homeostasis.unit_state import UnitState
 
     def size(variables):
         return int(sum(np.prod(v.shape) for v in variables if v.dtype == "float32"))
 
-    states = [getattr(layer, "homeostasis", None) for layer in model.layers]
-    norms = [
-        layer
-        for layer in model.layers
-        if isinstance(layer, keras.layers.BatchNormalization)
-    ]
-    extra = sum(size(s.variables) for s in states if isinstance(s, UnitState))
-    extra += sum(size(layer.non_trainable_variables) for layer in norms)
-    return size(model.trainable_variables), extra
+    state = {id(v): v for v in model.non_trainable_variables}
+    for layer in model.layers:
+        held = getattr(layer, "homeostasis", None)
+        if isinstance(held, UnitState):  # the callback's, on a plain layer
+            state.update((id(v), v) for v in held.variables)
+    return size(model.trainable_variables), size(state.values())
 
 
 def rows_of(case, runs, steps):

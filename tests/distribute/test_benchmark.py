@@ -39,6 +39,17 @@ def check_rows(rows, variants=bc.VARIANTS):
         assert by["batchnorm"]["extra_state"] == 2 * width * depth  # mean, var
 
 
+def test_centered_layers_count_their_input_mean_as_state():
+    variants = ("none", "centered_layers", "centered_scale_invariant_layers")
+    rows = bench_timing.measure_case(TINY, variants, rounds=2, epochs=2, steps=2)
+    # One trace per input feature and its step count, in each hidden layer:
+    # 784 pixels into the first, 8 units into the second.
+    input_means = (784 + 1) + (TINY.width + 1)
+    for row in rows[1:]:
+        assert row["extra_state"] == homeostatic_floats(8, 2) + input_means
+        assert row["weights"] == rows[0]["weights"]
+
+
 def test_rounds_fit_every_variant_and_clock_each_epoch():
     runs = bench_timing.run_rounds(TINY, bc.VARIANTS, rounds=2, epochs=3, steps=2)
     for run in runs.values():
