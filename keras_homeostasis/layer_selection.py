@@ -119,9 +119,9 @@ def output_layers(model):
         raise ValueError(
             f"Could not find the output layers of model '{model.name}' (the "
             "model's graph could not be traced: "
-            f"{type(error).__name__}: {error}). Pass `layers=` (the layers to "
-            "scale) or `exclude=` (the layers to leave alone) to "
-            "SynapticScalingCallback."
+            f"{type(error).__name__}: {error}). Name the layers instead: "
+            "`layers=` (the layers to scale or log) or, to "
+            "SynapticScalingCallback, `exclude=` (the layers to leave alone)."
         ) from error
     finally:
         for layer, call in saved:

@@ -56,6 +56,10 @@ class HomeostasisLogger(keras.callbacks.Callback):
     mean they subtract, as a histogram `<layer>/input_mean` for TensorBoard's
     Histograms and Distributions dashboards.
 
+    A model that `fit` builds in its first step (a subclassed model never
+    called before, or a `Sequential` without an `Input`) has no layers to
+    log before that step: the logger finds them after it.
+
     Summaries are written by the chief only (task 0 of MultiWorker training,
     or the only worker). The writer is created in `on_train_begin` and closed
     in `on_train_end`, so the callback can be deep-copied (keras-tuner).
@@ -109,22 +113,34 @@ class HomeostasisLogger(keras.callbacks.Callback):
         self._close()
         if not _is_chief(self.model):
             return
-        self._sources = self._find_sources()
         import tensorflow as tf
 
         self._writer = tf.summary.create_file_writer(self.log_dir)
+        self._sources = None
+        # A model that `fit` builds in its first step (subclassed, or a
+        # Sequential without an `Input`) has no state to find before it.
+        if not self.model.built:
+            return
+        self._sources = self._find_sources()
         if self._step() != self._last_step:  # A second `fit` resumes the curves.
             self._log(self._step())
 
     def on_train_batch_end(self, batch, logs=None):
-        if self._writer is None or self.update_freq == "epoch":
+        if self._writer is None:
+            return
+        if self._sources is None:  # A model built in its first step.
+            self._sources = self._find_sources()
+            self._last_step = 0 if self._last_step is None else self._last_step
+        if self.update_freq == "epoch":
             return
         step = self._step()
         if step // self.update_freq > self._last_step // self.update_freq:
             self._log(step)
 
     def on_epoch_end(self, epoch, logs=None):
-        if self._writer is not None and self._step() != self._last_step:
+        if self._sources is None or self._writer is None:
+            return
+        if self._step() != self._last_step:
             self._log(self._step())
 
     def on_train_end(self, logs=None):
@@ -143,12 +159,13 @@ class HomeostasisLogger(keras.callbacks.Callback):
         candidates = layer_selection.all_layers(self.model)
         if self.layers is not None:
             _check_names(self.model, candidates, self.layers)
+        outputs = self._output_ids()
         chosen = []
         for layer in candidates:
             state = getattr(layer, STATE_ATTRIBUTE, None)
             if not isinstance(state, UnitState):
                 state = None
-            if self._wanted(layer, state):
+            if self._wanted(layer, state, outputs):
                 chosen.append((layer, state))
         if not chosen:
             raise ValueError(
@@ -160,14 +177,21 @@ class HomeostasisLogger(keras.callbacks.Callback):
             )
         return chosen
 
-    def _wanted(self, layer, state):
+    def _output_ids(self):
+        """Ids of the model's output layers, which probing every layer leaves
+        out. Only then is the model traced to find them: a subclassed model
+        is not traceable before its first batch."""
+        if self.probe_data is None or self.layers is not None:
+            return set()
+        return {id(x) for x in layer_selection.output_layers(self.model)}
+
+    def _wanted(self, layer, state, outputs):
         if self.layers is not None:
             return layer.name in self.layers and (
                 state is not None or self.probe_data is not None
             )
         if state is not None:
             return True
-        outputs = {id(x) for x in layer_selection.output_layers(self.model)}
         return (
             self.probe_data is not None
             and layer_selection.is_measurable(layer)

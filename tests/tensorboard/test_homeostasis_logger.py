@@ -194,6 +194,27 @@ def test_tensorboard_serves_the_input_mean_histogram(
     assert np.isclose(sum(counts), 784)
 
 
+class SubclassedNet(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.hidden = HomeostaticDense(8, activation="relu", name="h")
+        self.out = keras.layers.Dense(10, activation="softmax")
+
+    def call(self, inputs, training=None):
+        return self.out(self.hidden(inputs, training=training))
+
+
+def test_a_subclassed_model_is_logged_from_its_first_fit(tmp_path, mnist_slice):
+    # Its layers have no input shape when `fit` starts: nothing may trace it.
+    x, y = mnist_slice
+    model = SubclassedNet()
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    logger = HomeostasisLogger(tmp_path / "run", update_freq=2)
+    model.fit(x[:64], y[:64], batch_size=16, epochs=1, verbose=0, callbacks=[logger])
+    values, contents = logged(tmp_path / "run")
+    assert list(contents) == ["h"] and sorted(values["h"]) == [2, 4]
+
+
 def test_probe_measures_the_spread_of_a_linear_layer(tmp_path, mnist_slice):
     # Dense(activation=None) -> BatchNorm -> ReLU(): the Dense output is the
     # pre-activation, so the probe logs its spread.
