@@ -195,9 +195,10 @@ def test_tensorboard_serves_the_input_mean_histogram(
 
 
 class SubclassedNet(keras.Model):
-    def __init__(self):
+    def __init__(self, homeostatic=True):
         super().__init__()
-        self.hidden = HomeostaticDense(8, activation="relu", name="h")
+        dense = HomeostaticDense if homeostatic else keras.layers.Dense
+        self.hidden = dense(8, activation="relu", name="h")
         self.out = keras.layers.Dense(10, activation="softmax")
 
     def call(self, inputs, training=None):
@@ -213,6 +214,18 @@ def test_a_subclassed_model_is_logged_from_its_first_fit(tmp_path, mnist_slice):
     model.fit(x[:64], y[:64], batch_size=16, epochs=1, verbose=0, callbacks=[logger])
     values, contents = logged(tmp_path / "run")
     assert list(contents) == ["h"] and sorted(values["h"]) == [2, 4]
+
+
+def test_a_subclassed_plain_model_is_probed_from_its_first_fit(tmp_path, mnist_slice):
+    x, y = mnist_slice
+    model = SubclassedNet(homeostatic=False)
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    logger = HomeostasisLogger(tmp_path / "run", update_freq=2, probe_data=x[:32])
+    model.fit(x[:64], y[:64], batch_size=16, epochs=1, verbose=0, callbacks=[logger])
+    values, contents = logged(tmp_path / "run")
+    # The output layer, found by tracing the model once it is built, is left out.
+    assert list(contents) == ["h"] and sorted(values["h"]) == [2, 4]
+    assert contents["h"]["scaled"] is False
 
 
 def test_probe_measures_the_spread_of_a_linear_layer(tmp_path, mnist_slice):
