@@ -1,12 +1,15 @@
 """How much each normalization raises load balance over none, from a comparison.
 
-Reads the `results.csv` of `keras-homeostasis compare` and prints, per
-optimizer and method, the mean usage entropy of every hidden layer and the
-share of the gap to perfect balance that the method closes over no
-normalization: (H_method - H_none) / (1 - H_none), averaged over layers and
-seeds.
+Reads the `results.csv` of one or more `keras-homeostasis compare` runs of
+the same model (rows of a run without `none` are measured against another
+run's) and prints, per optimizer and method, the mean usage entropy of
+every hidden layer and the share of the gap to perfect balance that the
+method closes over no normalization: (H_method - H_none) / (1 - H_none),
+averaged over layers and seeds.
 
     python benchmarks/balance_gain.py docs/results/mnist_mlp.csv
+    python benchmarks/balance_gain.py docs/results/mnist_mlp.csv \
+        docs/results/mnist_mlp_centered.csv
 """
 
 import argparse
@@ -34,8 +37,8 @@ def mean_entropies(rows, columns):
     }
 
 
-def table(path):
-    rows = read(path)
+def table(*paths):
+    rows = [row for path in paths for row in read(path)]
     columns = entropy_columns(rows)
     means = mean_entropies(rows, columns)
     layers = [c[: -len("_entropy")] for c in columns]
@@ -56,8 +59,8 @@ def table(path):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("results", help="results.csv of a comparison")
-    print(table(parser.parse_args().results))
+    parser.add_argument("results", nargs="+", help="results.csv of a comparison")
+    print(table(*parser.parse_args().results))
 
 
 if __name__ == "__main__":

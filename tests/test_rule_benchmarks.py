@@ -22,6 +22,7 @@ norm_between_steps = load_script(BENCHMARKS / "norm_between_steps.py")
 centered_inputs = load_script(BENCHMARKS / "centered_inputs.py")
 continual_plots = load_script(BENCHMARKS / "continual_plots.py")
 profile_step = load_script(BENCHMARKS / "profile_step.py")
+balance_gain = load_script(BENCHMARKS / "balance_gain.py")
 
 
 def _digits(n, features=784, seed=0):
@@ -251,3 +252,20 @@ def test_profile_step_counts_the_kernels_of_a_steps_per_execution_loop(
     kernels = int(out.split(" kernels per step in all")[0].split("\n")[-1])
     assert kernels > 30  # 3 layers' matmuls, centering, the rule and SGD
     assert "MatMul" in out
+
+
+def test_balance_gain_measures_a_run_against_another_runs_none(tmp_path):
+    header = ["optimizer", "method", "seed", "hidden_1_entropy", "hidden_2_entropy"]
+    runs = {
+        "base.csv": [["sgd", "none", 0, 0.9, 0.8], ["sgd", "batchnorm", 0, 0.99, 0.98]],
+        "more.csv": [["sgd", "centered_layers", 0, 0.95, 0.9]],
+    }
+    for name, rows in runs.items():
+        with open(tmp_path / name, "w", newline="") as f:
+            csv.writer(f).writerows([header, *rows])
+    lines = balance_gain.table(*(str(tmp_path / name) for name in runs))
+    # (0.95 - 0.9) / 0.1 and (0.9 - 0.8) / 0.2: half of each gap.
+    assert "| sgd | centered_layers | 0.950 | 0.900 | 50% |" in lines
+    assert "| sgd | batchnorm | 0.990 | 0.980 | 90% |" in lines
+    alone = balance_gain.table(str(tmp_path / "more.csv"))
+    assert "| sgd | centered_layers | 0.950 | 0.900 | - |" in alone
