@@ -273,9 +273,21 @@ class CallHooks:
             forward = functools.partial(original, *args, **kwargs)
             recorded = _recorded()
             target = state if recorded is None else _Recorder(state, recorded)
-            return sensor.sensed_call(layer, forward, target, axis)
+            bias = _centered_bias(layer, state, args, kwargs)
+            return sensor.sensed_call(layer, forward, target, axis, bias)
 
         self._set(layer, "call", call)
+
+
+def _centered_bias(layer, state, args, kwargs):
+    """For a centered layer (`InputCentering`), adds the pass's inputs to its
+    mean and returns the centered bias the rule measures drives from; None
+    otherwise (the layer's bias)."""
+    if state.centering is None:
+        return None
+    inputs = args[0] if args else kwargs["inputs"]
+    state.centering.observe(inputs, layer.kernel)
+    return state.centering.centered_bias(layer.bias)
 
 
 def _recorded():
@@ -324,12 +336,13 @@ def compile_key(model):
 
     `compile()` makes a new `_compile_config`, so holding it (not its id)
     tells a recompiled model, as Keras' own `train_function = None` does.
+    A custom loop may never compile the model: it has no optimizer then.
     """
     return (
         getattr(model, "_compile_config", None),
-        model.optimizer,
-        model.jit_compile,
-        model.steps_per_execution,
+        getattr(model, "optimizer", None),
+        getattr(model, "jit_compile", None),
+        getattr(model, "steps_per_execution", None),
         model.distribute_strategy,
     )
 

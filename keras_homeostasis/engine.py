@@ -192,9 +192,12 @@ def _groups_by_settings(bindings):
 
 
 def bias_value(bias, state):
-    """The bias after the optimizer update, as float32 (zeros when absent)."""
+    """The bias after the optimizer update, as float32 (zeros when absent);
+    for a centered plain layer, the centered layer's bias it stands for."""
     if bias is None:
         return ops.zeros((state.units,), "float32")
+    if state.centering is not None:
+        return state.centering.centered_bias(ops.convert_to_tensor(bias))
     return ops.cast(ops.convert_to_tensor(bias), "float32")
 
 
@@ -219,19 +222,26 @@ class KernelScaling(keras.constraints.Constraint):
 
 
 class BiasShift(keras.constraints.Constraint):
-    """Adds the layer's intrinsic-plasticity shift to its bias."""
+    """Adds the layer's intrinsic-plasticity shift to its bias; for a
+    centered plain layer also what its `kernel`'s change (already
+    constrained: the optimizer's step and the rule's factor) did to each
+    unit's drive at the input mean (`InputCentering.compensate`)."""
 
-    def __init__(self, state, inner=None, engine=None):
+    def __init__(self, state, inner=None, engine=None, kernel=None):
         self.state = state
         self.inner = inner
         self.engine = engine
+        self.kernel = kernel
 
     def __call__(self, b):
         if self.inner is not None:
             b = self.inner(b)
         if self.engine is not None:
             self.engine.step()
-        return self.state.shift_bias(b)
+        b = self.state.shift_bias(b)
+        if self.state.centering is None:
+            return b
+        return self.state.centering.compensate(b, self.kernel)
 
 
 def attach_constraints(pairs, engine):
@@ -255,7 +265,7 @@ def attach_constraints(pairs, engine):
         if bias is not None:
             inner = user_constraint(bias.constraint)
             saved.append((bias, inner))
-            bias.constraint = BiasShift(state, inner=inner)
+            bias.constraint = BiasShift(state, inner=inner, kernel=kernel)
     return saved
 
 

@@ -1,5 +1,5 @@
 """`InputMean`: the trace of a layer's input mean that `center_inputs=True`
-subtracts."""
+subtracts (the layers) or holds the units' offsets against (the callback)."""
 
 import keras
 from keras import ops
@@ -62,3 +62,21 @@ class InputMean(keras.layers.Layer):
             "features": self.features,
             "feature_axis": self.feature_axis,
         }
+
+
+def kernel_times(kernel, features, groups=1):
+    """Each unit's kernel, summed over positions, dotted with `features`
+    (one value per input feature or channel, `groups` of a grouped
+    convolution in order): `features . kernel` for a Dense layer."""
+    kernel = ops.cast(kernel, "float32")
+    positions = tuple(range(len(kernel.shape) - 2))
+    per_channel = ops.sum(kernel, axis=positions) if positions else kernel
+    if groups == 1:
+        # One small product: the einsum below cost about 0.8 ms a step on
+        # the bench's MLP (784-256x3, batch 128) on CPU, this too little to
+        # measure.
+        return ops.matmul(features[None, :], per_channel)[0]
+    inputs, units = per_channel.shape
+    per_group = ops.reshape(per_channel, (inputs, groups, units // groups))
+    features = ops.reshape(features, (groups, inputs))
+    return ops.reshape(ops.einsum("gi,igu->gu", features, per_group), (units,))

@@ -7,12 +7,16 @@ that `z` is seen on its way through, then put back.
 """
 
 
-def sensed_call(layer, forward, state, unit_axis):
-    """Runs `forward()` (the layer's call) and adds its statistics to `state`."""
+def sensed_call(layer, forward, state, unit_axis, bias=None):
+    """Runs `forward()` (the layer's call) and adds its statistics to `state`.
+
+    `bias` is what the drive is measured from (default: the layer's bias).
+    """
+    bias = _bias(layer) if bias is None else bias
     activation = getattr(layer, "activation", None)
     if activation is None:
         outputs = forward()
-        state.accumulate(outputs, outputs, _bias(layer), unit_axis)
+        state.accumulate(outputs, outputs, bias, unit_axis)
         return outputs
     seen = []
 
@@ -26,7 +30,7 @@ def sensed_call(layer, forward, state, unit_axis):
     finally:
         object.__setattr__(layer, "activation", activation)
     preactivation = seen[-1] if seen else outputs
-    state.accumulate(preactivation, outputs, _bias(layer), unit_axis)
+    state.accumulate(preactivation, outputs, bias, unit_axis)
     return outputs
 
 

@@ -7,9 +7,11 @@ import keras
 
 from keras_homeostasis import call_hooks
 from keras_homeostasis import distribute_compat
+from keras_homeostasis import input_centering
 from keras_homeostasis import layer_selection
 from keras_homeostasis.settings import validate_settings
 from keras_homeostasis.unit_state import UnitState
+from keras_homeostasis.validation import validate_flag
 
 STATE_ATTRIBUTE = "homeostasis"
 
@@ -123,6 +125,13 @@ class SynapticScalingCallback(keras.callbacks.Callback):
         log_freq: log every `log_freq` optimizer steps and at epoch ends
             (`"batch"`: every step, as Keras' TensorBoard `update_freq`), or
             `"epoch"` for epoch ends only.
+        center_inputs: hold each unit's offset against the kernel's changes,
+            as the homeostatic layers' `center_inputs=True` does: after
+            every step, each scaled layer's bias gives back what the
+            kernel's change did to its units' drive at a trace of the
+            layer's input mean (`keras_homeostasis.input_centering`). The
+            model stays a plain model; every scaled layer needs a bias.
+            The kernel's gradient is not centered (the layers' is).
 
     Example:
 
@@ -132,10 +141,17 @@ class SynapticScalingCallback(keras.callbacks.Callback):
     """
 
     def __init__(
-        self, layers=None, exclude=None, log_dir=None, log_freq=100, **settings
+        self,
+        layers=None,
+        exclude=None,
+        log_dir=None,
+        log_freq=100,
+        center_inputs=False,
+        **settings,
     ):
         super().__init__()
         self.settings = validate_settings(**settings)
+        self.center_inputs = validate_flag("center_inputs", center_inputs)
         self.layers = layer_selection.validate_selection(layers)
         self.exclude = layer_selection.validate_selection(exclude, "exclude")
         self._logger = _make_logger(log_dir, log_freq, self.settings)
@@ -169,12 +185,22 @@ class SynapticScalingCallback(keras.callbacks.Callback):
         state = getattr(layer, STATE_ATTRIBUTE, None)
         if not isinstance(state, UnitState):
             state = self._new_state(layer)
+        if (state.centering is not None) != self.center_inputs:
+            raise ValueError(
+                f"Layer {layer.name!r} holds the homeostatic state of a "
+                f"callback with center_inputs={not self.center_inputs}; this "
+                f"one has center_inputs={self.center_inputs}. Use the same "
+                "setting, or a fresh model."
+            )
         state.kernel_axis = layer_selection.kernel_unit_axis(layer)
         return state
 
     def _new_state(self, layer):
         units = layer_selection.unit_count(layer)
-        state = UnitState(units, name=f"{layer.name}_homeostasis")
+        centering = None
+        if self.center_inputs:
+            centering = input_centering.for_layer(layer)
+        state = UnitState(units, centering=centering, name=f"{layer.name}_homeostasis")
         # Bypass Keras' tracking: the model's weights stay those of the plain
         # layer, while saving still walks this attribute and keeps the state.
         object.__setattr__(layer, STATE_ATTRIBUTE, state)
@@ -312,6 +338,7 @@ class SynapticScalingCallback(keras.callbacks.Callback):
             "exclude": layer_selection.selection_config(self.exclude),
             "log_dir": self.log_dir,
             "log_freq": self.log_freq,
+            "center_inputs": self.center_inputs,
             **self.settings,
         }
 

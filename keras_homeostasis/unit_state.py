@@ -64,11 +64,14 @@ class UnitState(keras.layers.Layer):
         log_gain: initial `log_gain` row (default zeros). Part of the
             initializer, not a later write: Keras builds a subclassed
             model's layers in a scope that discards variable writes.
+        centering: the callback's `InputCentering` of a plain layer whose
+            units' offsets it holds against kernel changes, or None.
     """
 
-    def __init__(self, units, log_gain=None, **kwargs):
+    def __init__(self, units, log_gain=None, centering=None, **kwargs):
         super().__init__(**kwargs)
         self.units = positive_int("units", units)
+        self.centering = centering
         # The kernel axis holding the units: -2 for transposed convolutions.
         # Set by whoever binds the state to a layer; not saved (the layer
         # kind tells it again).

@@ -33,3 +33,13 @@ def positive_int(name, value):
             f"integer. Received: {name}={value!r}"
         )
     return value
+
+
+def validate_flag(name, value):
+    """`value` if it is True or False; else a ValueError naming it."""
+    if not isinstance(value, bool):
+        raise ValueError(
+            f"Received an invalid value for `{name}`, expected True or False. "
+            f"Received: {name}={value!r}"
+        )
+    return value

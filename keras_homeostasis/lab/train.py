@@ -86,14 +86,18 @@ def build_compiled_model(
 
 
 def scaling_callbacks(config, normalization, log_dir=None):
-    """`[SynapticScalingCallback]` for the `scaling` method, else `[]`.
+    """`[SynapticScalingCallback]` for the callback's methods (`scaling`,
+    `centered_scaling`), else `[]`.
 
     With `scaling.layer_targets`, one callback per named layer, each with its
     own `target_rate`. With `log_dir`, they write the Homeostasis dashboard there.
     """
-    if normalization != "scaling":
+    if normalization not in models.CALLBACK_METHODS:
         return []
-    settings = config_lib.scaling_kwargs(config)
+    settings = {
+        **config_lib.scaling_kwargs(config),
+        **models.CALLBACK_METHODS[normalization],
+    }
     if log_dir is not None:
         settings = {**settings, "log_dir": log_dir}
     layer_targets = config["scaling"].get("layer_targets")
@@ -113,7 +117,7 @@ def homeostasis_callbacks(config, normalization, run_dir, x_probe):
     layers on a fixed probe batch of the test data.
     """
     log_dir = os.path.join(run_dir, "logs", "homeostasis")
-    if normalization == "scaling":
+    if normalization in models.CALLBACK_METHODS:
         return scaling_callbacks(config, normalization, log_dir=log_dir)
     from keras_homeostasis.tensorboard import HomeostasisLogger
 

@@ -11,11 +11,13 @@ from keras_homeostasis import engine
 from keras_homeostasis import layer_selection
 from keras_homeostasis import sensor
 from keras_homeostasis.input_mean import InputMean
+from keras_homeostasis.input_mean import kernel_times
 from keras_homeostasis.settings import DEFAULTS
 from keras_homeostasis.settings import LEGACY
 from keras_homeostasis.settings import _in_range
 from keras_homeostasis.settings import validate_settings
 from keras_homeostasis.unit_state import UnitState
+from keras_homeostasis.validation import validate_flag
 from keras_homeostasis.weight_normalization import NORM_EPSILON
 from keras_homeostasis.weight_normalization import unit_norms
 
@@ -54,7 +56,7 @@ class HomeostaticMixin:
             setattr(self, name, value)
         self.scale_invariant = _scale_invariant(scale_invariant, settings)
         self.norm_relaxation = _norm_relaxation(norm_relaxation, scale_invariant)
-        self.center_inputs = _flag("center_inputs", center_inputs)
+        self.center_inputs = validate_flag("center_inputs", center_inputs)
         self._built_calls = {"sensed": False, "unsensed": False}
         self._warned_unsensed = False
 
@@ -164,7 +166,7 @@ class HomeostaticMixin:
                 f"{self.name!r} (center_inputs=True)"
             )
         mean = self.input_mean.mean()
-        return bias - _kernel_times(self.effective_kernel(), mean, self._groups())
+        return bias - kernel_times(self.effective_kernel(), mean, self._groups())
 
     def _move_input_mean(self, inputs, kernel):
         """Adds a training pass to the input-mean trace and moves the bias by
@@ -176,7 +178,7 @@ class HomeostaticMixin:
         batch size 1 with momentum SGD that delayed loop diverged."""
         shift = self.input_mean.update(inputs)
         if self.bias is not None:
-            drive = _kernel_times(kernel, shift, self._groups())
+            drive = kernel_times(kernel, shift, self._groups())
             self.bias.assign_add(ops.cast(drive, self.bias.dtype))
 
     def _groups(self):
@@ -217,24 +219,6 @@ class HomeostaticMixin:
             object.__setattr__(self, "_kernel", variable)
 
 
-def _kernel_times(kernel, features, groups=1):
-    """Each unit's kernel, summed over positions, dotted with `features`
-    (one value per input feature or channel, `groups` of a grouped
-    convolution in order): `features . kernel` for a Dense layer."""
-    kernel = ops.cast(kernel, "float32")
-    positions = tuple(range(len(kernel.shape) - 2))
-    per_channel = ops.sum(kernel, axis=positions) if positions else kernel
-    if groups == 1:
-        # One small product: the einsum below cost about 0.8 ms a step on
-        # the bench's MLP (784-256x3, batch 128) on CPU, this too little to
-        # measure.
-        return ops.matmul(features[None, :], per_channel)[0]
-    inputs, units = per_channel.shape
-    per_group = ops.reshape(per_channel, (inputs, groups, units // groups))
-    features = ops.reshape(features, (groups, inputs))
-    return ops.reshape(ops.einsum("gi,igu->gu", features, per_group), (units,))
-
-
 def _scale_invariant(value, settings):
     if not isinstance(value, bool):
         raise ValueError(
@@ -247,15 +231,6 @@ def _scale_invariant(value, settings):
             "`scale_invariant=True` leaves each unit's kernel norm to the rule "
             f"without bounds; do not pass {bounded}. Received: "
             + ", ".join(f"{k}={settings[k]!r}" for k in bounded)
-        )
-    return value
-
-
-def _flag(name, value):
-    if not isinstance(value, bool):
-        raise ValueError(
-            f"Received an invalid value for `{name}`, expected True or False. "
-            f"Received: {name}={value!r}"
         )
     return value
 

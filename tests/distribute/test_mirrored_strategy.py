@@ -126,11 +126,11 @@ def test_saved_under_the_strategy_loads_and_evaluates_outside(strategy, tmp_path
     assert loaded.evaluate(x, y, verbose=0) == pytest.approx(expected, rel=1e-6)
 
 
-def trained_like_one_device(strategy, settings):
-    """The layers trained under `strategy`, every variable the same on both
-    replicas and as trained on one device."""
-    model = train(True, strategy, settings)
-    single = train(True, settings=settings)
+def trained_like_one_device(strategy, settings, homeostatic=True):
+    """The layers (or the callback) trained under `strategy`, every variable
+    the same on both replicas and as trained on one device."""
+    model = train(homeostatic, strategy, settings)
+    single = train(homeostatic, settings=settings)
     variables, reference = tracked(model), tracked(single)
     for name, variable in variables.items():
         first, second = replica_copies(variable)
@@ -153,3 +153,13 @@ def test_centered_layers_stay_bit_identical_across_replicas(strategy, scale_inva
     settings = {**FAST, "center_inputs": True, "scale_invariant": scale_invariant}
     layer = trained_like_one_device(strategy, settings)
     assert layer.center_inputs and float(layer.input_mean.steps.numpy()) == 8
+
+
+def test_centered_callback_stays_bit_identical_across_replicas(strategy):
+    # The callback's input-mean traces and the biases holding each unit's
+    # offset at them: the same on both replicas, as on one device.
+    settings = {**FAST, "center_inputs": True}
+    layer = trained_like_one_device(strategy, settings, homeostatic=False)
+    centering = layer.homeostasis.centering
+    assert float(centering.input_mean.steps.numpy()) == 8
+    assert np.any(np.abs(centering.drive.numpy()) > 0)

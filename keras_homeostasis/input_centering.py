@@ -1,0 +1,100 @@
+"""`InputCentering`: the callback's `center_inputs=True` for a plain layer.
+
+A centered homeostatic layer computes `z = (x - x_bar) . w + b`: its units'
+offsets are their biases, and the optimizer's kernel steps cannot move
+them. A plain layer `z = x . w + b` computes the same with the bias
+`b - x_bar . w`, so the callback gives it the same property between steps:
+
+    b <- b - x_bar . (w_new - w_old)
+
+after every kernel change (the optimizer's and the rule's), with `x_bar` a
+trace of the layer's input mean (`InputMean`). The forward pass, and so the
+trained model, stays the plain layer's. The rule senses the centered drive
+`(x - x_bar) . w` and the centered bias `b + x_bar . w`, as it does for a
+centered layer. What it does not give is a centered gradient: the kernel's
+gradient is still `x`'s, not `x - x_bar`'s (the layers' is centered).
+"""
+
+import keras
+from keras import ops
+
+from keras_homeostasis.input_mean import InputMean
+from keras_homeostasis.input_mean import kernel_times
+from keras_homeostasis.unit_state import float_state
+from keras_homeostasis.validation import positive_int
+
+
+@keras.saving.register_keras_serializable(package="keras_homeostasis")
+class InputCentering(keras.layers.Layer):
+    """The input-mean trace of one plain layer and its units' mean drive.
+
+    A container of `UnitState`, never called on tensors. Variables: the
+    `input_mean` (`InputMean`) and `drive`, each unit's `x_bar . w` under the
+    kernel of the training pass that last updated the mean (float32).
+
+    Args:
+        units: the layer's units (Dense units or filters).
+        features: its input features (Dense) or channels (Conv).
+        feature_axis: the inputs' axis holding them: -1, or 1 for a
+            channels-first convolution.
+        groups: a grouped convolution's groups (1 otherwise).
+    """
+
+    def __init__(self, units, features, feature_axis=-1, groups=1, **kwargs):
+        super().__init__(**kwargs)
+        self.units = positive_int("units", units)
+        self.groups = positive_int("groups", groups)
+        self.input_mean = InputMean(features, feature_axis, name="input_mean")
+        self.drive = float_state(self, "drive", (self.units,))
+        self.built = True
+
+    def observe(self, inputs, kernel):
+        """Adds a training pass's inputs to the mean and returns each unit's
+        mean drive `x_bar . w` under `kernel`, the one the pass computes with
+        (stored for `compensate`)."""
+        self.input_mean.update(inputs)
+        drive = kernel_times(kernel, self.input_mean.mean(), self.groups)
+        self.drive.assign(drive)
+        return drive
+
+    def centered_bias(self, bias):
+        """The bias of the centered layer this plain layer computes as:
+        `bias + x_bar . w`, `w` the last observed pass's kernel (float32)."""
+        return ops.cast(bias, "float32") + ops.convert_to_tensor(self.drive)
+
+    def compensate(self, bias, kernel):
+        """`bias` moved by what the kernel's change since the last observed
+        pass does to each unit's drive at the mean: `x_bar . (w_old - w)`."""
+        after = kernel_times(kernel, self.input_mean.mean(), self.groups)
+        change = ops.convert_to_tensor(self.drive) - after
+        return bias + ops.cast(change, bias.dtype)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "features": self.input_mean.features,
+            "feature_axis": self.input_mean.feature_axis,
+            "groups": self.groups,
+        }
+
+
+def for_layer(layer):
+    """A new `InputCentering` for a plain Dense or Conv layer; a ValueError
+    naming the layer when it has no bias to hold its units' offsets with."""
+    if getattr(layer, "bias", None) is None:
+        raise ValueError(
+            "`center_inputs=True` holds each unit's offset with its bias, and "
+            f"layer {layer.name!r} has none (use_bias=False). Exclude it "
+            "(`exclude=`) or give it a bias."
+        )
+    channels_first = getattr(layer, "data_format", None) == "channels_first"
+    groups = getattr(layer, "groups", 1) or 1
+    kernel_shape = tuple(layer.kernel.shape)
+    return InputCentering(
+        units=int(kernel_shape[-1]),
+        features=int(kernel_shape[-2]) * groups,
+        feature_axis=1 if channels_first else -1,
+        groups=groups,
+        name="centering",
+    )
