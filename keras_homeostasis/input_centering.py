@@ -79,9 +79,26 @@ class InputCentering(keras.layers.Layer):
         }
 
 
+# The layers whose kernel is `(positions..., input features, units)`.
+CENTERED_TYPES = (
+    keras.layers.Dense,
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.Conv3D,
+)
+
+
 def for_layer(layer):
     """A new `InputCentering` for a plain Dense or Conv layer; a ValueError
-    naming the layer when it has no bias to hold its units' offsets with."""
+    naming the layer when it is of another kind or has no bias to hold its
+    units' offsets with."""
+    if not isinstance(layer, CENTERED_TYPES):
+        names = [cls.__name__ for cls in CENTERED_TYPES]
+        raise ValueError(
+            f"`center_inputs=True` centers {names} layers only; layer "
+            f"{layer.name!r} is a {type(layer).__name__}. Exclude it "
+            "(`exclude=`) or leave center_inputs False."
+        )
     if getattr(layer, "bias", None) is None:
         raise ValueError(
             "`center_inputs=True` holds each unit's offset with its bias, and "

@@ -142,3 +142,17 @@ def test_config_round_trip_keeps_center_inputs():
     callback = SynapticScalingCallback(center_inputs=True, rate=0.1)
     again = SynapticScalingCallback.from_config(callback.get_config())
     assert again.center_inputs is True and again.settings["rate"] == 0.1
+
+
+def test_a_layer_of_another_kind_is_named():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 2)),
+            keras.layers.Conv2DTranspose(3, 3, activation="relu", name="up"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3, name="out"),
+        ]
+    )
+    with pytest.raises(ValueError, match="layer 'up' is a Conv2DTranspose"):
+        SynapticScalingCallback(center_inputs=True).set_model(model)

@@ -53,8 +53,10 @@ class HomeostasisLogger(keras.callbacks.Callback):
       This is how BatchNorm or plain runs are logged for comparison.
 
     Centered homeostatic layers (`center_inputs=True`) also write the input
-    mean they subtract, as a histogram `<layer>/input_mean` for TensorBoard's
-    Histograms and Distributions dashboards.
+    mean they subtract, and layers the callback scales with
+    `center_inputs=True` the mean it holds their offsets at, as a histogram
+    `<layer>/input_mean` for TensorBoard's Histograms and Distributions
+    dashboards.
 
     A model that `fit` builds in its first step (a subclassed model never
     called before, or a `Sequential` without an `Input`) has no layers to
@@ -237,8 +239,9 @@ class HomeostasisLogger(keras.callbacks.Callback):
             firing_rate=firing,
             spread=traces["spread"],
         )
-        if isinstance(getattr(layer, "input_mean", None), InputMean):
-            mean = keras.ops.convert_to_numpy(layer.input_mean.mean())
+        input_mean = _input_mean(layer, state)
+        if input_mean is not None:
+            mean = keras.ops.convert_to_numpy(input_mean.mean())
             summary.input_mean(layer.name, mean, step=step)
 
     def _probe(self):
@@ -361,3 +364,12 @@ def _validate_layers(layers):
             f"layers={layers!r}"
         )
     return list(layers)
+
+
+def _input_mean(layer, state):
+    """The `InputMean` a centered layer subtracts, or that the callback's
+    `center_inputs=True` holds a plain layer's offsets at; else None."""
+    if isinstance(getattr(layer, "input_mean", None), InputMean):
+        return layer.input_mean
+    centering = getattr(state, "centering", None)
+    return None if centering is None else centering.input_mean

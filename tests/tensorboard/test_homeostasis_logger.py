@@ -168,6 +168,30 @@ def test_centered_layers_log_the_input_mean_they_subtract(tmp_path, mnist_slice)
     assert mean.max() > 0.1
 
 
+def test_the_centered_callback_logs_its_input_mean(tmp_path, mnist_slice):
+    x, y = mnist_slice
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((784,)),
+            keras.layers.Dense(8, activation="relu", name="h"),
+            keras.layers.Dense(10, activation="softmax", name="out"),
+        ]
+    )
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    callback = SynapticScalingCallback(
+        center_inputs=True, log_dir=str(tmp_path / "run"), log_freq=4
+    )
+    model.fit(
+        x[:128], y[:128], batch_size=32, epochs=1, verbose=0, callbacks=[callback]
+    )
+    values, _ = logged(tmp_path / "run")
+    buckets = values["h/input_mean"][4]
+    mean = model.layers[0].homeostasis.centering.input_mean.mean().numpy()
+    assert buckets[:, 2].sum() == 784
+    assert np.isclose(buckets[-1, 1], mean.max()) and mean.max() > 0.1
+
+
 def test_tensorboard_serves_the_input_mean_histogram(
     tmp_path, mnist_slice, tensorboard_server
 ):
