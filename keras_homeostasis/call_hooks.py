@@ -273,21 +273,20 @@ class CallHooks:
             forward = functools.partial(original, *args, **kwargs)
             recorded = _recorded()
             target = state if recorded is None else _Recorder(state, recorded)
-            bias = _centered_bias(layer, state, args, kwargs)
-            return sensor.sensed_call(layer, forward, target, axis, bias)
+            if state.centering is None:
+                return sensor.sensed_call(layer, forward, target, axis)
+            inputs = args[0] if args else kwargs["inputs"]
+            centering = state.centering
+            centering.observe(inputs, layer.kernel)
+
+            def through(z):
+                return centering.center_gradient(z, layer.kernel, axis)
+
+            bias = centering.centered_bias(layer.bias)
+            through = through if centering.centers_gradient else None
+            return sensor.sensed_call(layer, forward, target, axis, bias, through)
 
         self._set(layer, "call", call)
-
-
-def _centered_bias(layer, state, args, kwargs):
-    """For a centered layer (`InputCentering`), adds the pass's inputs to its
-    mean and returns the centered bias the rule measures drives from; None
-    otherwise (the layer's bias)."""
-    if state.centering is None:
-        return None
-    inputs = args[0] if args else kwargs["inputs"]
-    state.centering.observe(inputs, layer.kernel)
-    return state.centering.centered_bias(layer.bias)
 
 
 def _recorded():

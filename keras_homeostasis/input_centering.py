@@ -11,8 +11,15 @@ after every kernel change (the optimizer's and the rule's), with `x_bar` a
 trace of the layer's input mean (`InputMean`). The forward pass, and so the
 trained model, stays the plain layer's. The rule senses the centered drive
 `(x - x_bar) . w` and the centered bias `b + x_bar . w`, as it does for a
-centered layer. What it does not give is a centered gradient: the kernel's
-gradient is still `x`'s, not `x - x_bar`'s (the layers' is centered).
+centered layer. With the callback's `center_gradients=True` (the
+default) a Dense layer's kernel also gets the centered layer's gradient:
+`center_gradient` adds to the pre-activation an exact zero whose gradient
+takes `x_bar (x) dL/db` off the kernel's, so the optimizer (Adam's
+per-weight steps included) sees the gradient of `(x - x_bar) . w`. A
+convolution's gradient stays the plain one: its channel means over all
+positions are far from its inputs' means at each position (an image's
+background), and centering on them cost the small CNN 1.2 points under
+Adam (docs/design.md).
 """
 
 import keras
@@ -38,14 +45,23 @@ class InputCentering(keras.layers.Layer):
         feature_axis: the inputs' axis holding them: -1, or 1 for a
             channels-first convolution.
         groups: a grouped convolution's groups (1 otherwise).
+        kernel_rank: the kernel's rank (2: a Dense layer, whose gradient
+            `center_gradient` can center; a convolution's channel means are
+            not its inputs' means at each position).
     """
 
-    def __init__(self, units, features, feature_axis=-1, groups=1, **kwargs):
+    def __init__(
+        self, units, features, feature_axis=-1, groups=1, kernel_rank=2, **kwargs
+    ):
         super().__init__(**kwargs)
+        self.kernel_rank = positive_int("kernel_rank", kernel_rank)
         self.units = positive_int("units", units)
         self.groups = positive_int("groups", groups)
         self.input_mean = InputMean(features, feature_axis, name="input_mean")
         self.drive = float_state(self, "drive", (self.units,))
+        # Whether the forward pass centers the kernel's gradient: set by the
+        # callback (`center_gradients`), for Dense layers only.
+        self.centers_gradient = False
         self.built = True
 
     def observe(self, inputs, kernel):
@@ -56,6 +72,20 @@ class InputCentering(keras.layers.Layer):
         drive = kernel_times(kernel, self.input_mean.mean(), self.groups)
         self.drive.assign(drive)
         return drive
+
+    def center_gradient(self, preactivation, kernel, unit_axis=-1):
+        """`preactivation` plus an exact zero whose gradient makes the
+        kernel's that of the centered input: `x_bar (x) dL/db` is taken off
+        it, as `(x - x_bar)` in the forward pass would (at a padded
+        convolution's border too, where the plain layer saw zeros)."""
+        zero = kernel - ops.stop_gradient(kernel)
+        drive = kernel_times(
+            zero, ops.stop_gradient(self.input_mean.mean()), self.groups
+        )
+        shape = [1] * len(preactivation.shape)
+        shape[unit_axis] = -1
+        drive = ops.reshape(ops.cast(drive, preactivation.dtype), shape)
+        return preactivation - drive
 
     def centered_bias(self, bias):
         """The bias of the centered layer this plain layer computes as:
@@ -76,6 +106,7 @@ class InputCentering(keras.layers.Layer):
             "features": self.input_mean.features,
             "feature_axis": self.input_mean.feature_axis,
             "groups": self.groups,
+            "kernel_rank": self.kernel_rank,
         }
 
 
@@ -113,5 +144,6 @@ def for_layer(layer):
         features=int(kernel_shape[-2]) * groups,
         feature_axis=1 if channels_first else -1,
         groups=groups,
+        kernel_rank=len(kernel_shape),
         name="centering",
     )

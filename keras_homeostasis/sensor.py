@@ -7,20 +7,24 @@ that `z` is seen on its way through, then put back.
 """
 
 
-def sensed_call(layer, forward, state, unit_axis, bias=None):
+def sensed_call(layer, forward, state, unit_axis, bias=None, through=None):
     """Runs `forward()` (the layer's call) and adds its statistics to `state`.
 
     `bias` is what the drive is measured from (default: the layer's bias).
+    `through`, when given, is applied to the pre-activation on its way to
+    the activation (the callback's centered gradient: same values).
     """
     bias = _bias(layer) if bias is None else bias
+    through = through or (lambda z: z)
     activation = getattr(layer, "activation", None)
     if activation is None:
-        outputs = forward()
+        outputs = through(forward())
         state.accumulate(outputs, outputs, bias, unit_axis)
         return outputs
     seen = []
 
     def observed(z):
+        z = through(z)
         seen.append(z)
         return activation(z)
 

@@ -131,7 +131,13 @@ class SynapticScalingCallback(keras.callbacks.Callback):
             kernel's change did to its units' drive at a trace of the
             layer's input mean (`keras_homeostasis.input_centering`). The
             model stays a plain model; every scaled layer needs a bias.
-            The kernel's gradient is not centered (the layers' is).
+        center_gradients: with `center_inputs=True`, also give each scaled
+            Dense layer's kernel the gradient of its centered inputs,
+            `(x - x_bar) * dL/dz`, as the centered layers have it (default
+            True; the forward pass's values are unchanged). False keeps the
+            plain gradient: better where a Dense layer reads convolutions'
+            features (the small CNN, README "The callback with centered
+            inputs"), worse in an MLP under Adam.
 
     Example:
 
@@ -147,11 +153,13 @@ class SynapticScalingCallback(keras.callbacks.Callback):
         log_dir=None,
         log_freq=100,
         center_inputs=False,
+        center_gradients=True,
         **settings,
     ):
         super().__init__()
         self.settings = validate_settings(**settings)
         self.center_inputs = validate_flag("center_inputs", center_inputs)
+        self.center_gradients = validate_flag("center_gradients", center_gradients)
         self.layers = layer_selection.validate_selection(layers)
         self.exclude = layer_selection.validate_selection(exclude, "exclude")
         self._logger = _make_logger(log_dir, log_freq, self.settings)
@@ -193,6 +201,9 @@ class SynapticScalingCallback(keras.callbacks.Callback):
                 "setting, or a fresh model."
             )
         state.kernel_axis = layer_selection.kernel_unit_axis(layer)
+        if state.centering is not None:
+            dense = state.centering.kernel_rank == 2
+            state.centering.centers_gradient = self.center_gradients and dense
         return state
 
     def _new_state(self, layer):
@@ -339,6 +350,7 @@ class SynapticScalingCallback(keras.callbacks.Callback):
             "log_dir": self.log_dir,
             "log_freq": self.log_freq,
             "center_inputs": self.center_inputs,
+            "center_gradients": self.center_gradients,
             **self.settings,
         }
 

@@ -139,9 +139,17 @@ def test_the_state_of_another_centering_setting_is_refused():
 
 
 def test_config_round_trip_keeps_center_inputs():
-    callback = SynapticScalingCallback(center_inputs=True, rate=0.1)
+    callback = SynapticScalingCallback(
+        center_inputs=True, center_gradients=False, rate=0.1
+    )
     again = SynapticScalingCallback.from_config(callback.get_config())
-    assert again.center_inputs is True and again.settings["rate"] == 0.1
+    assert again.center_inputs is True and again.center_gradients is False
+    assert again.settings["rate"] == 0.1
+
+
+def test_center_gradients_must_be_a_bool():
+    with pytest.raises(ValueError, match="center_gradients='no'"):
+        SynapticScalingCallback(center_inputs=True, center_gradients="no")
 
 
 def test_a_layer_of_another_kind_is_named():
@@ -156,3 +164,48 @@ def test_a_layer_of_another_kind_is_named():
     )
     with pytest.raises(ValueError, match="layer 'up' is a Conv2DTranspose"):
         SynapticScalingCallback(center_inputs=True).set_model(model)
+
+
+@pytest.mark.parametrize(
+    "build, center_gradients, centered",
+    [
+        (dense_model, True, True),
+        (dense_model, False, False),
+        (conv_model, True, False),
+    ],
+    ids=["dense", "dense_plain_gradient", "conv"],
+)
+def test_a_dense_kernel_gets_the_centered_gradient_and_the_outputs_stay(
+    build, center_gradients, centered
+):
+    model = build()
+    x, y = data(model.input_shape[1:])
+    layer = model.get_layer("h")
+    loss_fn = keras.losses.SparseCategoricalCrossentropy()
+
+    def gradients():
+        with tf.GradientTape() as tape:
+            outputs = model(x, training=True)
+            loss = loss_fn(y, outputs)
+        kernel, bias = tape.gradient(loss, [layer.kernel, layer.bias])
+        return outputs.numpy(), kernel.numpy(), bias.numpy()
+
+    plain_outputs, plain_kernel, plain_bias = gradients()
+    callback = SynapticScalingCallback(
+        center_inputs=True, center_gradients=center_gradients
+    )
+    callback.set_model(model)
+    with callback.attached(model):
+        outputs, kernel, bias = gradients()
+    mean = layer.homeostasis.centering.input_mean.mean().numpy()
+    np.testing.assert_array_equal(outputs, plain_outputs)
+    np.testing.assert_allclose(bias, plain_bias, rtol=1e-6)
+    if not centered:
+        # Asked for, or a convolution (its channel means are not its
+        # inputs' means at each position): the plain gradient.
+        np.testing.assert_array_equal(kernel, plain_kernel)
+        return
+    # dL/dw of `(x - x_bar) . w`: the plain gradient less x_bar (x) dL/db.
+    expected = plain_kernel - mean[:, None] * plain_bias[None, :]
+    np.testing.assert_allclose(kernel, expected, rtol=1e-4, atol=1e-6)
+    assert np.abs(kernel - plain_kernel).max() > 1e-3

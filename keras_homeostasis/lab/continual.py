@@ -32,7 +32,9 @@ Methods: `backprop` (plain SGD), `l2` (SGD weight decay), `shrink_and_perturb`
 (SGD weight decay, plus Gaussian noise added to every kernel and bias after
 each step by an in-graph constraint), `batchnorm`, `layernorm` (Dense ->
 norm -> ReLU), `scaling` (`SynapticScalingCallback` with the config's
-`scaling` settings), `scale_invariant_layers` (`HomeostaticDense` with
+`scaling` settings; `centered_scaling` with `center_inputs=True`,
+`centered_offsets_scaling` with `center_gradients=False` too),
+`scale_invariant_layers` (`HomeostaticDense` with
 `scale_invariant=True` and the same settings), `centered_layers` (with
 `center_inputs=True`) and `centered_scale_invariant_layers` (with both).
 
@@ -53,6 +55,7 @@ from keras_homeostasis.lab.continual_config import ContinualConfigError  # noqa:
 from keras_homeostasis.lab.continual_config import fail
 from keras_homeostasis.lab.continual_config import load_config  # noqa: F401
 from keras_homeostasis.lab.continual_config import validate_config  # noqa: F401
+from keras_homeostasis.lab.models import CALLBACK_METHODS
 from keras_homeostasis.lab.models import HOMEOSTATIC_LAYERS
 from keras_homeostasis.lab.models import layer_settings
 from keras_homeostasis.lab.progress import clock
@@ -201,12 +204,12 @@ def build_model(config, method, pixels, classes):
 
 def method_callbacks(config, method):
     """The callbacks of a method's `fit` (one instance kept for every task)."""
-    if method != "scaling":
+    if method not in CALLBACK_METHODS:
         return []
     from keras_homeostasis import SynapticScalingCallback
 
     settings = {k: v for k, v in config["scaling"].items() if k != "norm_relaxation"}
-    return [SynapticScalingCallback(**settings)]
+    return [SynapticScalingCallback(**settings, **CALLBACK_METHODS[method])]
 
 
 # ----------------------------------------------------------------------------

@@ -19,6 +19,8 @@ METHODS = (
     "batchnorm",
     "layernorm",
     "scaling",
+    "centered_scaling",
+    "centered_offsets_scaling",
     "scale_invariant_layers",
     "centered_layers",
     "centered_scale_invariant_layers",

@@ -4,7 +4,7 @@ Every hidden block is `linear -> [normalization] -> ReLU`. Each block's
 post-ReLU output comes from a layer named `hidden_<k>` (k = 1, 2, ...), the
 layer whose units the usage metrics measure:
 
-- `none`, `scaling`, `centered_scaling`, `weightnorm` and the methods of
+- `none`, the `CALLBACK_METHODS`, `weightnorm` and the methods of
   `HOMEOSTATIC_LAYERS` (homeostatic layers, with `scale_invariant` and
   `center_inputs` as named there): the Dense/Conv layer itself (ReLU
   inside it, so its output is the post-ReLU activity that synaptic scaling
@@ -13,11 +13,11 @@ layer whose units the usage metrics measure:
   normalization's offset replaces it) -> `hidden_<k>_norm` -> the ReLU layer
   `hidden_<k>`.
 
-`scaling` and `centered_scaling` build plain layers: the
-`SynapticScalingCallback` is added at fit time (`CALLBACK_METHODS`: with
-`center_inputs=True` for `centered_scaling`). For convolutions, `layernorm`
-normalizes each sample over all positions and channels
-(`GroupNormalization(groups=1)`, Wu & He 2018), since Keras'
+The `CALLBACK_METHODS` build plain layers: the `SynapticScalingCallback` is
+added at fit time (`scaling`; `centered_scaling` with `center_inputs=True`,
+`centered_offsets_scaling` with `center_gradients=False` too). For
+convolutions, `layernorm` normalizes each sample over all positions and
+channels (`GroupNormalization(groups=1)`, Wu & He 2018), since Keras'
 `LayerNormalization` over channels alone would be a per-pixel norm.
 """
 
@@ -40,6 +40,7 @@ NORMALIZATIONS = (
     "weightnorm",
     "scaling",
     "centered_scaling",
+    "centered_offsets_scaling",
     "homeostatic_layers",
     "scale_invariant_layers",
     "centered_layers",
@@ -54,7 +55,11 @@ HOMEOSTATIC_LAYERS = {
 }
 NORM_LAYERS = ("batchnorm", "layernorm", "groupnorm")
 # The methods trained with the callback, and its options for each.
-CALLBACK_METHODS = {"scaling": {}, "centered_scaling": {"center_inputs": True}}
+CALLBACK_METHODS = {
+    "scaling": {},
+    "centered_scaling": {"center_inputs": True},
+    "centered_offsets_scaling": {"center_inputs": True, "center_gradients": False},
+}
 
 
 def homeostatic_method(method, **options):
@@ -114,7 +119,8 @@ def build_model(
             `hidden`) or `"cnn"` (Conv(32, 3)-MaxPool-Conv(64, 3)-MaxPool-
             Flatten-Dense(128), "same" padding).
         normalization: one of `none`, `batchnorm`, `layernorm`, `groupnorm`,
-            `weightnorm`, `scaling`, `centered_scaling`, `homeostatic_layers`,
+            `weightnorm`, `scaling`, `centered_scaling`,
+            `centered_offsets_scaling`, `homeostatic_layers`,
             `scale_invariant_layers`, `centered_layers` (the homeostatic
             layers with `center_inputs=True`),
             `centered_scale_invariant_layers` (with both options).

@@ -86,8 +86,8 @@ def build_compiled_model(
 
 
 def scaling_callbacks(config, normalization, log_dir=None):
-    """`[SynapticScalingCallback]` for the callback's methods (`scaling`,
-    `centered_scaling`), else `[]`.
+    """`[SynapticScalingCallback]` for the callback's methods
+    (`models.CALLBACK_METHODS`), else `[]`.
 
     With `scaling.layer_targets`, one callback per named layer, each with its
     own `target_rate`. With `log_dir`, they write the Homeostasis dashboard there.
