@@ -76,3 +76,41 @@ def test_gradient_accumulation_runs_the_rule_on_every_batch():
     for a, b in zip(_kernels(plain), _kernels(homeostatic)):
         assert np.all(np.isfinite(a))
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("period", [1, 3])
+def test_centered_callback_trains_dense_layers_as_the_centered_layers(period):
+    # `center_inputs=True` on the callback: plain Dense layers whose biases
+    # give back each kernel change at the input mean, and whose kernels get
+    # the centered gradient, train as `HomeostaticDense(center_inputs=True)`
+    # does; the plain bias is the centered layer's `effective_bias()`.
+    x, y = ht.noise(ht.INPUT_SHAPES["Dense"], n=128)
+    settings = {"warmup": 0, "rate": 0.2, "period": period}
+    plain = ht.compiled(ht.model_of("Dense", seed=3))
+    centered = ht.compiled(
+        ht.model_of("Dense", homeostatic=True, seed=3, center_inputs=True, **settings)
+    )
+    fit = dict(epochs=2, batch_size=32, verbose=0, shuffle=False)
+    callback = SynapticScalingCallback(center_inputs=True, **settings)
+    plain.fit(x, y, callbacks=[callback], **fit)
+    centered.fit(x, y, **fit)
+    for a, b in zip(_kernels(plain), _kernels(centered)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    for name in ("hidden0", "hidden1"):
+        layer = centered.get_layer(name)
+        np.testing.assert_allclose(
+            plain.get_layer(name).bias.numpy(),
+            layer.effective_bias().numpy(),
+            rtol=1e-4,
+            atol=1e-4,
+        )
+        state = plain.get_layer(name).homeostasis
+        np.testing.assert_allclose(
+            state.log_gain.numpy(), layer.homeostasis.log_gain.numpy(), atol=1e-4
+        )
+        np.testing.assert_allclose(
+            state.centering.input_mean.mean().numpy(),
+            layer.input_mean.mean().numpy(),
+            rtol=1e-5,
+            atol=1e-6,
+        )
