@@ -272,7 +272,10 @@ def best_config(config, values, out_dir):
     best = copy.deepcopy(config)
     updates = space_lib.config_updates(values)
     kind = {k: updates.pop(k) for k in LAYER_KIND if k in updates}
-    if kind:
+    if kind and best["model"]["normalization"] == "scaling":
+        if kind["center_inputs"]:
+            best["model"]["normalization"] = "centered_scaling"
+    elif kind:
         best["model"]["normalization"] = models.homeostatic_method(
             best["model"]["normalization"], **kind
         )

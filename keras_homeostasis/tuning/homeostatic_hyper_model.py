@@ -45,7 +45,8 @@ class HomeostaticHyperModel(keras_tuner.HyperModel):
 
     `fit(hp, model, ...)` builds this trial's `SynapticScalingCallback`(s)
     from `hp` (callbacks given to `search()` are deep-copied by keras-tuner,
-    never parameterised by `hp`) and puts them first, then:
+    never parameterised by `hp`; a search space naming `center_inputs`
+    draws the callback's `center_inputs` too) and puts them first, then:
 
     - with `validation_data`, a `UsageEntropyCallback` that adds
       `val_usage_entropy` and `val_homeostasis_score = val_accuracy +
@@ -218,10 +219,12 @@ class HomeostaticHyperModel(keras_tuner.HyperModel):
                 return []
             return [HomeostasisLogger(log_dir, update_freq=self.log_freq, layers=names)]
         groups = space_lib.declare(hp, self.search_space, names, self.settings)
+        # `center_inputs`, the one layer argument the callback takes too.
+        options = space_lib.declare_layer_options(hp, self.search_space)
         callbacks = []
         for group, settings in groups:
             callback = SynapticScalingCallback(
-                layers=self.layers if group is None else group, **settings
+                layers=self.layers if group is None else group, **options, **settings
             )
             callback.set_model(model)
             callbacks.append(callback)

@@ -24,8 +24,9 @@ fraction of inputs on which a unit fires, in (0, 1)) and two that shape it:
   layer gets its own `target_rate` (`scaling/layer_targets/<layer>`) or all
   share one (`scaling/target_rate`).
 
-Three more shape homeostatic layers only (`HomeostaticHyperModel(...,
-homeostatic_layers=True)`), and are not searched unless named:
+Three more shape the layers, and are not searched unless named; the first
+two shape homeostatic layers only (`HomeostaticHyperModel(...,
+homeostatic_layers=True)`):
 
 - `scale_invariant`: whether the layers compute with each unit's kernel
   direction times its homeostatic gain (`HomeostaticDense(...,
@@ -34,7 +35,9 @@ homeostatic_layers=True)`), and are not searched unless named:
   norm back to its gain, in [0, 1]; searched while `scale_invariant` is
   true only;
 - `center_inputs`: whether the layers subtract a trace of their input
-  mean (`HomeostaticDense(..., center_inputs=True)`).
+  mean (`HomeostaticDense(..., center_inputs=True)`), or, for the
+  callback, whether it holds plain layers' offsets at it
+  (`SynapticScalingCallback(center_inputs=True)`).
 
 `min_gain`, `max_gain`, `target_std` and `target_rate` also take `None` as
 a setting (unbounded, or the layer's mean); as a search-space entry `None`
@@ -243,7 +246,11 @@ def validate_for_model(overrides, homeostatic_layers, path="search_space"):
         overrides = {"per_layer_targets": False, **(overrides or {})}
     space = validate_search_space(overrides, path)
     if not homeostatic_layers:
-        named = searches_layer_parameters(space)
+        named = [
+            name
+            for name in searches_layer_parameters(space)
+            if name not in CALLBACK_LAYER_PARAMETERS
+        ]
         if named:
             _fail(
                 f"{path}.{named[0]}",
@@ -267,6 +274,10 @@ def validate_for_model(overrides, homeostatic_layers, path="search_space"):
 def searches_layer_parameters(space):
     """The names of `LAYER_PARAMETERS` that `space` searches or fixes."""
     return [name for name in LAYER_PARAMETERS if space[name] is not None]
+
+
+# The `LAYER_PARAMETERS` that `SynapticScalingCallback` takes too.
+CALLBACK_LAYER_PARAMETERS = ("center_inputs",)
 
 
 def _check_relaxation_searchable(space, path):

@@ -459,3 +459,17 @@ def test_hyperband_continues_scale_invariant_trials_with_their_gains(digits, tmp
     initial = fresh[0][1]
     assert all(steps == 0 and np.allclose(g, initial) for steps, g in fresh)
     assert all(steps > 0 and not np.allclose(g, initial) for steps, g in continued)
+
+
+def test_a_space_naming_center_inputs_gives_the_callback_its_value():
+    hypermodel = HomeostaticHyperModel(
+        tiny_model, search_space={"center_inputs": [False, True]}
+    )
+    hp = keras_tuner.HyperParameters()
+    hp.Boolean("scaling/center_inputs")  # what a tuner draws
+    hp.values["scaling/center_inputs"] = True
+    model = hypermodel.build(hp)
+    (callback,) = hypermodel.scaling_callbacks(hp, model)
+    assert callback.center_inputs is True
+    states = [layer.homeostasis for layer, _ in callback.bindings]
+    assert states and all(state.centering is not None for state in states)

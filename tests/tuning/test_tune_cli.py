@@ -156,6 +156,20 @@ def test_tune_searches_centered_layers_and_names_their_method(tmp_path):
     )
 
 
+def test_tune_searches_the_callbacks_center_inputs_and_names_its_method(tmp_path):
+    config = _layers_config(tmp_path, "scaling", center_inputs=[False, True])
+    out = tmp_path / "out"
+    assert cli.main(["tune", str(config), "--out", str(out), "--quiet"]) == 0
+    rows = _rows(out)
+    assert [r["status"] for r in rows] == ["COMPLETED"] * 4
+    assert {r["center_inputs"] for r in rows} == {"True", "False"}
+    best = next(r for r in rows if r["best"])
+    best_config = load_config(str(out / "best.yaml"))
+    assert best_config["model"]["normalization"] == (
+        "centered_scaling" if best["center_inputs"] == "True" else "scaling"
+    )
+
+
 def test_tune_refuses_layer_arguments_for_the_callback(tmp_path, capsys):
     config = _layers_config(tmp_path, "scaling", scale_invariant=[False, True])
     assert cli.main(["tune", str(config), "--out", str(tmp_path / "out")]) == 2
