@@ -21,12 +21,17 @@ VARIANTS = (
     "homeostatic_layers",
     "scale_invariant_layers",
 )
-ALL_VARIANTS = VARIANTS + ("centered_layers", "centered_scale_invariant_layers")
+ALL_VARIANTS = VARIANTS + (
+    "centered_scaling",
+    "centered_layers",
+    "centered_scale_invariant_layers",
+)
 LABELS = {
     "none": "none",
     "batchnorm": "BatchNorm",
     "layernorm": "LayerNorm",
     "scaling": "scaling callback",
+    "centered_scaling": "centered callback",
     "homeostatic_layers": "homeostatic layers",
     "scale_invariant_layers": "scale-invariant layers",
     "centered_layers": "centered layers",

@@ -54,9 +54,10 @@ def build(
             jit_compile=jit_compile,
             steps_per_execution=steps_per_execution,
         )
-    scaling = variant == "scaling"
-    callbacks = [SynapticScalingCallback(period=period)] if scaling else []
-    return model, callbacks
+    if variant not in models.CALLBACK_METHODS:
+        return model, []
+    options = models.CALLBACK_METHODS[variant]
+    return model, [SynapticScalingCallback(period=period, **options)]
 
 
 def random_data(batch, steps, seed=0):

@@ -50,6 +50,17 @@ def test_centered_layers_count_their_input_mean_as_state():
         assert row["weights"] == rows[0]["weights"]
 
 
+def test_the_centered_callback_counts_its_input_mean_and_drives_as_state():
+    variants = ("none", "centered_scaling")
+    rows = bench_timing.measure_case(TINY, variants, rounds=2, epochs=2, steps=2)
+    # Each layer's input-mean trace and count, and one mean drive per unit.
+    centering = (784 + 1) + (TINY.width + 1) + 2 * TINY.width
+    assert rows[1]["extra_state"] == homeostatic_floats(8, 2) + centering
+    assert rows[1]["weights"] == rows[0]["weights"]
+    _, callbacks = bench_timing.build("centered_scaling", TINY)
+    assert [c.center_inputs for c in callbacks] == [True]
+
+
 def test_rounds_fit_every_variant_and_clock_each_epoch():
     runs = bench_timing.run_rounds(TINY, bc.VARIANTS, rounds=2, epochs=3, steps=2)
     for run in runs.values():
