@@ -138,10 +138,18 @@ def test_tune_searches_the_homeostatic_layers_and_their_kind(tmp_path):
     assert cli.main(["train", str(out / "best.yaml"), "--run-dir", str(run)]) == 0
 
 
-def test_tune_searches_centered_layers_and_names_their_method(tmp_path):
-    config = _layers_config(
-        tmp_path, "scale_invariant_layers", center_inputs=[False, True]
-    )
+@pytest.mark.parametrize(
+    "normalization, centered",
+    [
+        ("scale_invariant_layers", "centered_scale_invariant_layers"),
+        ("scaling", "centered_scaling"),
+    ],
+)
+def test_tune_searches_center_inputs_and_names_the_method(
+    tmp_path, normalization, centered
+):
+    # The layers' `center_inputs`, or the callback's.
+    config = _layers_config(tmp_path, normalization, center_inputs=[False, True])
     out = tmp_path / "out"
     assert cli.main(["tune", str(config), "--out", str(out), "--quiet"]) == 0
     rows = _rows(out)
@@ -150,23 +158,7 @@ def test_tune_searches_centered_layers_and_names_their_method(tmp_path):
     best = next(r for r in rows if r["best"])
     best_config = load_config(str(out / "best.yaml"))
     assert best_config["model"]["normalization"] == (
-        "centered_scale_invariant_layers"
-        if best["center_inputs"] == "True"
-        else "scale_invariant_layers"
-    )
-
-
-def test_tune_searches_the_callbacks_center_inputs_and_names_its_method(tmp_path):
-    config = _layers_config(tmp_path, "scaling", center_inputs=[False, True])
-    out = tmp_path / "out"
-    assert cli.main(["tune", str(config), "--out", str(out), "--quiet"]) == 0
-    rows = _rows(out)
-    assert [r["status"] for r in rows] == ["COMPLETED"] * 4
-    assert {r["center_inputs"] for r in rows} == {"True", "False"}
-    best = next(r for r in rows if r["best"])
-    best_config = load_config(str(out / "best.yaml"))
-    assert best_config["model"]["normalization"] == (
-        "centered_scaling" if best["center_inputs"] == "True" else "scaling"
+        centered if best["center_inputs"] == "True" else normalization
     )
 
 
