@@ -25,6 +25,7 @@ Adam (docs/design.md).
 import keras
 from keras import ops
 
+from keras_homeostasis import layer_selection
 from keras_homeostasis.input_mean import InputMean
 from keras_homeostasis.input_mean import kernel_times
 from keras_homeostasis.unit_state import float_state
@@ -136,13 +137,13 @@ def for_layer(layer):
             f"layer {layer.name!r} has none (use_bias=False). Exclude it "
             "(`exclude=`) or give it a bias."
         )
-    channels_first = getattr(layer, "data_format", None) == "channels_first"
     groups = getattr(layer, "groups", 1) or 1
     kernel_shape = tuple(layer.kernel.shape)
     return InputCentering(
         units=int(kernel_shape[-1]),
         features=int(kernel_shape[-2]) * groups,
-        feature_axis=1 if channels_first else -1,
+        # Inputs hold their channels on the axis the outputs hold units.
+        feature_axis=layer_selection.unit_axis(layer),
         groups=groups,
         kernel_rank=len(kernel_shape),
         name="centering",
