@@ -3,7 +3,8 @@
 Profiles one `fit` of an MLP (784 inputs, 3 hidden ReLU layers, SGD) with no
 normalization, the scaling callback, or the homeostatic layers (`layers`),
 with `scale_invariant=True` (`invariant`), `center_inputs=True`
-(`centered`) or both (`centered_invariant`), and prints the
+(`centered`) or both (`centered_invariant`), or the callback with
+`center_inputs=True` (`centered_scaling`), and prints the
 operations by total time per step, grouped by kind (`MatMul`, `Mul`, `All`,
 an XLA executable...), with how many of each run per step. Run it beside the
 plain model to see what homeostasis adds:
@@ -37,10 +38,18 @@ LAYER_OPTIONS = {
     "centered_invariant": {"scale_invariant": True, "center_inputs": True},
 }
 
+# The callback variants and the callback's options.
+CALLBACK_OPTIONS = {
+    "scaling": {},
+    "centered_scaling": {"center_inputs": True},
+}
+
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("variant", choices=sorted(["none", "scaling", *LAYER_OPTIONS]))
+    parser.add_argument(
+        "variant", choices=sorted(["none", *CALLBACK_OPTIONS, *LAYER_OPTIONS])
+    )
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--width", type=int, default=100)
     parser.add_argument("--steps", type=int, default=1000, help="profiled steps")
@@ -80,8 +89,10 @@ def build(args):
         jit_compile=args.jit,
         steps_per_execution=min(args.steps_per_execution, args.steps),
     )
-    scaling = args.variant == "scaling"
-    callbacks = [SynapticScalingCallback(**settings)] if scaling else []
+    callbacks = []
+    if args.variant in CALLBACK_OPTIONS:
+        options = CALLBACK_OPTIONS[args.variant]
+        callbacks = [SynapticScalingCallback(**options, **settings)]
     return model, callbacks
 
 

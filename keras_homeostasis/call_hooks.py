@@ -280,7 +280,7 @@ class CallHooks:
             centering.observe(inputs, layer.kernel)
 
             def through(z):
-                return centering.center_gradient(z, layer.kernel, axis)
+                return centering.center_gradient(z, layer.kernel)
 
             bias = centering.centered_bias(layer.bias)
             through = through if centering.centers_gradient else None

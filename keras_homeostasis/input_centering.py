@@ -13,8 +13,8 @@ trained model, stays the plain layer's. The rule senses the centered drive
 `(x - x_bar) . w` and the centered bias `b + x_bar . w`, as it does for a
 centered layer. With the callback's `center_gradients=True` (the
 default) a Dense layer's kernel also gets the centered layer's gradient:
-`center_gradient` adds to the pre-activation an exact zero whose gradient
-takes `x_bar (x) dL/db` off the kernel's, so the optimizer (Adam's
+`center_gradient` passes the pre-activation through unchanged and takes
+`x_bar (x) dL/db` off the kernel's gradient, so the optimizer (Adam's
 per-weight steps included) sees the gradient of `(x - x_bar) . w`. A
 convolution's gradient stays the plain one: its channel means over all
 positions are far from its inputs' means at each position (an image's
@@ -74,19 +74,15 @@ class InputCentering(keras.layers.Layer):
         self.drive.assign(drive)
         return drive
 
-    def center_gradient(self, preactivation, kernel, unit_axis=-1):
-        """`preactivation` plus an exact zero whose gradient makes the
+    def center_gradient(self, preactivation, kernel):
+        """`preactivation` unchanged, with a gradient that makes the Dense
         kernel's that of the centered input: `x_bar (x) dL/db` is taken off
-        it, as `(x - x_bar)` in the forward pass would (at a padded
-        convolution's border too, where the plain layer saw zeros)."""
-        zero = kernel - ops.stop_gradient(kernel)
-        drive = kernel_times(
-            zero, ops.stop_gradient(self.input_mean.mean()), self.groups
+        it, as `(x - x_bar)` in the forward pass would. One outer product in
+        the backward pass; nothing added to the forward pass."""
+        mean = ops.stop_gradient(self.input_mean.mean())
+        return _centered_kernel_gradient(
+            preactivation, ops.convert_to_tensor(kernel), mean
         )
-        shape = [1] * len(preactivation.shape)
-        shape[unit_axis] = -1
-        drive = ops.reshape(ops.cast(drive, preactivation.dtype), shape)
-        return preactivation - drive
 
     def centered_bias(self, bias):
         """The bias of the centered layer this plain layer computes as:
@@ -109,6 +105,21 @@ class InputCentering(keras.layers.Layer):
             "groups": self.groups,
             "kernel_rank": self.kernel_rank,
         }
+
+
+@ops.custom_gradient
+def _centered_kernel_gradient(preactivation, kernel, mean):
+    """Identity on `preactivation`; sends `-mean (x) dL/db` to `kernel`
+    (`dL/db`: the upstream gradient summed over all but the unit axis, -1)."""
+
+    def gradient(*args, upstream=None):
+        upstream = args[0] if upstream is None else upstream
+        per_unit = ops.cast(upstream, "float32")
+        per_unit = ops.sum(ops.reshape(per_unit, (-1, per_unit.shape[-1])), axis=0)
+        kernel_gradient = -ops.outer(mean, per_unit)
+        return upstream, ops.cast(kernel_gradient, kernel.dtype), ops.zeros_like(mean)
+
+    return preactivation, gradient
 
 
 # The layers whose kernel is `(positions..., input features, units)`.
