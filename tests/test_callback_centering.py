@@ -43,6 +43,35 @@ def conv_model(padding="valid", use_bias=True):
     )
 
 
+def sequence_model():
+    # A Dense layer on every step of a sequence: its inputs' mean, and the
+    # bias gradient its kernel's is centered with, run over batch and time.
+    keras.utils.set_random_seed(0)
+    return keras.Sequential(
+        [
+            keras.Input((5, 12)),
+            keras.layers.Dense(8, activation="relu", name="h"),
+            keras.layers.GlobalAveragePooling1D(),
+            keras.layers.Dense(3, activation="softmax", name="out"),
+        ]
+    )
+
+
+class Subclassed(keras.Model):
+    """A subclassed model with a nested Sequential block, as users write."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = keras.layers.Dense(8, activation="relu", name="first")
+        self.block = keras.Sequential(
+            [keras.layers.Dense(8, activation="relu", name="inner")], name="block"
+        )
+        self.head = keras.layers.Dense(3, activation="softmax", name="out")
+
+    def call(self, inputs):
+        return self.head(self.block(self.first(inputs)))
+
+
 def offsets_at(layer, mean, kernel, bias):
     """Each unit's pre-activation, under `kernel` and `bias`, for an input
     equal to `mean` everywhere (a valid convolution: every position)."""
@@ -172,8 +201,9 @@ def test_a_layer_of_another_kind_is_named():
         (dense_model, True, True),
         (dense_model, False, False),
         (conv_model, True, False),
+        (sequence_model, True, True),
     ],
-    ids=["dense", "dense_plain_gradient", "conv"],
+    ids=["dense", "dense_plain_gradient", "conv", "sequence"],
 )
 def test_a_dense_kernel_gets_the_centered_gradient_and_the_outputs_stay(
     build, center_gradients, centered
@@ -209,3 +239,25 @@ def test_a_dense_kernel_gets_the_centered_gradient_and_the_outputs_stay(
     expected = plain_kernel - mean[:, None] * plain_bias[None, :]
     np.testing.assert_allclose(kernel, expected, rtol=1e-4, atol=1e-6)
     assert np.abs(kernel - plain_kernel).max() > 1e-3
+
+
+def test_a_subclassed_model_with_a_nested_block_is_centered_at_batch_size_1():
+    keras.utils.set_random_seed(0)
+    model = Subclassed()
+    model.compile("sgd", "sparse_categorical_crossentropy", jit_compile=True)
+    x, y = data((12,), n=40)
+    callback = SynapticScalingCallback(center_inputs=True, warmup=0)
+    model.fit(x, y, batch_size=1, epochs=2, verbose=0, callbacks=[callback])
+    inner = model.block.get_layer("inner")
+    for layer in (model.first, inner):
+        centering = layer.homeostasis.centering
+        assert int(centering.input_mean.steps.numpy()) == 80
+        assert centering.centers_gradient
+    # The first layer's trace follows the data (a hundred-step average of
+    # single examples), the inner layer's the first layer's ReLU outputs.
+    first_mean = model.first.homeostasis.centering.input_mean.mean().numpy()
+    np.testing.assert_allclose(first_mean, x.mean(0), atol=0.1)
+    inner_mean = inner.homeostasis.centering.input_mean.mean().numpy()
+    assert (inner_mean >= 0).all() and inner_mean.max() > 0
+    assert np.isfinite(inner.kernel.numpy()).all()
+    assert np.isfinite(inner.bias.numpy()).all()
