@@ -116,7 +116,9 @@ def _centered_kernel_gradient(preactivation, kernel, mean):
         upstream = args[0] if upstream is None else upstream
         per_unit = ops.cast(upstream, "float32")
         per_unit = ops.sum(ops.reshape(per_unit, (-1, per_unit.shape[-1])), axis=0)
-        kernel_gradient = -ops.outer(mean, per_unit)
+        # The mean negated, not the product: one vector, not a kernel-sized
+        # pass (the same values, bit for bit).
+        kernel_gradient = ops.outer(-mean, per_unit)
         return upstream, ops.cast(kernel_gradient, kernel.dtype), ops.zeros_like(mean)
 
     return preactivation, gradient
