@@ -243,3 +243,27 @@ def test_every_method_trains_with_xla_and_steps_per_execution(tmp_path):
     rows = compare.run_comparison(config, out_dir=str(tmp_path), log=lambda s: None)
     assert [int(r["steps"]) for r in rows] == [13] * 6
     assert all(r["diverged"] == "0" for r in rows)
+
+
+def test_the_batch_size_plot_draws_methods_past_ten_in_another_style():
+    # Matplotlib has ten colours: the eleventh method must not look like the
+    # first (the MLP batch-size sweep compares eleven).
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [
+        {"method": f"m{k}", "batch_size": str(b), "test_accuracy": "0.9"}
+        for k in range(11)
+        for b in (1, 8)
+    ]
+    fig, ax = plt.subplots()
+    try:
+        compare_report._plot_panel(ax, rows)
+        lines = [container.lines[0] for container in ax.containers]
+        styles = [(line.get_linestyle(), line.get_marker()) for line in lines]
+    finally:
+        plt.close(fig)
+    assert len(styles) == 11
+    assert styles[0] == ("-", "o") and styles[10] == ("--", "s")

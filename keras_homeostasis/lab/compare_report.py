@@ -359,9 +359,15 @@ def write_plot(path, rows):
     os.replace(temporary, path)
 
 
+# Matplotlib's default cycle has 10 colours: the next ten methods are drawn
+# dashed with square markers, so no two lines look the same.
+LINE_STYLES = [("-", "o"), ("--", "s"), (":", "^")]
+
+
 def _plot_panel(ax, rows):
     batches = _values(rows, "batch_size")
-    for method, runs in _by_method(rows).items():
+    for index, (method, runs) in enumerate(_by_method(rows).items()):
+        linestyle, marker = LINE_STYLES[index // 10 % len(LINE_STYLES)]
         xs, means, stds = [], [], []
         for batch in batches:
             accuracies = [
@@ -374,7 +380,15 @@ def _plot_panel(ax, rows):
                 means.append(statistics.fmean(accuracies))
                 spread = len(accuracies) > 1
                 stds.append(statistics.stdev(accuracies) if spread else 0.0)
-        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=method)
+        ax.errorbar(
+            xs,
+            means,
+            yerr=stds,
+            marker=marker,
+            linestyle=linestyle,
+            capsize=3,
+            label=method,
+        )
     ax.set_xscale("log", base=2)
     ax.set_xticks([int(b) for b in batches], [str(b) for b in batches])
     ax.set_xlabel("batch size")
