@@ -344,7 +344,7 @@ def write_plot(path, rows):
     columns = min(3, len(panels))
     rows_ = math.ceil(len(panels) / columns)
     fig, axes = plt.subplots(
-        rows_, columns, figsize=(5 * columns, 3.8 * rows_), squeeze=False
+        rows_, columns, figsize=(7 * columns, 3.8 * rows_), squeeze=False
     )
     for ax in axes.flat[len(panels) :]:
         ax.set_visible(False)
@@ -354,7 +354,8 @@ def write_plot(path, rows):
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
     temporary = f"{path}.tmp.png"
-    fig.savefig(temporary, dpi=100)
+    # "tight": the legends sit beside their panels, outside the axes.
+    fig.savefig(temporary, dpi=100, bbox_inches="tight")
     plt.close(fig)
     os.replace(temporary, path)
 
@@ -394,4 +395,5 @@ def _plot_panel(ax, rows):
     ax.set_xlabel("batch size")
     ax.set_ylabel("test accuracy")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    # Beside the panel, where it covers no curve.
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
