@@ -4,7 +4,8 @@ Profiles one `fit` of an MLP (784 inputs, 3 hidden ReLU layers, SGD) with no
 normalization, the scaling callback, or the homeostatic layers (`layers`),
 with `scale_invariant=True` (`invariant`), `center_inputs=True`
 (`centered`) or both (`centered_invariant`), or the callback with
-`center_inputs=True` (`centered_scaling`), and prints the
+`center_inputs=True` (`centered_scaling`, `centered_offsets_scaling`: the
+lab's methods), and prints the
 operations by total time per step, grouped by kind (`MatMul`, `Mul`, `All`,
 an XLA executable...), with how many of each run per step. Run it beside the
 plain model to see what homeostasis adds:
@@ -38,17 +39,14 @@ LAYER_OPTIONS = {
     "centered_invariant": {"scale_invariant": True, "center_inputs": True},
 }
 
-# The callback variants and the callback's options.
-CALLBACK_OPTIONS = {
-    "scaling": {},
-    "centered_scaling": {"center_inputs": True},
-}
-
 
 def parse_args():
+    # The callback's variants are the lab's and the bench's.
+    from keras_homeostasis.lab.models import CALLBACK_METHODS
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "variant", choices=sorted(["none", *CALLBACK_OPTIONS, *LAYER_OPTIONS])
+        "variant", choices=sorted(["none", *CALLBACK_METHODS, *LAYER_OPTIONS])
     )
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--width", type=int, default=100)
@@ -69,6 +67,7 @@ def parse_args():
 def build(args):
     import keras
 
+    from keras_homeostasis.lab.models import CALLBACK_METHODS
     from keras_homeostasis.layers import HomeostaticDense
     from keras_homeostasis.synaptic_scaling_callback import SynapticScalingCallback
 
@@ -90,8 +89,8 @@ def build(args):
         steps_per_execution=min(args.steps_per_execution, args.steps),
     )
     callbacks = []
-    if args.variant in CALLBACK_OPTIONS:
-        options = CALLBACK_OPTIONS[args.variant]
+    if args.variant in CALLBACK_METHODS:
+        options = CALLBACK_METHODS[args.variant]
         callbacks = [SynapticScalingCallback(**options, **settings)]
     return model, callbacks
 
