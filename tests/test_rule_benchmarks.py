@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from homeostasis_testing import load_script
 
+import keras_homeostasis as kh
 from keras_homeostasis.lab import models
 
 BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
@@ -23,6 +24,7 @@ centered_inputs = load_script(BENCHMARKS / "centered_inputs.py")
 continual_plots = load_script(BENCHMARKS / "continual_plots.py")
 profile_step = load_script(BENCHMARKS / "profile_step.py")
 balance_gain = load_script(BENCHMARKS / "balance_gain.py")
+silent_units = load_script(BENCHMARKS / "silent_units.py")
 
 
 def _digits(n, features=784, seed=0):
@@ -269,3 +271,50 @@ def test_balance_gain_measures_a_run_against_another_runs_none(tmp_path):
     assert "| sgd | batchnorm | 0.990 | 0.980 | 90% |" in lines
     alone = balance_gain.table(str(tmp_path / "more.csv"))
     assert "| sgd | centered_layers | 0.950 | 0.900 | - |" in alone
+
+
+def test_silent_units_preactivation_is_what_each_layer_rectifies():
+    keras.utils.set_random_seed(0)
+    model = models.build_model("cnn", "none", (12, 12, 1), 10)
+    images = np.random.default_rng(0).random((4, 12, 12, 1)).astype("float32")
+    for name in ("hidden_1", "hidden_2", "hidden_3"):
+        layer = model.get_layer(name)
+        z = silent_units.preactivation(model, layer, images)
+        outputs = keras.Model(model.inputs[0], layer.output)(images)
+        expected = np.asarray(outputs).reshape(z.shape)
+        np.testing.assert_allclose(np.maximum(z, 0.0), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["scaling", "centered_scaling"])
+def test_silent_units_reports_every_scaled_layer_at_each_checkpoint(tmp_path, method):
+    rng = np.random.default_rng(0)
+    x = rng.random((256, 12, 12, 1)).astype("float32")
+    data = ((x, rng.integers(0, 10, 256)), (x[:64], rng.integers(0, 10, 64)))
+    rows = list(silent_units.run(data, method, 0.05, checkpoints=(1, 3)))
+    assert [row["step"] for row in rows] == [1, 3]
+    for row in rows:
+        assert set(row["layers"]) == {"hidden_1", "hidden_2", "hidden_3"}
+        for found in row["layers"].values():
+            assert 0.0 <= found["silent"] <= 1.0 and 0.0 <= found["dead"] <= 1.0
+            assert np.isfinite(found["live_traced_offset"])
+    table = silent_units.table(_write_lines(tmp_path / "runs.jsonl", rows))
+    lines = table.splitlines()
+    assert len(lines) == 2 + 2 * 3
+    assert lines[2].startswith(f"| {method} | 0.05 | 1 | ")
+
+
+def test_silent_units_reads_the_rule_and_the_batch_for_a_silenced_layer():
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).random((64, 12, 12, 1)).astype("float32")
+    model = models.build_model("cnn", "none", (12, 12, 1), 10)
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    callback = kh.SynapticScalingCallback(center_inputs=True)
+    model.fit(x, np.zeros(64), batch_size=16, callbacks=[callback], verbose=0)
+    layer, state = callback.bindings[0]
+    layer.bias.assign(np.full(layer.bias.shape, -100.0, "float32"))
+    row = silent_units.layer_row(callback, model, layer, state, x, dead=1.0)
+    assert row["silent"] == 1.0 and row["batch_max"] <= 0.0
+    # The centered bias (bias + x_bar . w) is what the rule reads.
+    traced, _ = silent_units.rule_offsets(callback, layer, state)
+    assert row["traced_offset"] == round(float(traced.mean()), 2) < -10
+    assert row["live_traced_offset"] is None
