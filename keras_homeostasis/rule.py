@@ -52,6 +52,14 @@ the units' balance it does not see).
        o*_i = o + anchor * (Phi^-1(target_rate) - o)
        b_i <- b_i + bias_rate * sigma'_i (o*_i - o_i)
 
+   The offset reads a firing rate off the drive as if it were Gaussian. A
+   drive peaked at the background (a filter on non-negative pixels) is
+   silent on every input at offsets where a Gaussian one fires often, and
+   the offsets would not show it. With `silence_evidence = k` (default
+   None: off), a unit silent on all of a step's values where its offset
+   expected it to fire on `k` or more of the step's examples is taken at
+   the offset its silence allows, `Phi^-1(k / examples)`.
+
 With `period = P > 1` the rule runs on every P-th optimizer step only, on
 that step's statistics, with its traces decaying by `mu^P` per run (the
 same span in optimizer steps) and its rates compounded over the period (the
@@ -78,7 +86,7 @@ EPSILON = 1e-12
 SILENT_INPUT = 1e-4
 
 # The per-unit statistics packed by the sensor, in order (each of n values),
-# followed by one count.
+# followed by the examples and the values counted.
 STATISTICS = ("abs_output", "firing", "drive", "drive_square")
 
 # The traces the rule keeps, one per statistic.
@@ -86,12 +94,17 @@ TRACES = ("activity", "firing_rate", "drive_mean", "drive_square")
 
 
 def sensor_statistics(preactivation, outputs, bias, unit_axis):
-    """Per-unit sums of the sensed statistics and the count of values summed.
+    """Per-unit sums of the sensed statistics, the examples and the count
+    of values summed.
 
     `preactivation` is `z` (before the activation), `outputs` is `y`, `bias`
     the layer's bias or None, `unit_axis` the axis holding the units. Returns
-    a packed float32 vector `[sum|y|, #(z>0), sum u, sum u^2 (n each), count]`
-    so that one all-reduce carries every statistic.
+    a packed float32 vector
+    `[sum|y|, #(z>0), sum u, sum u^2 (n each), examples, count]` so that one
+    all-reduce carries every statistic. The examples are the length of the
+    batch axis (the first, or the second where the units are on the first):
+    a convolution's positions, or a sequence's steps, are values of one
+    example.
     """
     z = ops.cast(preactivation, "float32")
     y = ops.cast(outputs, "float32")
@@ -107,6 +120,8 @@ def sensor_statistics(preactivation, outputs, bias, unit_axis):
         ops.sum(drive, axis=axes),
         ops.sum(ops.square(drive), axis=axes),
     ]
+    examples = ops.shape(z)[1 if unit_axis == 0 else 0]
+    sums.append(ops.reshape(ops.cast(examples, "float32"), (1,)))
     return _packed(sums, count)
 
 
@@ -170,12 +185,13 @@ def output_statistics(outputs, unit_axis):
 
 def packed_size(units):
     """Length of a packed statistics vector for a layer of `units` units."""
-    return len(STATISTICS) * units + 1
+    return len(STATISTICS) * units + 2
 
 
 def split_statistics(packed):
-    """Splits a packed vector into per-unit means (a dict) and the count."""
-    units = (packed.shape[0] - 1) // len(STATISTICS)
+    """Splits a packed vector into per-unit means (a dict) and the count;
+    the examples are `packed[-2]`."""
+    units = (packed.shape[0] - 2) // len(STATISTICS)
     count = packed[-1]
     safe = ops.maximum(count, 1.0)
     means = {
@@ -297,13 +313,48 @@ def rate_quantile(target_rate):
     return math.sqrt(2.0) * _erfinv(2.0 * target_rate - 1.0)
 
 
-def intrinsic_plasticity(drive_mean, spread, bias, settings, layer_mean=ops.mean):
+def silence_bound(examples, evidence):
+    """Phi^-1(evidence / examples): the highest offset at which a unit
+    silent on all `examples` is no surprise (+inf below `evidence` examples).
+
+    A unit at offset `o` fires on a share `Phi(o)` of values; silent on all
+    of them in `examples` independent examples has probability at most
+    `(1 - Phi(o))^examples < exp(-evidence)` above the bound, however
+    alike one example's positions are.
+    """
+    share = evidence / ops.maximum(examples, 1.0)
+    bound = math.sqrt(2.0) * ops.erfinv(2.0 * ops.minimum(share, 0.5) - 1.0)
+    return ops.where(share < 1.0, bound, math.inf)
+
+
+def observed_offset(offset, firing, examples, evidence):
+    """Each unit's offset in spreads, unless this step's silence refutes it.
+
+    The offset reads a firing rate off the drive's mean and spread as if
+    the drive were Gaussian. A skewed drive breaks that: a filter on
+    non-negative pixels can peak at the background, and a bias below that
+    peak silences it on every input while its offset says it fires often.
+    A unit that fired on none of the step's values (`firing` 0) above
+    `silence_bound` is given the bound instead.
+    """
+    bound = silence_bound(examples, evidence)
+    refuted = ops.logical_and(firing <= 0.0, offset > bound)
+    return ops.where(refuted, bound, offset)
+
+
+def intrinsic_plasticity(
+    drive_mean, spread, bias, settings, layer_mean=ops.mean, silence=None
+):
     """Mechanism 2: bias shifts moving each mean pre-activation to its set point.
 
     `drive_mean` and `spread` are already rescaled by this step's factors;
-    `layer_mean` as in `synaptic_scaling`.
+    `layer_mean` as in `synaptic_scaling`. `silence`, with the setting
+    `silence_evidence`, is the step's `(firing rate, examples)`, which can
+    refute a unit's offset (`observed_offset`).
     """
     offset = (drive_mean + bias) / spread
+    if settings["silence_evidence"] is not None and silence is not None:
+        offset = observed_offset(offset, *silence, settings["silence_evidence"])
     goal = layer_mean(offset)
     if settings["target_rate"] is not None:
         goal += settings["anchor"] * (rate_quantile(settings["target_rate"]) - goal)
@@ -326,6 +377,7 @@ def homeostatic_step(packed, state, bias, settings):
     finite leaves the state unchanged (factor 1, shift 0).
     """
     means, _ = split_statistics(packed)
+    means["examples"] = packed[-2]
     # One segment: the layer means sum as `homeostatic_steps` sums them.
     layer_mean = segment_mean([int(bias.shape[0])])
     return step_on_means(means, is_usable(packed), state, bias, settings, layer_mean)
@@ -354,7 +406,10 @@ def homeostatic_steps(packed, states, biases, settings):
         return joined([ops.broadcast_to(x, (n,)) for x, n in zip(scalars, sizes)])
 
     new = step_on_means(
-        {name: joined([m[name] for m in means]) for name in STATISTICS},
+        {
+            **{name: joined([m[name] for m in means]) for name in STATISTICS},
+            "examples": per_unit([p[-2] for p in packed]),
+        },
         per_unit(usable),
         {
             **{name: joined([s[name] for s in states]) for name in TRACES},
@@ -399,8 +454,9 @@ def _split_units(new, sizes):
 
 
 def step_on_means(means, usable, state, bias, settings, layer_mean):
-    """The rule on per-unit means (`split_statistics`); `usable` and
-    `state["steps"]` are scalars for one layer or per-unit vectors, and
+    """The rule on per-unit means (`split_statistics`, with the step's
+    `examples`); `usable`, `examples` and `state["steps"]` are scalars for
+    one layer or per-unit vectors, and
     `layer_mean` gives each unit its layer's mean (`segment_mean`)."""
     momentum = trace_momentum(settings)
     settings = per_run(settings)
@@ -421,7 +477,12 @@ def step_on_means(means, usable, state, bias, settings, layer_mean):
     log_s = synaptic_scaling(spread, state["log_gain"], settings, layer_mean)
     factor = ops.exp(ops.where(apply_now, log_s, 0.0))
     shift = intrinsic_plasticity(
-        drive_mean * factor, spread * factor, bias, settings, layer_mean
+        drive_mean * factor,
+        spread * factor,
+        bias,
+        settings,
+        layer_mean,
+        silence=(means["firing"], means["examples"]),
     )
     shift = ops.where(apply_now, shift, 0.0)
     # The drive traces follow the rescale at once (compensation, no lag).

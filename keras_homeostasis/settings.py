@@ -16,6 +16,7 @@ DEFAULTS = {
     "period": 1,
     "warmup": 10,
     "anchor": 0.01,
+    "silence_evidence": None,
 }
 
 # Settings of the first release's rule (mean-|activity| set point, bounded
@@ -105,6 +106,10 @@ def validate_settings(**settings):
         s["min_gain"] = _in_range("min_gain", s["min_gain"], 0.0, 1.0, low_open=True)
     if s["max_gain"] is not None:
         s["max_gain"] = _in_range("max_gain", s["max_gain"], 1.0, math.inf, False, True)
+    if s["silence_evidence"] is not None:
+        s["silence_evidence"] = _in_range(
+            "silence_evidence", s["silence_evidence"], 1.0, math.inf, False, True
+        )
     s["period"] = _integer("period", s["period"], 1)
     s["warmup"] = _integer("warmup", s["warmup"], 0)
     return s

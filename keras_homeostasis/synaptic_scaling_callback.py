@@ -119,6 +119,18 @@ class SynapticScalingCallback(keras.callbacks.Callback):
             optimizer step: a run corrects what `period` steps would have.
         warmup: observed steps before the first action (at `period` > 1,
             runs of the rule: `warmup * period` optimizer steps).
+        silence_evidence: None (default) or a number of examples, >= 1. A
+            unit's offset (its mean pre-activation in spreads) is read as
+            if its drive were Gaussian; a drive peaked at the background (a
+            filter on non-negative pixels) can be silent on every input at
+            an offset where a Gaussian one fires often, and the rule would
+            hold it there. With a number `k`, a unit that fired on none of
+            a step's values where its offset expected it to fire on `k` of
+            the step's examples or more is taken at the offset its silence
+            allows, `Phi^-1(k / examples)`, so intrinsic plasticity brings
+            it back. It acts only on steps of more than `k` examples (never
+            at batch size 1); 10 is the value measured (README, "Silent
+            units").
         log_dir: optional directory for TensorBoard's Homeostasis dashboard:
             when given, a `keras_homeostasis.tensorboard.HomeostasisLogger`
             writes each scaled unit's activity and factor there.

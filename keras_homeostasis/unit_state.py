@@ -41,8 +41,8 @@ class UnitState(keras.layers.Layer):
     for the step counter), whatever the dtype policy of the layer it serves.
 
     Variables (traces start at zero and are bias-corrected by `steps`):
-        accumulator: this replica's packed sums (`rule.sensor_statistics`)
-            since the last step.
+        accumulator: this replica's packed sums (`rule.sensor_statistics`,
+            with the examples and the count) since the last step.
         traces: one row per unit vector named in `ROWS`, each readable as an
             attribute (`state.activity`, a tensor):
             activity: trace of each unit's mean |output|;
@@ -235,14 +235,23 @@ class UnitState(keras.layers.Layer):
         elif count == len(UNPACKED_VARIABLES):
             self._load_unpacked(store)
         else:
-            super().load_own_variables(store)
+            saved = {key: self._sums_in_layout(store[key]) for key in store.keys()}
+            super().load_own_variables(saved)
+
+    def _sums_in_layout(self, value):
+        # Sums saved before they held the examples (`[sums, count]`): the
+        # examples slot is added, at 0 (no evidence of silence).
+        value = np.asarray(value)
+        if value.shape == (rule.packed_size(self.units) - 1,):
+            return np.concatenate([value[:-1], [0.0], value[-1:]]).astype("float32")
+        return value
 
     def _load_unpacked(self, store):
         # A file saved with one variable per vector: same values, new layout.
         saved = {name: store[str(i)] for i, name in enumerate(UNPACKED_VARIABLES)}
         self.traces.assign(np.stack([np.asarray(saved[name]) for name in ROWS]))
         for name in ("accumulator", "steps", "collecting"):
-            getattr(self, name).assign(saved[name])
+            getattr(self, name).assign(self._sums_in_layout(saved[name]))
 
     def _load_legacy(self, store):
         # A file of the first release: its traces measured other statistics,

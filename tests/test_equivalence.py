@@ -19,16 +19,18 @@ def _kernels(model):
     ]
 
 
-@pytest.mark.parametrize("period", [1, 3])
+@pytest.mark.parametrize(
+    "period, extra", [(1, {}), (3, {}), (1, {"silence_evidence": 10.0})]
+)
 @pytest.mark.parametrize("kind", ["Dense", "Conv2D"])
-def test_callback_and_layers_train_identically(kind, period):
+def test_callback_and_layers_train_identically(kind, period, extra):
     # The callback steps all its layers' units in one vectorised call and
     # each homeostatic layer steps its own: the same arithmetic, but
     # vectorised `exp`/`log` may round the last bit differently by position,
     # and the layer means couple the units, so those bits spread through
     # training (up to 2e-5 on the output kernel of the Conv2D model here).
     x, y = ht.noise(ht.INPUT_SHAPES[kind], n=128)
-    settings = {"warmup": 0, "rate": 0.2, "period": period}
+    settings = {"warmup": 0, "rate": 0.2, "period": period, **extra}
     plain = ht.compiled(ht.model_of(kind, seed=3))
     homeostatic = ht.compiled(ht.model_of(kind, homeostatic=True, seed=3, **settings))
     fit = dict(epochs=2, batch_size=32, verbose=0, shuffle=False)

@@ -32,7 +32,7 @@ def fresh_state(units, **values):
 
 
 def step(packed, state=None, bias=None, **settings):
-    units = (int(packed.shape[0]) - 1) // len(rule.STATISTICS)
+    units = (int(packed.shape[0]) - 2) // len(rule.STATISTICS)
     state = fresh_state(units) if state is None else state
     bias = np.zeros(units, "float32") if bias is None else np.asarray(bias, "f4")
     base = dict(warmup=0, momentum=0.0)
@@ -55,7 +55,7 @@ def test_sensor_sums_outputs_firing_and_drive_moments_of_each_unit():
     packed = numpy(rule.sensor_statistics(z, y, bias, -1))
     u = z - bias
     expected = np.concatenate(
-        [np.abs(y).sum(0), (z > 0).sum(0), u.sum(0), (u**2).sum(0), [2]]
+        [np.abs(y).sum(0), (z > 0).sum(0), u.sum(0), (u**2).sum(0), [2, 2]]
     )
     np.testing.assert_allclose(packed, expected, rtol=1e-6)
 
@@ -68,7 +68,8 @@ def test_conv_sensor_pools_batch_and_space_per_channel(rank):
     packed = numpy(rule.sensor_statistics(z, z, bias, -1))
     flat = z.reshape(-1, 4)
     np.testing.assert_allclose(packed[8:12], (flat - bias).sum(0), rtol=1e-5)
-    assert packed[-1] == flat.shape[0]
+    # Two examples, each of 3^(rank - 2) positions.
+    assert packed[-2] == 2 and packed[-1] == flat.shape[0]
 
 
 def test_channels_first_sensor_reads_axis_one():
@@ -237,6 +238,62 @@ def test_a_dead_unit_is_revived_by_its_bias_not_scaled_away():
     new = step(packed_from(u, bias), bias=bias, bias_rate=0.1, anchor=0.0)
     assert new["firing_rate"][0] == 0.0
     np.testing.assert_allclose(new["shift"], [0.5, -0.5], rtol=1e-5)
+
+
+def background_unit_and_a_gaussian_one(examples):
+    """Drives of two units over `examples` rows: the first at 0 on 15 of
+    every 16 (the background) and -3 on the rest, the second standard
+    normal; the first's bias of -0.1 silences it on every example."""
+    rng = np.random.default_rng(0)
+    peaked = np.where(np.arange(examples) % 16 == 15, -3.0, 0.0)
+    u = np.stack([peaked, rng.normal(size=examples)], axis=1).astype("float32")
+    return u, np.array([-0.1, 0.0], "float32")
+
+
+def test_silence_bound_is_the_normal_quantile_of_the_evidence_share():
+    assert float(rule.silence_bound(128.0, 10.0)) == pytest.approx(
+        rule.rate_quantile(10 / 128), rel=1e-5
+    )
+    assert float(rule.silence_bound(10.0, 10.0)) == math.inf
+    assert float(rule.silence_bound(1.0, 10.0)) == math.inf
+
+
+def test_a_unit_silent_where_its_offset_says_it_fires_is_taken_at_the_bound():
+    u, bias = background_unit_and_a_gaussian_one(128)
+    packed = packed_from(u, bias)
+    plain = step(packed, bias=bias, anchor=0.0)
+    refuted = step(packed, bias=bias, anchor=0.0, silence_evidence=10.0)
+    # After this step's rescale by `factor`, as intrinsic plasticity sees it.
+    factor = refuted["factor"]
+    spread = factor * np.sqrt(np.mean(u**2, 0) - np.mean(u, 0) ** 2)
+    offsets = (factor * u.mean(0) + bias) / spread
+    # The silent unit's offset, -0.4, says it fires on a third of the values.
+    assert offsets[0] > rule.rate_quantile(10 / 128)
+    offsets[0] = rule.rate_quantile(10 / 128)
+    expected = 0.03 * spread * (offsets.mean() - offsets)
+    np.testing.assert_allclose(refuted["shift"], expected, rtol=1e-4)
+    assert refuted["shift"][0] > plain["shift"][0] > 0.0
+    np.testing.assert_array_equal(refuted["factor"], plain["factor"])
+
+
+@pytest.mark.parametrize("examples", [1, 10])
+def test_silence_refutes_nothing_in_fewer_examples_than_the_evidence(examples):
+    u, bias = background_unit_and_a_gaussian_one(16)
+    packed = numpy(packed_from(u, bias))
+    packed[-2] = examples  # the same values, counted as fewer examples
+    plain = step(packed, bias=bias)
+    refuted = step(packed, bias=bias, silence_evidence=10.0)
+    for name in plain:
+        np.testing.assert_array_equal(refuted[name], plain[name])
+
+
+def test_a_firing_unit_is_not_refuted_however_low_its_offset():
+    u, bias = background_unit_and_a_gaussian_one(128)
+    bias = np.array([3.5, 0.0], "float32")  # the first now fires on the background
+    packed = packed_from(u, bias)
+    plain = step(packed, bias=bias)
+    refuted = step(packed, bias=bias, silence_evidence=10.0)
+    np.testing.assert_array_equal(refuted["shift"], plain["shift"])
 
 
 # The whole step.

@@ -40,6 +40,9 @@ BAD_VALUES = [
     ("anchor", -0.1, ValueError),
     ("anchor", 1.5, ValueError),
     ("anchor", None, TypeError),
+    ("silence_evidence", 0.5, ValueError),
+    ("silence_evidence", math.inf, ValueError),
+    ("silence_evidence", "10", TypeError),
 ]
 BAD_IDS = [f"{name}={value!r}" for name, value, _ in BAD_VALUES]
 
@@ -55,6 +58,7 @@ EDGE_VALUES = {
     "period": 1,
     "warmup": 0,
     "anchor": 1.0,
+    "silence_evidence": 1.0,
 }
 
 LAYERS = [

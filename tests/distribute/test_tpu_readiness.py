@@ -68,9 +68,10 @@ def test_whole_train_step_compiles_with_xla_on_one_device(scaling):
     x, y = data()
     step = tf.function(model.train_step, jit_compile=True)
     hlo = step.experimental_get_compiler_ir((x[:16], y[:16]))(stage="hlo")
-    # The packed statistics of the 16- and 12-unit layers (4 per unit and a
-    # count) are in the XLA module: the homeostatic path is inside the cluster.
-    assert "f32[65]" in hlo and "f32[49]" in hlo
+    # The packed statistics of the 16- and 12-unit layers (4 per unit, the
+    # examples and a count) are in the XLA module: the homeostatic path is
+    # inside the cluster.
+    assert "f32[66]" in hlo and "f32[50]" in hlo
 
 
 @pytest.mark.parametrize("scaling", ["callback", "layers"])

@@ -101,7 +101,8 @@ def test_compiled_step_lowers_to_hlo():
     settings = validate_settings(warmup=0)
     sums = [np.arange(1.0, units + 1), np.full(units, 3.0)]
     sums += [np.arange(units) - 2.0, np.arange(units) ** 2 + 5.0]
-    packed = tf.constant(np.concatenate(sums + [[4.0]]), "float32")
+    # Then the examples and the count.
+    packed = tf.constant(np.concatenate(sums + [[4.0, 4.0]]), "float32")
     zeros = tf.zeros((units,), "float32")
     state = {name: zeros + 0.25 for name in rule.TRACES}
     state.update(log_gain=zeros, steps=tf.constant(3, "int64"))
