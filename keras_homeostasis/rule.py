@@ -323,7 +323,8 @@ def silence_bound(examples, evidence):
     alike one example's positions are.
     """
     share = evidence / ops.maximum(examples, 1.0)
-    bound = math.sqrt(2.0) * ops.erfinv(2.0 * ops.minimum(share, 0.5) - 1.0)
+    # Clipped at 1 so that no NaN is computed where the bound is not used.
+    bound = math.sqrt(2.0) * ops.erfinv(2.0 * ops.minimum(share, 1.0) - 1.0)
     return ops.where(share < 1.0, bound, math.inf)
 
 

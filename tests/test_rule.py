@@ -254,6 +254,10 @@ def test_silence_bound_is_the_normal_quantile_of_the_evidence_share():
     assert float(rule.silence_bound(128.0, 10.0)) == pytest.approx(
         rule.rate_quantile(10 / 128), rel=1e-5
     )
+    # Above the median where the evidence is more than half the examples.
+    assert float(rule.silence_bound(16.0, 10.0)) == pytest.approx(
+        rule.rate_quantile(10 / 16), rel=1e-5
+    )
     assert float(rule.silence_bound(10.0, 10.0)) == math.inf
     assert float(rule.silence_bound(1.0, 10.0)) == math.inf
 
