@@ -473,3 +473,15 @@ def test_a_space_naming_center_inputs_gives_the_callback_its_value():
     assert callback.center_inputs is True
     states = [layer.homeostasis for layer, _ in callback.bindings]
     assert states and all(state.centering is not None for state in states)
+
+
+def test_a_space_naming_silence_evidence_gives_the_callback_its_value():
+    hypermodel = HomeostaticHyperModel(
+        tiny_model, search_space={"silence_evidence": [5, 10, 20]}
+    )
+    hp = keras_tuner.HyperParameters()
+    model = hypermodel.build(hp)
+    assert hp.values["scaling/silence_evidence"] in (5.0, 10.0, 20.0)
+    hp.values["scaling/silence_evidence"] = 20.0
+    (callback,) = hypermodel.scaling_callbacks(hp, model)
+    assert callback.settings["silence_evidence"] == 20.0
