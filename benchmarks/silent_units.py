@@ -30,6 +30,7 @@ from keras import ops  # noqa: E402
 
 import keras_homeostasis as kh  # noqa: E402
 from keras_homeostasis.lab import models  # noqa: E402
+from keras_homeostasis.lab.data import load_dataset  # noqa: E402
 
 CHECKPOINTS = (8, 16, 24, 32, 48, 64, 94, 188, 282, 376, 470)
 
@@ -138,13 +139,10 @@ def _or_dash(value):
 
 
 def load(path, limit=12000):
-    """MNIST from an npz file: the first `limit` training images, and the
-    first 2,000 test images, scaled to [0, 1] with a channel axis."""
-    with np.load(path) as found:
-        x, y = found["x_train"][:limit], found["y_train"][:limit]
-        x_test, y_test = found["x_test"][:2000], found["y_test"][:2000]
-    scale = np.float32(1 / 255)
-    return (x[..., None] * scale, y), (x_test[..., None] * scale, y_test)
+    """MNIST as the lab loads it (`load_dataset`): the first `limit`
+    training images, and the first 2,000 test images."""
+    train, (x_test, y_test) = load_dataset(path, limit=limit)
+    return train, (x_test[:2000], y_test[:2000])
 
 
 def main():
