@@ -189,8 +189,8 @@ def packed_size(units):
 
 
 def split_statistics(packed):
-    """Splits a packed vector into per-unit means (a dict) and the count;
-    the examples are `packed[-2]`."""
+    """Splits a packed vector into per-unit means (a dict, with the
+    step's `examples`) and the count."""
     units = (packed.shape[0] - 2) // len(STATISTICS)
     count = packed[-1]
     safe = ops.maximum(count, 1.0)
@@ -198,6 +198,7 @@ def split_statistics(packed):
         name: packed[k * units : (k + 1) * units] / safe
         for k, name in enumerate(STATISTICS)
     }
+    means["examples"] = packed[-2]
     return means, count
 
 
@@ -378,7 +379,6 @@ def homeostatic_step(packed, state, bias, settings):
     finite leaves the state unchanged (factor 1, shift 0).
     """
     means, _ = split_statistics(packed)
-    means["examples"] = packed[-2]
     # One segment: the layer means sum as `homeostatic_steps` sums them.
     layer_mean = segment_mean([int(bias.shape[0])])
     return step_on_means(means, is_usable(packed), state, bias, settings, layer_mean)
@@ -409,7 +409,7 @@ def homeostatic_steps(packed, states, biases, settings):
     new = step_on_means(
         {
             **{name: joined([m[name] for m in means]) for name in STATISTICS},
-            "examples": per_unit([p[-2] for p in packed]),
+            "examples": per_unit([m["examples"] for m in means]),
         },
         per_unit(usable),
         {
