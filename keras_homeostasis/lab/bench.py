@@ -57,6 +57,7 @@ def measure(setting, cases, plan, strategy=None, log=print):
     options = {
         "strategy": strategy,
         "period": plan.get("period", 1),
+        "silence_evidence": plan.get("silence_evidence"),
         **setting_options(setting),
     }
     online = setting == bc.ONLINE
@@ -161,11 +162,13 @@ class Results:
         from keras_homeostasis.lab import bench_report
 
         plan = self.plan
+        evidence = plan.get("silence_evidence")
+        evidence = "" if evidence is None else f", silence_evidence {evidence}"
         took = (
             f"{plan['rounds']} fits per variant of {plan['epochs']} epochs of "
             f"{plan['steps']} steps (a quarter for the CNN, {plan['online_steps']} "
             "online); "
-            f"the rule every {plan.get('period', 1)} step(s); "
+            f"the rule every {plan.get('period', 1)} step(s){evidence}; "
             f"{clock(time.perf_counter() - self.started)} elapsed."
         )
         notes = [*self.notes, took]
@@ -221,7 +224,8 @@ def bench(
     returns the timing rows.
 
     `plan` overrides entries of `bench_cases.QUICK` or `FULL` (`rounds`,
-    `epochs`, `steps`, `online_steps`, `period`) and may name `variants`
+    `epochs`, `steps`, `online_steps`, `period`, `silence_evidence`) and
+    may name `variants`
     (of `bench_cases.ALL_VARIANTS`; default `bench_cases.VARIANTS`);
     `settings` lists entries of `bench_cases.SETTINGS` and
     `bench_cases.MEMORY` (default: all).

@@ -31,13 +31,16 @@ def build(
     steps_per_execution=1,
     momentum=0.9,
     period=1,
+    silence_evidence=None,
 ):
     """The compiled model of `variant` for `case`, and its callbacks; the
-    homeostatic variants run the rule every `period` steps."""
+    homeostatic variants run the rule every `period` steps, with
+    `silence_evidence` (None: off)."""
     from keras_homeostasis.lab import models
     from keras_homeostasis.synaptic_scaling_callback import SynapticScalingCallback
 
     hidden = [case.width] * case.depth if case.model == "mlp" else None
+    rule_settings = {"period": period, "silence_evidence": silence_evidence}
     with strategy.scope() if strategy else contextlib.nullcontext():
         keras.utils.set_random_seed(0)
         model = models.build_model(
@@ -46,7 +49,7 @@ def build(
             INPUT_SHAPE,
             CLASSES,
             hidden=hidden,
-            scaling_settings={"period": period},
+            scaling_settings=rule_settings,
         )
         model.compile(
             optimizer=models.build_optimizer("sgd", momentum=momentum),
@@ -57,7 +60,7 @@ def build(
     if variant not in models.CALLBACK_METHODS:
         return model, []
     options = models.CALLBACK_METHODS[variant]
-    return model, [SynapticScalingCallback(period=period, **options)]
+    return model, [SynapticScalingCallback(**rule_settings, **options)]
 
 
 def random_data(batch, steps, seed=0):

@@ -75,8 +75,8 @@ def has_section(path, section):
 
 
 def bench_plan(args):
-    """`(plan overrides, error)` from --rounds, --epochs, --steps, --period
-    and --variants."""
+    """`(plan overrides, error)` from --rounds, --epochs, --steps, --period,
+    --silence-evidence and --variants."""
     for name in ("rounds", "epochs"):
         value = getattr(args, name)
         if value is not None and value < 2:
@@ -84,6 +84,6 @@ def bench_plan(args):
                 f"argument --{name}: expected at least 2 (the first is reported "
                 f"apart from the later ones), got {value}"
             )
-    names = ("rounds", "epochs", "steps", "period", "variants")
+    names = ("rounds", "epochs", "steps", "period", "silence_evidence", "variants")
     plan = {k: getattr(args, k) for k in names}
     return {k: v for k, v in plan.items() if v is not None}, None

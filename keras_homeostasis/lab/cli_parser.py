@@ -123,6 +123,12 @@ def _add_bench(commands):
         help="run the rule every PERIOD optimizer steps (default 1)",
     )
     bench.add_argument(
+        "--silence-evidence",
+        type=_positive,
+        metavar="K",
+        help="the homeostatic variants' `silence_evidence` (default: off)",
+    )
+    bench.add_argument(
         "--settings",
         nargs="+",
         choices=list(CLI_NAMES),

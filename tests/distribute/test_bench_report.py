@@ -117,6 +117,10 @@ def test_bench_out_must_be_a_folder(tmp_path, capsys):
     [
         (["--steps", "0"], "argument --steps: expected a positive integer"),
         (["--period", "0"], "argument --period: expected a positive integer"),
+        (
+            ["--silence-evidence", "0"],
+            "argument --silence-evidence: expected a positive integer",
+        ),
         (["--settings", "gpu"], "argument --settings: invalid choice: 'gpu'"),
         (["--variants", "bn"], "argument --variants: invalid choice: 'bn'"),
     ],
@@ -135,11 +139,12 @@ def test_bench_command_writes_csv_and_markdown(tmp_path, monkeypatch, capsys):
     status = cli.main(
         ["bench", "--quick", "--settings", "one-device", "--rounds", "2"]
         + ["--epochs", "2", "--steps", "2", "--period", "2", "--out", str(tmp_path)]
+        + ["--silence-evidence", "10"]
     )
     assert status == 0
     markdown = (tmp_path / "bench.md").read_text()
     assert "keras-homeostasis bench --quick" in markdown
-    assert "the rule every 2 step(s)" in markdown
+    assert "the rule every 2 step(s), silence_evidence 10;" in markdown
     assert "| one device | MLP 784-8x2-10, batch 16 |" in markdown
     with open(tmp_path / "bench.csv", newline="") as f:
         rows = list(csv.DictReader(f))

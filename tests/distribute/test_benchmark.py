@@ -119,6 +119,20 @@ def test_period_reaches_both_homeostatic_variants(variant):
         assert periods and set(periods) == {3}
 
 
+@pytest.mark.parametrize("variant", bc.HOMEOSTATIC)
+def test_silence_evidence_reaches_both_homeostatic_variants(variant):
+    model, callbacks = bench_timing.build(variant, TINY, silence_evidence=10)
+    if variant == "scaling":
+        assert [c.settings["silence_evidence"] for c in callbacks] == [10]
+    else:
+        found = [
+            layer.homeostasis_settings["silence_evidence"]
+            for layer in model.layers
+            if hasattr(layer, "homeostasis_settings")
+        ]
+        assert found and set(found) == {10}
+
+
 @pytest.mark.slow
 def test_online_setting_runs_steps_per_execution(monkeypatch):
     monkeypatch.setattr(bc, "ONLINE_STEPS_PER_EXECUTION", 2)
