@@ -110,27 +110,18 @@ def test_measure_case_needs_none_first_two_rounds_two_epochs(variants, rounds, e
 
 
 @pytest.mark.parametrize("variant", bc.HOMEOSTATIC)
-def test_period_reaches_both_homeostatic_variants(variant):
-    model, callbacks = bench_timing.build(variant, TINY, period=3)
+@pytest.mark.parametrize("name, value", [("period", 3), ("silence_evidence", 10)])
+def test_rule_settings_reach_both_homeostatic_variants(variant, name, value):
+    model, callbacks = bench_timing.build(variant, TINY, **{name: value})
     if variant == "scaling":
-        assert [c.settings["period"] for c in callbacks] == [3]
-    else:
-        periods = [layer.period for layer in model.layers if hasattr(layer, "period")]
-        assert periods and set(periods) == {3}
-
-
-@pytest.mark.parametrize("variant", bc.HOMEOSTATIC)
-def test_silence_evidence_reaches_both_homeostatic_variants(variant):
-    model, callbacks = bench_timing.build(variant, TINY, silence_evidence=10)
-    if variant == "scaling":
-        assert [c.settings["silence_evidence"] for c in callbacks] == [10]
+        assert [c.settings[name] for c in callbacks] == [value]
     else:
         found = [
-            layer.homeostasis_settings["silence_evidence"]
+            layer.homeostasis_settings[name]
             for layer in model.layers
             if hasattr(layer, "homeostasis_settings")
         ]
-        assert found and set(found) == {10}
+        assert found and set(found) == {value}
 
 
 @pytest.mark.slow
