@@ -225,8 +225,8 @@ def bench(
 
     `plan` overrides entries of `bench_cases.QUICK` or `FULL` (`rounds`,
     `epochs`, `steps`, `online_steps`, `period`, `silence_evidence`) and
-    may name `variants`
-    (of `bench_cases.ALL_VARIANTS`; default `bench_cases.VARIANTS`);
+    may name `variants` (of `bench_cases.ALL_VARIANTS`; default
+    `bench_cases.VARIANTS`);
     `settings` lists entries of `bench_cases.SETTINGS` and
     `bench_cases.MEMORY` (default: all).
     """
