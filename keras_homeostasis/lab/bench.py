@@ -50,16 +50,19 @@ def setting_options(setting):
     return {"jit_compile": True if setting == bc.ONE_DEVICE_XLA else "auto"}
 
 
+def rule_settings(plan):
+    """The homeostatic variants' rule settings the plan asks for."""
+    return {
+        "period": plan.get("period", 1),
+        "silence_evidence": plan.get("silence_evidence"),
+    }
+
+
 def measure(setting, cases, plan, strategy=None, log=print):
     """Times every case of one setting; returns its rows."""
     from keras_homeostasis.lab import bench_timing
 
-    options = {
-        "strategy": strategy,
-        "period": plan.get("period", 1),
-        "silence_evidence": plan.get("silence_evidence"),
-        **setting_options(setting),
-    }
+    options = {"strategy": strategy, **rule_settings(plan), **setting_options(setting)}
     online = setting == bc.ONLINE
     variants = bc.chosen_variants(plan.get("variants"))
     variants = bc.online_variants(variants) if online else variants
@@ -205,7 +208,7 @@ def run_bench(results, cases, settings, gpus=False, log=print):
         log(f"memory: {bc.case_label(bc.HEADLINE)}, one child process per variant")
         variants = bc.chosen_variants(plan.get("variants"))
         results.memory = bench_memory.measure_memory(
-            bc.HEADLINE, variants, plan["steps"], gpus
+            bc.HEADLINE, variants, plan["steps"], gpus, rule_settings(plan)
         )
         results.save()
 

@@ -58,7 +58,9 @@ def _child(spec):
     from keras_homeostasis.lab import bench_timing
 
     case = Case(*spec["case"])
-    model, callbacks = bench_timing.build(spec["variant"], case)
+    model, callbacks = bench_timing.build(
+        spec["variant"], case, **spec["rule_settings"]
+    )
     x, y = bench_timing.random_data(case.batch, spec["steps"])
     gpu = bool(tf.config.list_physical_devices("GPU"))
     if gpu:
@@ -80,8 +82,13 @@ def _child(spec):
     print(RESULT_PREFIX + json.dumps(result), flush=True)
 
 
-def _start(case, variant, steps, gpus):
-    spec = {"case": list(case), "variant": variant, "steps": steps}
+def _start(case, variant, steps, gpus, rule_settings):
+    spec = {
+        "case": list(case),
+        "variant": variant,
+        "steps": steps,
+        "rule_settings": rule_settings,
+    }
     command = [sys.executable, "-m", __name__, json.dumps(spec)]
     env = {**os.environ, "TF_FORCE_GPU_ALLOW_GROWTH": "true"}
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -103,12 +110,15 @@ def _result(variant, child):
     raise RuntimeError(f"the memory child of {variant} printed no result")
 
 
-def measure_memory(case, variants, steps, gpus=False):
-    """One row per variant: `case` fields, `variant`, `peak_rss_mb`,
+def measure_memory(case, variants, steps, gpus=False, rule_settings=None):
+    """One row per variant, its homeostatic variants built with
+    `rule_settings` (`bench_timing.build`'s `period`, `silence_evidence`):
+    `case` fields, `variant`, `peak_rss_mb`,
     `fit_rss_growth_mb`, `peak_scope` (`fit` or `process`), `device_peak_mb`
     (empty without a GPU) and `growth_vs_none_mb` (the fit's growth minus
     that of `none`)."""
-    children = {v: _start(case, v, steps, gpus) for v in variants}
+    rule_settings = rule_settings or {}
+    children = {v: _start(case, v, steps, gpus, rule_settings) for v in variants}
     found = {v: _result(v, child) for v, child in children.items()}
     base = found["none"]["fit_rss_growth_mb"]
     return [

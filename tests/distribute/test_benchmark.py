@@ -147,7 +147,10 @@ def test_mirrored_child_process():
 def test_memory_children_report_peak_rss():
     from keras_homeostasis.lab import bench_memory
 
-    rows = bench_memory.measure_memory(TINY, ("none", "scaling"), steps=2)
+    settings = {"period": 2, "silence_evidence": 10}
+    rows = bench_memory.measure_memory(
+        TINY, ("none", "scaling"), steps=2, rule_settings=settings
+    )
     assert [r["variant"] for r in rows] == ["none", "scaling"]
     assert all(r["peak_scope"] == "fit" for r in rows)  # Linux
     # The peak during the fit: at least the size before it, plus its growth.
