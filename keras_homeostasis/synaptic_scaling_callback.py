@@ -7,6 +7,7 @@ import keras
 
 from keras_homeostasis import call_hooks
 from keras_homeostasis import distribute_compat
+from keras_homeostasis import held_norms
 from keras_homeostasis import input_centering
 from keras_homeostasis import layer_selection
 from keras_homeostasis.settings import validate_settings
@@ -150,6 +151,16 @@ class SynapticScalingCallback(keras.callbacks.Callback):
             plain gradient: better where a Dense layer reads convolutions'
             features (the small CNN, README "The callback with centered
             inputs"), worse in an MLP under Adam.
+        hold_norms: let the rule alone set each unit's kernel norm, as the
+            homeostatic layers' `scale_invariant=True` does: after every
+            optimizer step each scaled unit's incoming weights are put back
+            to the norm the rule holds for it (`exp(log_gain)`, from the
+            initial norm on, times the rule's factors), so the optimizer
+            only turns them. The model stays a plain model. With
+            `center_inputs=True` it keeps batch-size-1 training with
+            momentum SGD from diverging at steps where centering alone
+            does (README, "Larger steps at batch size 1"). Not with
+            `min_gain` or `max_gain`, nor on transposed convolutions.
 
     Example:
 
@@ -166,12 +177,14 @@ class SynapticScalingCallback(keras.callbacks.Callback):
         log_freq=100,
         center_inputs=False,
         center_gradients=True,
+        hold_norms=False,
         **settings,
     ):
         super().__init__()
         self.settings = validate_settings(**settings)
         self.center_inputs = validate_flag("center_inputs", center_inputs)
         self.center_gradients = validate_flag("center_gradients", center_gradients)
+        self.hold_norms = held_norms.validate(hold_norms, self.settings)
         self.layers = layer_selection.validate_selection(layers)
         self.exclude = layer_selection.validate_selection(exclude, "exclude")
         self._logger = _make_logger(log_dir, log_freq, self.settings)
@@ -212,6 +225,13 @@ class SynapticScalingCallback(keras.callbacks.Callback):
                 f"one has center_inputs={self.center_inputs}. Use the same "
                 "setting, or a fresh model."
             )
+        if state.scales_kernel == self.hold_norms:
+            raise ValueError(
+                f"Layer {layer.name!r} holds the homeostatic state of a "
+                f"callback with hold_norms={not self.hold_norms}; this one has "
+                f"hold_norms={self.hold_norms}. Use the same setting, or a "
+                "fresh model."
+            )
         state.kernel_axis = layer_selection.kernel_unit_axis(layer)
         if state.centering is not None:
             dense = state.centering.kernel_rank == 2
@@ -223,7 +243,15 @@ class SynapticScalingCallback(keras.callbacks.Callback):
         centering = None
         if self.center_inputs:
             centering = input_centering.for_layer(layer)
-        state = UnitState(units, centering=centering, name=f"{layer.name}_homeostasis")
+        log_gain = held_norms.initial_log_gain(layer) if self.hold_norms else None
+        state = UnitState(
+            units,
+            log_gain=log_gain,
+            centering=centering,
+            name=f"{layer.name}_homeostasis",
+        )
+        if self.hold_norms:
+            held_norms.hold(state)
         # Bypass Keras' tracking: the model's weights stay those of the plain
         # layer, while saving still walks this attribute and keeps the state.
         object.__setattr__(layer, STATE_ATTRIBUTE, state)
@@ -363,6 +391,7 @@ class SynapticScalingCallback(keras.callbacks.Callback):
             "log_freq": self.log_freq,
             "center_inputs": self.center_inputs,
             "center_gradients": self.center_gradients,
+            "hold_norms": self.hold_norms,
             **self.settings,
         }
 

@@ -7,6 +7,7 @@ from keras import ops
 
 from keras_homeostasis import rule
 from keras_homeostasis.validation import positive_int
+from keras_homeostasis.weight_normalization import NORM_EPSILON
 
 # Variables of a state saved by the first release (before the drive traces).
 LEGACY_VARIABLES = 8
@@ -264,6 +265,18 @@ class UnitState(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "units": self.units}
+
+
+def initial_log_norms(kernel):
+    """The log of each unit's (last axis) norm of `kernel`, a variable, as a
+    NumPy row: where gains that hold the norms start, so the layer first
+    computes what it computed before. Read outside any trace: a subclassed
+    model builds its layers while tracing a symbolic call, where no variable
+    has a value."""
+    with tf.init_scope():
+        values = np.asarray(kernel.numpy())
+    axes = tuple(range(values.ndim - 1))
+    return np.log(np.sqrt(np.sum(np.square(values), axis=axes)) + NORM_EPSILON)
 
 
 def float_state(layer, name, shape, initializer="zeros"):

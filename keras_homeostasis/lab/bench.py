@@ -5,7 +5,8 @@ random data of MNIST shape): `none` (the reference), `batchnorm`,
 `layernorm`, `scaling` (plain layers with the `SynapticScalingCallback`),
 `homeostatic_layers` and `scale_invariant_layers` (the same layers with
 `scale_invariant=True`); on request (`variants`) also `centered_scaling`
-(the callback with `center_inputs=True`), `centered_layers` and
+(the callback with `center_inputs=True`), `held_centered_scaling` (with
+`hold_norms=True` too), `centered_layers` and
 `centered_scale_invariant_layers` (`center_inputs=True`). Models: the MLP
 of MNIST shape (784 inputs, 3 x 256 by default; width, depth and batch size
 vary for the growth tables) and the small CNN. How a case is timed: `bench_timing`.

@@ -23,6 +23,7 @@ VARIANTS = (
 )
 ALL_VARIANTS = VARIANTS + (
     "centered_scaling",
+    "held_centered_scaling",
     "centered_layers",
     "centered_scale_invariant_layers",
 )
@@ -32,6 +33,7 @@ LABELS = {
     "layernorm": "LayerNorm",
     "scaling": "scaling callback",
     "centered_scaling": "centered callback",
+    "held_centered_scaling": "centered callback holding norms",
     "homeostatic_layers": "homeostatic layers",
     "scale_invariant_layers": "scale-invariant layers",
     "centered_layers": "centered layers",

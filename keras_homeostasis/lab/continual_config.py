@@ -21,6 +21,8 @@ METHODS = (
     "scaling",
     "centered_scaling",
     "centered_offsets_scaling",
+    "held_scaling",
+    "held_centered_scaling",
     "scale_invariant_layers",
     "centered_layers",
     "centered_scale_invariant_layers",

@@ -15,7 +15,9 @@ layer whose units the usage metrics measure:
 
 The `CALLBACK_METHODS` build plain layers: the `SynapticScalingCallback` is
 added at fit time (`scaling`; `centered_scaling` with `center_inputs=True`,
-`centered_offsets_scaling` with `center_gradients=False` too). For
+`centered_offsets_scaling` with `center_gradients=False` too;
+`held_scaling` with `hold_norms=True`, `held_centered_scaling` with both
+`hold_norms=True` and `center_inputs=True`). For
 convolutions, `layernorm` normalizes each sample over all positions and
 channels (`GroupNormalization(groups=1)`, Wu & He 2018), since Keras'
 `LayerNormalization` over channels alone would be a per-pixel norm.
@@ -41,6 +43,8 @@ NORMALIZATIONS = (
     "scaling",
     "centered_scaling",
     "centered_offsets_scaling",
+    "held_scaling",
+    "held_centered_scaling",
     "homeostatic_layers",
     "scale_invariant_layers",
     "centered_layers",
@@ -59,6 +63,8 @@ CALLBACK_METHODS = {
     "scaling": {},
     "centered_scaling": {"center_inputs": True},
     "centered_offsets_scaling": {"center_inputs": True, "center_gradients": False},
+    "held_scaling": {"hold_norms": True},
+    "held_centered_scaling": {"center_inputs": True, "hold_norms": True},
 }
 
 

@@ -3,8 +3,6 @@
 import functools
 import warnings
 
-import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from keras_homeostasis import engine
@@ -17,8 +15,8 @@ from keras_homeostasis.settings import LEGACY
 from keras_homeostasis.settings import _in_range
 from keras_homeostasis.settings import validate_settings
 from keras_homeostasis.unit_state import UnitState
+from keras_homeostasis.unit_state import initial_log_norms
 from keras_homeostasis.validation import validate_flag
-from keras_homeostasis.weight_normalization import NORM_EPSILON
 from keras_homeostasis.weight_normalization import unit_norms
 
 
@@ -199,13 +197,7 @@ class HomeostaticMixin:
                 "`scale_invariant=True` needs a float kernel. Received: "
                 f"quantization_mode={mode!r}"
             )
-        # A subclassed model builds its layers while tracing a symbolic call,
-        # where no variable has a value; variables live outside any trace.
-        with tf.init_scope():
-            kernel = np.asarray(self._kernel.numpy())
-        axes = tuple(range(kernel.ndim - 1))
-        norms = np.sqrt(np.sum(np.square(kernel), axis=axes))
-        return np.log(norms + NORM_EPSILON)
+        return initial_log_norms(self._kernel)
 
     def _with_unit_norm_kernel(self, forward, kernel):
         """Runs `forward()` with `kernel`, the one each unit sees: its

@@ -163,3 +163,17 @@ def test_centered_callback_stays_bit_identical_across_replicas(strategy):
     centering = layer.homeostasis.centering
     assert float(centering.input_mean.steps.numpy()) == 8
     assert np.any(np.abs(centering.drive.numpy()) > 0)
+
+
+@pytest.mark.parametrize("center_inputs", [False, True])
+def test_callback_holding_norms_stays_bit_identical_across_replicas(
+    strategy, center_inputs
+):
+    # Each unit's norm put back to its gain after every step: the same
+    # gains, so the same kernels, on both replicas, as on one device.
+    settings = {**FAST, "hold_norms": True, "center_inputs": center_inputs}
+    layer = trained_like_one_device(strategy, settings, homeostatic=False)
+    norms = np.linalg.norm(layer.kernel.numpy(), axis=0)
+    np.testing.assert_allclose(
+        norms, np.exp(layer.homeostasis.log_gain.numpy()), rtol=1e-5
+    )

@@ -1,0 +1,141 @@
+"""`SynapticScalingCallback(hold_norms=True)`: the rule alone sets each
+unit's kernel norm; the optimizer only turns a unit's incoming weights."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_homeostasis import SynapticScalingCallback
+
+# The rule all but off: the norms must then stay the initial ones.
+INERT = dict(rate=1e-6, bias_rate=0.0, anchor=0.0, warmup=0)
+ACTIVE = dict(rate=0.5, max_step=0.1, momentum=0.5, warmup=0)
+
+
+def data(shape, n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    x = (rng.random((n, *shape)) + 0.5).astype("float32")
+    return x, rng.integers(0, 3, n)
+
+
+def dense_model():
+    keras.utils.set_random_seed(0)
+    return keras.Sequential(
+        [
+            keras.Input((12,)),
+            keras.layers.Dense(8, activation="relu", name="h"),
+            keras.layers.Dense(3, activation="softmax", name="out"),
+        ]
+    )
+
+
+def conv_model():
+    keras.utils.set_random_seed(0)
+    return keras.Sequential(
+        [
+            keras.Input((6, 6, 2)),
+            keras.layers.Conv2D(4, 3, activation="relu", name="h"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3, activation="softmax", name="out"),
+        ]
+    )
+
+
+def unit_norms(kernel):
+    return np.sqrt(np.sum(np.square(kernel), axis=tuple(range(kernel.ndim - 1))))
+
+
+def fit(model, callback, epochs=3, optimizer=None, jit_compile=False):
+    model.compile(
+        optimizer or keras.optimizers.SGD(0.5, momentum=0.9),
+        "sparse_categorical_crossentropy",
+        jit_compile=jit_compile,
+    )
+    x, y = data(model.input_shape[1:])
+    model.fit(x, y, batch_size=16, epochs=epochs, verbose=0, callbacks=[callback])
+    return model.get_layer("h")
+
+
+@pytest.mark.parametrize("build", [dense_model, conv_model], ids=["dense", "conv"])
+def test_the_optimizer_turns_the_kernels_and_the_norms_stay(build):
+    model = build()
+    start = model.get_layer("h").kernel.numpy()
+    layer = fit(model, SynapticScalingCallback(hold_norms=True, **INERT))
+    kernel = layer.kernel.numpy()
+    assert np.abs(kernel - start).max() > 0.05
+    # The inert rule's factors differ from 1 by about its rate per step.
+    np.testing.assert_allclose(unit_norms(kernel), unit_norms(start), rtol=1e-4)
+    # Without the hold, the same steps lengthen and shorten the units.
+    plain = build()
+    plain_kernel = fit(plain, SynapticScalingCallback(**INERT)).kernel.numpy()
+    assert np.abs(unit_norms(plain_kernel) / unit_norms(start) - 1).max() > 0.05
+
+
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_each_units_norm_is_its_gain_after_every_run_of_the_rule(
+    optimizer, jit_compile
+):
+    model = dense_model()
+    start = model.get_layer("h").kernel.numpy()
+    callback = SynapticScalingCallback(hold_norms=True, center_inputs=True, **ACTIVE)
+    chosen = keras.optimizers.get({"class_name": optimizer, "config": {}})
+    layer = fit(model, callback, optimizer=chosen, jit_compile=jit_compile)
+    log_gain = layer.homeostasis.log_gain.numpy()
+    # The rule's factors moved the gains away from the initial norms...
+    assert np.abs(log_gain - np.log(unit_norms(start))).max() > 0.05
+    # ...and each unit's norm is its gain, whatever the optimizer did.
+    np.testing.assert_allclose(
+        unit_norms(layer.kernel.numpy()), np.exp(log_gain), rtol=1e-5
+    )
+
+
+def test_the_held_norms_save_and_load(tmp_path):
+    model = dense_model()
+    layer = fit(model, SynapticScalingCallback(hold_norms=True, **ACTIVE))
+    path = str(tmp_path / "held.weights.h5")
+    model.save_weights(path)
+    fresh = dense_model()
+    SynapticScalingCallback(hold_norms=True).set_model(fresh)
+    fresh.load_weights(path)
+    np.testing.assert_array_equal(
+        fresh.get_layer("h").homeostasis.log_gain.numpy(),
+        layer.homeostasis.log_gain.numpy(),
+    )
+
+
+def test_hold_norms_must_be_a_bool():
+    with pytest.raises(ValueError, match="hold_norms='yes'"):
+        SynapticScalingCallback(hold_norms="yes")
+
+
+def test_gain_bounds_are_refused_with_hold_norms():
+    with pytest.raises(ValueError, match="max_gain=2.0"):
+        SynapticScalingCallback(hold_norms=True, max_gain=2.0)
+
+
+def test_a_transposed_convolution_is_named():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((4, 4, 2)),
+            keras.layers.Conv2DTranspose(3, 2, activation="relu", name="up"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3, activation="softmax", name="out"),
+        ]
+    )
+    with pytest.raises(ValueError, match="layer 'up' is a Conv2DTranspose"):
+        SynapticScalingCallback(layers=["up"], hold_norms=True).set_model(model)
+
+
+def test_the_state_of_another_hold_setting_is_refused():
+    model = dense_model()
+    SynapticScalingCallback().set_model(model)
+    with pytest.raises(ValueError, match="hold_norms=False"):
+        SynapticScalingCallback(hold_norms=True).set_model(model)
+
+
+def test_config_round_trip_keeps_hold_norms():
+    callback = SynapticScalingCallback(hold_norms=True, rate=0.1)
+    again = SynapticScalingCallback.from_config(callback.get_config())
+    assert again.hold_norms is True and again.settings["rate"] == 0.1
