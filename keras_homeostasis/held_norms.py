@@ -11,6 +11,7 @@ unit's initial norm, so the first step starts from the layer as built.
 """
 
 from keras_homeostasis import layer_selection
+from keras_homeostasis.settings import refuse_gain_bounds
 from keras_homeostasis.unit_state import initial_log_norms
 from keras_homeostasis.validation import validate_flag
 
@@ -22,13 +23,8 @@ def validate(value, settings):
     """`value` as a flag; a ValueError naming the gain bounds, which act on
     cumulative factors, when it is True and they are set."""
     value = validate_flag("hold_norms", value)
-    bounded = [k for k in ("min_gain", "max_gain") if settings.get(k) is not None]
-    if value and bounded:
-        raise ValueError(
-            "`hold_norms=True` leaves each unit's kernel norm to the rule "
-            f"without bounds; do not pass {bounded}. Received: "
-            + ", ".join(f"{k}={settings[k]!r}" for k in bounded)
-        )
+    if value:
+        refuse_gain_bounds("hold_norms", settings)
     return value
 
 

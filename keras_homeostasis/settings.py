@@ -113,3 +113,17 @@ def validate_settings(**settings):
     s["period"] = _integer("period", s["period"], 1)
     s["warmup"] = _integer("warmup", s["warmup"], 0)
     return s
+
+
+def refuse_gain_bounds(option, settings):
+    """A ValueError naming `min_gain`/`max_gain` when `settings` sets them:
+    with `option` (`scale_invariant`, `hold_norms`) each unit's kernel norm
+    is the rule's gain, which the bounds, made for cumulative factors,
+    would clip at absolute norms."""
+    bounded = [k for k in ("min_gain", "max_gain") if settings.get(k) is not None]
+    if bounded:
+        raise ValueError(
+            f"`{option}=True` leaves each unit's kernel norm to the rule "
+            f"without bounds; do not pass {bounded}. Received: "
+            + ", ".join(f"{k}={settings[k]!r}" for k in bounded)
+        )

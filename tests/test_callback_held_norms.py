@@ -4,41 +4,15 @@ unit's kernel norm; the optimizer only turns a unit's incoming weights."""
 import keras
 import numpy as np
 import pytest
+from test_callback_centering import conv_model
+from test_callback_centering import data
+from test_callback_centering import dense_model
 
 from keras_homeostasis import SynapticScalingCallback
 
 # The rule all but off: the norms must then stay the initial ones.
 INERT = dict(rate=1e-6, bias_rate=0.0, anchor=0.0, warmup=0)
 ACTIVE = dict(rate=0.5, max_step=0.1, momentum=0.5, warmup=0)
-
-
-def data(shape, n=64, seed=0):
-    rng = np.random.default_rng(seed)
-    x = (rng.random((n, *shape)) + 0.5).astype("float32")
-    return x, rng.integers(0, 3, n)
-
-
-def dense_model():
-    keras.utils.set_random_seed(0)
-    return keras.Sequential(
-        [
-            keras.Input((12,)),
-            keras.layers.Dense(8, activation="relu", name="h"),
-            keras.layers.Dense(3, activation="softmax", name="out"),
-        ]
-    )
-
-
-def conv_model():
-    keras.utils.set_random_seed(0)
-    return keras.Sequential(
-        [
-            keras.Input((6, 6, 2)),
-            keras.layers.Conv2D(4, 3, activation="relu", name="h"),
-            keras.layers.Flatten(),
-            keras.layers.Dense(3, activation="softmax", name="out"),
-        ]
-    )
 
 
 def unit_norms(kernel):

@@ -79,6 +79,17 @@ def homeostatic_method(method, **options):
     raise ValueError(f"No homeostatic-layer method has the options {wanted}")
 
 
+def callback_method(**options):
+    """The method of `CALLBACK_METHODS` whose callback takes `options`
+    (`center_inputs`, `hold_norms`) with the rest at their defaults."""
+    kind = {"center_inputs": False, "center_gradients": True, "hold_norms": False}
+    wanted = {**kind, **options}
+    for name, method_options in CALLBACK_METHODS.items():
+        if {**kind, **method_options} == wanted:
+            return name
+    raise ValueError(f"No callback method has the options {wanted}")
+
+
 def layer_settings(method, settings, norm_relaxation=None):
     """`settings` as `method`'s homeostatic layers take them.
 

@@ -47,6 +47,8 @@ from keras_homeostasis.tuning.homeostatic_hyper_model import HomeostaticHyperMod
 TUNABLE = ("scaling", *models.HOMEOSTATIC_LAYERS)
 # Search-space parameters that choose the kind of homeostatic layer (its method).
 LAYER_KIND = ("scale_invariant", "center_inputs")
+# Search-space parameters that choose the callback's method.
+CALLBACK_KIND = ("center_inputs", "hold_norms")
 RESULT_FILES = ("tuner", "logs", "trials.csv", "trials.md", "best.yaml", "config.yaml")
 # Keys that may change between a search and its resumption.
 RESUMABLE_KEYS = {"tune": ("max_trials", "overwrite"), "output": ("run_dir",)}
@@ -271,11 +273,10 @@ def best_config(config, values, out_dir):
     """The config to train the best trial's settings with `train`."""
     best = copy.deepcopy(config)
     updates = space_lib.config_updates(values)
-    kind = {k: updates.pop(k) for k in LAYER_KIND if k in updates}
-    if kind and best["model"]["normalization"] == "scaling":
-        if kind["center_inputs"]:
-            best["model"]["normalization"] = "centered_scaling"
-    elif kind:
+    if best["model"]["normalization"] == "scaling":
+        kind = {k: updates.pop(k) for k in CALLBACK_KIND if k in updates}
+        best["model"]["normalization"] = models.callback_method(**kind)
+    elif kind := {k: updates.pop(k) for k in LAYER_KIND if k in updates}:
         best["model"]["normalization"] = models.homeostatic_method(
             best["model"]["normalization"], **kind
         )

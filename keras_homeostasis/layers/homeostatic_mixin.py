@@ -13,6 +13,7 @@ from keras_homeostasis.input_mean import kernel_times
 from keras_homeostasis.settings import DEFAULTS
 from keras_homeostasis.settings import LEGACY
 from keras_homeostasis.settings import _in_range
+from keras_homeostasis.settings import refuse_gain_bounds
 from keras_homeostasis.settings import validate_settings
 from keras_homeostasis.unit_state import UnitState
 from keras_homeostasis.unit_state import initial_log_norms
@@ -212,18 +213,9 @@ class HomeostaticMixin:
 
 
 def _scale_invariant(value, settings):
-    if not isinstance(value, bool):
-        raise ValueError(
-            "Received an invalid value for `scale_invariant`, expected True or "
-            f"False. Received: scale_invariant={value!r}"
-        )
-    bounded = [k for k in ("min_gain", "max_gain") if settings.get(k) is not None]
-    if value and bounded:
-        raise ValueError(
-            "`scale_invariant=True` leaves each unit's kernel norm to the rule "
-            f"without bounds; do not pass {bounded}. Received: "
-            + ", ".join(f"{k}={settings[k]!r}" for k in bounded)
-        )
+    value = validate_flag("scale_invariant", value)
+    if value:
+        refuse_gain_bounds("scale_invariant", settings)
     return value
 
 

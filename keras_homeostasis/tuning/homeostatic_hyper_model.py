@@ -219,7 +219,7 @@ class HomeostaticHyperModel(keras_tuner.HyperModel):
                 return []
             return [HomeostasisLogger(log_dir, update_freq=self.log_freq, layers=names)]
         groups = space_lib.declare(hp, self.search_space, names, self.settings)
-        # `center_inputs`, the one layer argument the callback takes too.
+        # `center_inputs` and `hold_norms`: the callback's own arguments.
         options = space_lib.declare_layer_options(hp, self.search_space)
         callbacks = []
         for group, settings in groups:

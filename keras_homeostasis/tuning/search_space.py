@@ -25,9 +25,9 @@ two that shape it:
   layer gets its own `target_rate` (`scaling/layer_targets/<layer>`) or all
   share one (`scaling/target_rate`).
 
-Three more shape the layers, and are not searched unless named; the first
+Four more shape the layers, and are not searched unless named; the first
 two shape homeostatic layers only (`HomeostaticHyperModel(...,
-homeostatic_layers=True)`):
+homeostatic_layers=True)`), the last the callback's plain layers:
 
 - `scale_invariant`: whether the layers compute with each unit's kernel
   direction times its homeostatic gain (`HomeostaticDense(...,
@@ -38,7 +38,11 @@ homeostatic_layers=True)`):
 - `center_inputs`: whether the layers subtract a trace of their input
   mean (`HomeostaticDense(..., center_inputs=True)`), or, for the
   callback, whether it holds plain layers' offsets at it
-  (`SynapticScalingCallback(center_inputs=True)`).
+  (`SynapticScalingCallback(center_inputs=True)`);
+- `hold_norms` (the callback only): whether the rule alone sets each
+  unit's kernel norm (`SynapticScalingCallback(hold_norms=True)`); not with
+  `min_gain` or `max_gain`, and refused for homeostatic layers, whose
+  `scale_invariant` gives them that.
 
 `min_gain`, `max_gain`, `target_std`, `target_rate` and `silence_evidence`
 also take `None` as a setting (unbounded, the layer's mean, or off); as a
@@ -64,7 +68,12 @@ TARGET_MODES = ("absolute", "layer_mean")
 SAMPLINGS = ("linear", "log", "reverse_log")
 RANGE_KEYS = ("min", "max", "sampling", "step")
 INTEGER_PARAMETERS = ("period", "warmup")
-BOOLEAN_PARAMETERS = ("per_layer_targets", "scale_invariant", "center_inputs")
+BOOLEAN_PARAMETERS = (
+    "per_layer_targets",
+    "scale_invariant",
+    "center_inputs",
+    "hold_norms",
+)
 # Settings searched by default, in the order they are registered.
 SETTING_PARAMETERS = (
     "rate",
@@ -82,12 +91,14 @@ SETTING_PARAMETERS = (
 # Settings that only act with an absolute set point: registered under
 # `target_mode == "absolute"` when the mode is searched.
 ABSOLUTE_PARAMETERS = ("target_std", "anchor")
-# Arguments of the homeostatic layers that are not settings of the rule.
-LAYER_PARAMETERS = ("scale_invariant", "norm_relaxation", "center_inputs")
+# Arguments of the homeostatic layers or the callback that are not settings
+# of the rule.
+LAYER_PARAMETERS = ("scale_invariant", "norm_relaxation", "center_inputs", "hold_norms")
 LAYER_DEFAULTS = {
     "scale_invariant": False,
     "norm_relaxation": 0.0,
     "center_inputs": False,
+    "hold_norms": False,
 }
 PARAMETERS = (
     SETTING_PARAMETERS
@@ -120,6 +131,7 @@ DEFAULT_SEARCH_SPACE = {
     "scale_invariant": None,
     "norm_relaxation": None,
     "center_inputs": None,
+    "hold_norms": None,
 }
 
 
@@ -235,6 +247,7 @@ def validate_search_space(overrides=None, path="search_space"):
     }
     _check_target(space, path)
     _check_relaxation_searchable(space, path)
+    _check_held_norms_unbounded(space, path)
     return space
 
 
@@ -243,7 +256,8 @@ def validate_for_model(overrides, homeostatic_layers, path="search_space"):
 
     Homeostatic layers all take the same settings, so `per_layer_targets`
     defaults to false for them and may not be true; the layers' own
-    arguments (`LAYER_PARAMETERS`) are refused for the callback.
+    arguments (`LAYER_PARAMETERS`) are refused for the callback, and the
+    callback's own (`hold_norms`) for the layers.
     """
     if homeostatic_layers:
         overrides = {"per_layer_targets": False, **(overrides or {})}
@@ -262,6 +276,13 @@ def validate_for_model(overrides, homeostatic_layers, path="search_space"):
                 "`model.normalization: homeostatic_layers` in a config)",
                 space[named[0]],
             )
+    elif space["hold_norms"] is not None:
+        _fail(
+            f"{path}.hold_norms",
+            "no argument of homeostatic layers (they hold norms with "
+            "`scale_invariant`)",
+            space["hold_norms"],
+        )
     elif True in spec_values(space["per_layer_targets"]) and (
         "absolute" in spec_values(space["target_mode"])
     ):
@@ -279,8 +300,8 @@ def searches_layer_parameters(space):
     return [name for name in LAYER_PARAMETERS if space[name] is not None]
 
 
-# The `LAYER_PARAMETERS` that `SynapticScalingCallback` takes too.
-CALLBACK_LAYER_PARAMETERS = ("center_inputs",)
+# The `LAYER_PARAMETERS` that `SynapticScalingCallback` takes.
+CALLBACK_LAYER_PARAMETERS = ("center_inputs", "hold_norms")
 
 
 def _check_relaxation_searchable(space, path):
@@ -293,6 +314,19 @@ def _check_relaxation_searchable(space, path):
             "(it acts on scale-invariant layers only)",
             space["scale_invariant"],
         )
+
+
+def _check_held_norms_unbounded(space, path):
+    if True not in spec_values(space["hold_norms"]):
+        return
+    for name in ("min_gain", "max_gain"):
+        if space[name] is not None:
+            _fail(
+                f"{path}.{name}",
+                "null (not searched) while `hold_norms` may be true (the held "
+                "norms are unbounded)",
+                space[name],
+            )
 
 
 def _check_target(space, path):
@@ -378,8 +412,8 @@ def declare_layer_options(hp, space):
 
     Returns a dict of the homeostatic layers' arguments that `space`
     searches or fixes (`scale_invariant`, `norm_relaxation` while
-    `scale_invariant` is true, and `center_inputs`); empty when it names
-    none.
+    `scale_invariant` is true, `center_inputs`, and the callback's
+    `hold_norms`); empty when it names none.
     """
     options = {}
     if space["scale_invariant"] is not None:
@@ -391,8 +425,9 @@ def declare_layer_options(hp, space):
                 relaxation = register(hp, "norm_relaxation", space["norm_relaxation"])
             if options["scale_invariant"]:
                 options["norm_relaxation"] = relaxation
-    if space["center_inputs"] is not None:
-        options["center_inputs"] = register(hp, "center_inputs", space["center_inputs"])
+    for name in CALLBACK_LAYER_PARAMETERS:
+        if space[name] is not None:
+            options[name] = register(hp, name, space[name])
     return options
 
 
@@ -435,8 +470,8 @@ def config_updates(values):
         `target_rate` and `target_std` are None (the layer's means); with
         `absolute`, `target_rate` is the shared set point, or None with
         `layer_targets` set for per-layer set points; `scale_invariant`,
-        `norm_relaxation` and `center_inputs` when the trial drew them
-        (arguments of the homeostatic layers).
+        `norm_relaxation`, `center_inputs` and `hold_norms` when the trial
+        drew them (arguments of the homeostatic layers or the callback).
     """
     updates = {}
     for name in SETTING_PARAMETERS + LAYER_PARAMETERS:

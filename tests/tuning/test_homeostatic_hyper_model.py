@@ -475,6 +475,20 @@ def test_a_space_naming_center_inputs_gives_the_callback_its_value():
     assert states and all(state.centering is not None for state in states)
 
 
+def test_a_space_naming_hold_norms_gives_the_callback_its_value():
+    hypermodel = HomeostaticHyperModel(
+        tiny_model, search_space={"hold_norms": [False, True]}
+    )
+    hp = keras_tuner.HyperParameters()
+    hp.Boolean("scaling/hold_norms")  # what a tuner draws
+    hp.values["scaling/hold_norms"] = True
+    model = hypermodel.build(hp)
+    (callback,) = hypermodel.scaling_callbacks(hp, model)
+    assert callback.hold_norms is True
+    states = [layer.homeostasis for layer, _ in callback.bindings]
+    assert states and not any(state.scales_kernel for state in states)
+
+
 def test_a_space_naming_silence_evidence_gives_the_callback_its_value():
     hypermodel = HomeostaticHyperModel(
         tiny_model, search_space={"silence_evidence": [5, 10, 20]}

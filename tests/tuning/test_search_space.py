@@ -102,6 +102,9 @@ def test_overrides_replace_one_parameter_each():
         ({"scale_invariant": "yes"}, "search_space.scale_invariant"),
         ({"center_inputs": "yes"}, "search_space.center_inputs"),
         ({"center_inputs": {"min": 0, "max": 1}}, "search_space.center_inputs"),
+        ({"hold_norms": "yes"}, "search_space.hold_norms"),
+        ({"hold_norms": [True, False], "max_gain": 2.0}, "search_space.max_gain"),
+        ({"hold_norms": True, "min_gain": [0.5, 0.9]}, "search_space.min_gain"),
         ({"norm_relaxation": 1.5, "scale_invariant": True}, "search_space.norm"),
         ({"norm_relaxation": [0.0, -1e-3], "scale_invariant": True}, "search_"),
         ({"norm_relaxation": 1e-3}, "search_space.scale_invariant"),
@@ -319,6 +322,20 @@ def test_layer_options_draw_centering_on_its_own():
         drawn.add(options["center_inputs"])
     assert drawn == {False, True}
     assert "center_inputs: one of [False, True]" in space_lib.describe(space)
+
+
+def test_hold_norms_is_drawn_for_the_callback_and_refused_for_the_layers():
+    overrides = {"hold_norms": [False, True]}
+    space = space_lib.validate_for_model(overrides, homeostatic_layers=False)
+    assert space_lib.searches_layer_parameters(space) == ["hold_norms"]
+    hp = keras_tuner.HyperParameters()
+    hp.Boolean("scaling/hold_norms")  # what a tuner draws
+    hp.values["scaling/hold_norms"] = True
+    assert space_lib.declare_layer_options(hp, space) == {"hold_norms": True}
+    values = {"scaling/hold_norms": True, "scaling/rate": 0.1}
+    assert space_lib.config_updates(values) == {"hold_norms": True, "rate": 0.1}
+    with pytest.raises(ValueError, match="search_space.hold_norms"):
+        space_lib.validate_for_model(overrides, homeostatic_layers=True)
 
 
 def test_config_updates_carry_the_layer_options():

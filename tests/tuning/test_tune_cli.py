@@ -162,6 +162,24 @@ def test_tune_searches_center_inputs_and_names_the_method(
     )
 
 
+def test_tune_searches_hold_norms_and_names_the_callback_method(tmp_path):
+    config = _layers_config(
+        tmp_path, "scaling", center_inputs=True, hold_norms=[False, True]
+    )
+    out = tmp_path / "out"
+    assert cli.main(["tune", str(config), "--out", str(out), "--quiet"]) == 0
+    rows = _rows(out)
+    assert [r["status"] for r in rows] == ["COMPLETED"] * 4
+    assert {r["hold_norms"] for r in rows} == {"True", "False"}
+    best = next(r for r in rows if r["best"])
+    best_config = load_config(str(out / "best.yaml"))
+    held = best["hold_norms"] == "True"
+    assert best_config["model"]["normalization"] == (
+        "held_centered_scaling" if held else "centered_scaling"
+    )
+    assert "hold_norms" not in best_config["scaling"]
+
+
 def test_tune_refuses_layer_arguments_for_the_callback(tmp_path, capsys):
     config = _layers_config(tmp_path, "scaling", scale_invariant=[False, True])
     assert cli.main(["tune", str(config), "--out", str(tmp_path / "out")]) == 2
