@@ -8,15 +8,76 @@ rule holds (`rule.relaxed_directions` with a relaxation of 1), so the
 optimizer's step only turns each unit's incoming weights and the rule's
 factors alone change their length. `log_gain` starts at the log of each
 unit's initial norm, so the first step starts from the layer as built.
+
+A scale-invariant layer's turns also shrink as training goes on: its
+direction vector lengthens with every step across it. `HeldNorms` gives a
+held kernel the same: it keeps the kernel each step started from and each
+unit's virtual vector length, and takes the optimizer's step as the
+layer's vector would (`rule.scale_invariant_step`) before the hold.
 """
 
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
 from keras_homeostasis import layer_selection
+from keras_homeostasis import rule
 from keras_homeostasis.settings import refuse_gain_bounds
+from keras_homeostasis.unit_state import float_state
 from keras_homeostasis.unit_state import initial_log_norms
 from keras_homeostasis.validation import validate_flag
 
 # A unit's norm is put all the way back to its gain after every step.
 FULL_RELAXATION = 1.0
+
+
+@keras.saving.register_keras_serializable(package="keras_homeostasis")
+class HeldNorms(keras.layers.Layer):
+    """The kernel a held layer's last step ended at and each unit's virtual
+    direction-vector length: the state of the shrinking turns.
+
+    A container of `UnitState`, never called on tensors. Variables
+    (float32): `previous`, a copy of the kernel (its memory: one more
+    kernel), and `length`, one per unit, both starting from the kernel as
+    built (read outside any trace: a subclassed model builds its layers in
+    a scope that discards variable writes).
+
+    Args:
+        kernel: the layer's kernel variable, units on the last axis.
+    """
+
+    def __init__(self, kernel, **kwargs):
+        super().__init__(**kwargs)
+        with tf.init_scope():
+            values = np.asarray(kernel.numpy(), "float32")
+        self.previous = float_state(
+            self, "previous", values.shape, keras.initializers.Constant(values)
+        )
+        length = np.exp(initial_log_norms(kernel)).astype("float32")
+        self.length = float_state(
+            self, "length", length.shape, keras.initializers.Constant(length)
+        )
+        self.built = True
+
+    def hold(self, kernel, log_gain):
+        """`kernel` after the optimizer's step, turned as a scale-invariant
+        layer's vector would turn and put back to the norms `exp(log_gain)`;
+        it becomes the next step's `previous`."""
+        vector, length = rule.scale_invariant_step(
+            ops.cast(kernel, "float32"),
+            ops.convert_to_tensor(self.previous),
+            ops.convert_to_tensor(self.length),
+        )
+        held = rule.relaxed_directions(vector, log_gain, FULL_RELAXATION)
+        self.length.assign(length)
+        self.previous.assign(held)
+        return ops.cast(held, kernel.dtype)
+
+    def start_from(self, kernel):
+        """Takes `kernel` as where the next step starts (a fit's first step
+        after weights were set or loaded outside training)."""
+        self.previous.assign(ops.cast(ops.convert_to_tensor(kernel), "float32"))
 
 
 def validate(value, settings):
@@ -43,6 +104,6 @@ def initial_log_gain(layer):
 
 def hold(state):
     """Makes `state`'s kernel constraint hold the norms: the rule's factors
-    go to `log_gain`, and the kernel is put back to `exp(log_gain)`."""
+    go to `log_gain`, and `state.held` (`HeldNorms`) takes each step and
+    puts the kernel back to `exp(log_gain)`."""
     state.scales_kernel = False
-    state.norm_relaxation = FULL_RELAXATION

@@ -309,6 +309,28 @@ def relaxed_directions(kernel, log_gain, relaxation):
     return kernel * ops.exp(relaxation * (log_gain - log_norm))
 
 
+def scale_invariant_step(kernel, previous, length):
+    """A held kernel's optimizer step taken as a scale-invariant layer's
+    direction vector takes it (`hold_norms=True`; units on the last axis).
+
+    `previous` is the kernel before the step and `length` each unit's
+    virtual direction-vector length `l`. A scale-invariant layer's vector
+    `v` of length `l` gets, for the step `t` across `previous` a plain
+    kernel of norm `g` gets, the step `(g / l) t` under SGD, so its turns
+    shrink as `(g / l)^2` while `l` grows. Returns the vector
+    `l * previous / g + (g / l) * t` and its length, the unit's new `l`;
+    the radial part of the step is dropped (the hold sets the norm).
+    """
+    axes = tuple(range(len(kernel.shape) - 1))
+    norm = ops.sqrt(ops.sum(ops.square(previous), axis=axes) + EPSILON)
+    direction = previous / norm
+    step = kernel - previous
+    radial = ops.sum(step * direction, axis=axes, keepdims=True)
+    turn = step - radial * direction
+    vector = length * direction + (norm / length) * turn
+    return vector, ops.sqrt(ops.sum(ops.square(vector), axis=axes))
+
+
 def rate_quantile(target_rate):
     """Phi^-1(target_rate): the mean, in spreads, of a unit firing that often."""
     return math.sqrt(2.0) * _erfinv(2.0 * target_rate - 1.0)

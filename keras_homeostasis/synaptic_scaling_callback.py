@@ -156,7 +156,11 @@ class SynapticScalingCallback(keras.callbacks.Callback):
             optimizer step each scaled unit's incoming weights are put back
             to the norm the rule holds for it (`exp(log_gain)`, from the
             initial norm on, times the rule's factors), so the optimizer
-            only turns them. The model stays a plain model. With
+            only turns them, by less as training goes on: each step is
+            taken as a scale-invariant layer's direction vector takes it,
+            which lengthens with every step (under SGD the layers'
+            training exactly; `HeldNorms` keeps a copy of each kernel for
+            it). The model stays a plain model. With
             `center_inputs=True` it keeps batch-size-1 training with
             momentum SGD from diverging at steps where centering alone
             does (README, "Larger steps at batch size 1"). Not with
@@ -243,11 +247,15 @@ class SynapticScalingCallback(keras.callbacks.Callback):
         centering = None
         if self.center_inputs:
             centering = input_centering.for_layer(layer)
-        log_gain = held_norms.initial_log_gain(layer) if self.hold_norms else None
+        log_gain, held = None, None
+        if self.hold_norms:
+            log_gain = held_norms.initial_log_gain(layer)
+            held = held_norms.HeldNorms(layer.kernel, name="held_norms")
         state = UnitState(
             units,
             log_gain=log_gain,
             centering=centering,
+            held=held,
             name=f"{layer.name}_homeostasis",
         )
         if self.hold_norms:
@@ -261,6 +269,7 @@ class SynapticScalingCallback(keras.callbacks.Callback):
         # A model Keras has not built yet (subclassed, or Sequential without
         # an `Input`) is built and bound in the first trace of its train step.
         self._check_model()
+        self._start_held_steps()
         self._attach(lazy_removal=True)
         self._logger_waits = not self._bindings
         if not self._logger_waits:
@@ -275,6 +284,12 @@ class SynapticScalingCallback(keras.callbacks.Callback):
         distribute_compat.check_steps_per_execution(self.model)
         if not self._bindings and self.model.built:
             self._bind(self.model)
+
+    def _start_held_steps(self):
+        # Weights set or loaded between fits: the first step starts there.
+        for layer, state, _ in self._bindings:
+            if state.held is not None:
+                state.held.start_from(layer.kernel)
 
     def _bind_when_built(self, model):
         # Called by the hooks once Keras has built a model that was not.
@@ -343,6 +358,7 @@ class SynapticScalingCallback(keras.callbacks.Callback):
         """
         self.set_model(model)
         self._check_model()
+        self._start_held_steps()
         self._attach(lazy_removal=False)
         waits = not self._bindings
         if not waits:

@@ -67,12 +67,15 @@ class UnitState(keras.layers.Layer):
             model's layers in a scope that discards variable writes.
         centering: the callback's `InputCentering` of a plain layer whose
             units' offsets it holds against kernel changes, or None.
+        held: the callback's `HeldNorms` of a plain layer whose kernel
+            norms the rule holds (`hold_norms=True`), or None.
     """
 
-    def __init__(self, units, log_gain=None, centering=None, **kwargs):
+    def __init__(self, units, log_gain=None, centering=None, held=None, **kwargs):
         super().__init__(**kwargs)
         self.units = positive_int("units", units)
         self.centering = centering
+        self.held = held
         # The kernel axis holding the units: -2 for transposed convolutions.
         # Set by whoever binds the state to a layer; not saved (the layer
         # kind tells it again).
@@ -208,6 +211,8 @@ class UnitState(keras.layers.Layer):
     def scale_kernel(self, kernel):
         """The kernel with each unit's incoming weights (`kernel_axis`) scaled."""
         if not self.scales_kernel:
+            if self.held is not None:
+                return self.held.hold(kernel, self.row("log_gain"))
             if not self.norm_relaxation:
                 return kernel
             log_gain = ops.cast(self.row("log_gain"), kernel.dtype)

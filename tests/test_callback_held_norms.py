@@ -1,5 +1,7 @@
 """`SynapticScalingCallback(hold_norms=True)`: the rule alone sets each
-unit's kernel norm; the optimizer only turns a unit's incoming weights."""
+unit's kernel norm; the optimizer only turns a unit's incoming weights, by
+less as its virtual direction vector lengthens (the scale-invariant
+layers' training under SGD: `test_equivalence.py`)."""
 
 import keras
 import numpy as np
@@ -72,10 +74,38 @@ def test_the_held_norms_save_and_load(tmp_path):
     fresh = dense_model()
     SynapticScalingCallback(hold_norms=True).set_model(fresh)
     fresh.load_weights(path)
+    state = fresh.get_layer("h").homeostasis
     np.testing.assert_array_equal(
-        fresh.get_layer("h").homeostasis.log_gain.numpy(),
-        layer.homeostasis.log_gain.numpy(),
+        state.log_gain.numpy(), layer.homeostasis.log_gain.numpy()
     )
+    # The turns' state: where the next step starts and the vector lengths.
+    for name in ("previous", "length"):
+        saved = getattr(layer.homeostasis.held, name).numpy()
+        assert np.abs(saved - getattr(state.held, name).numpy()).max() == 0
+
+
+def test_the_vector_lengths_grow_and_shrink_the_turns():
+    model = dense_model()
+    layer = fit(model, SynapticScalingCallback(hold_norms=True, **INERT))
+    # Each step across a unit lengthens its vector: the turns get smaller.
+    held = layer.homeostasis.held
+    growth = held.length.numpy() / unit_norms(layer.kernel.numpy())
+    assert growth.min() > 1 - 1e-4 and growth.max() > 1.1
+    np.testing.assert_array_equal(held.previous.numpy(), layer.kernel.numpy())
+
+
+def test_weights_set_between_fits_are_where_the_next_fit_starts():
+    model = dense_model()
+    callback = SynapticScalingCallback(hold_norms=True, **INERT)
+    layer = fit(model, callback, epochs=1)
+    # New directions at the held norms, set outside training.
+    kernel = layer.kernel.numpy()
+    turned = np.random.default_rng(0).normal(size=kernel.shape)
+    turned *= unit_norms(kernel) / unit_norms(turned)
+    layer.kernel.assign(turned)
+    fit(model, callback, epochs=1, optimizer=keras.optimizers.SGD(1e-6))
+    # A tiny step from the set kernel, not a jump back toward the old one.
+    np.testing.assert_allclose(layer.kernel.numpy(), turned, atol=1e-4)
 
 
 def test_hold_norms_must_be_a_bool():

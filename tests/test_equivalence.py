@@ -116,3 +116,44 @@ def test_centered_callback_trains_dense_layers_as_the_centered_layers(period):
             rtol=1e-5,
             atol=1e-6,
         )
+
+
+@pytest.mark.parametrize(
+    "kind, centered, period",
+    [("Dense", True, 1), ("Dense", True, 3), ("Dense", False, 1), ("Conv2D", False, 1)],
+)
+def test_callback_holding_norms_trains_as_the_scale_invariant_layers(
+    kind, centered, period
+):
+    # `hold_norms=True` on the callback: under SGD, plain layers whose units'
+    # norms the rule holds, and whose optimizer steps are taken as a
+    # direction vector's (`HeldNorms`), train as
+    # `scale_invariant=True` layers do: the same kernels (the layers'
+    # `effective_kernel()`), gains, and vector lengths.
+    x, y = ht.noise(ht.INPUT_SHAPES[kind], n=128)
+    settings = {"warmup": 0, "rate": 0.2, "period": period}
+    options = dict(center_inputs=centered, scale_invariant=True)
+    plain = ht.compiled(ht.model_of(kind, seed=3), optimizer=keras.optimizers.SGD(1.0))
+    layers = ht.compiled(
+        ht.model_of(kind, homeostatic=True, seed=3, **options, **settings),
+        optimizer=keras.optimizers.SGD(1.0),
+    )
+    fit = dict(epochs=3, batch_size=32, verbose=0, shuffle=False)
+    callback = SynapticScalingCallback(
+        center_inputs=centered, hold_norms=True, **settings
+    )
+    plain.fit(x, y, callbacks=[callback], **fit)
+    layers.fit(x, y, **fit)
+    for name in ("hidden0", "hidden1"):
+        held, layer = plain.get_layer(name), layers.get_layer(name)
+        np.testing.assert_allclose(
+            held.kernel.numpy(), layer.effective_kernel().numpy(), atol=5e-5
+        )
+        state = held.homeostasis
+        np.testing.assert_allclose(
+            state.log_gain.numpy(), layer.homeostasis.log_gain.numpy(), atol=5e-5
+        )
+        vectors = layer.kernel.numpy().reshape(-1, layer.kernel.shape[-1])
+        np.testing.assert_allclose(
+            state.held.length.numpy(), np.linalg.norm(vectors, axis=0), rtol=1e-5
+        )
