@@ -80,6 +80,32 @@ class HeldNorms(keras.layers.Layer):
         self.previous.assign(ops.cast(ops.convert_to_tensor(kernel), "float32"))
 
 
+def radial_free(preactivation, kernel, bias, unit_axis):
+    """`preactivation` unchanged, with a gradient that takes each unit's
+    kernel-gradient part along its kernel off (`rule.radial_part`), as a
+    scale-invariant layer's vector gradient has none: the optimizer's
+    momentum then holds turns only, and its step's part along a kernel
+    comes, as the layer's, from turns across earlier directions.
+    `bias`: what the kernel's drive is measured from (None: no bias)."""
+
+    if bias is not None:
+        bias = ops.convert_to_tensor(bias)
+
+    @ops.custom_gradient
+    def identity(z, w):
+        def gradient(*args, upstream=None):
+            upstream = args[0] if upstream is None else upstream
+            drive = rule.unit_drive(ops.cast(z, "float32"), bias, unit_axis)
+            part = rule.radial_part(
+                drive, ops.cast(upstream, "float32"), ops.cast(w, "float32"), unit_axis
+            )
+            return upstream, ops.cast(-part, w.dtype)
+
+        return z, gradient
+
+    return identity(preactivation, ops.convert_to_tensor(kernel))
+
+
 def validate(value, settings):
     """`value` as a flag; a ValueError naming the gain bounds, which act on
     cumulative factors, when it is True and they are set."""

@@ -84,10 +84,13 @@ class InputCentering(keras.layers.Layer):
             preactivation, ops.convert_to_tensor(kernel), mean
         )
 
-    def centered_bias(self, bias):
+    def centered_bias(self, bias, drive=None):
         """The bias of the centered layer this plain layer computes as:
-        `bias + x_bar . w`, `w` the last observed pass's kernel (float32)."""
-        return ops.cast(bias, "float32") + ops.convert_to_tensor(self.drive)
+        `bias + x_bar . w`, `w` the last observed pass's kernel (float32);
+        `drive`: that `x_bar . w` as `observe` returned it (default: read
+        from the variable)."""
+        drive = ops.convert_to_tensor(self.drive) if drive is None else drive
+        return ops.cast(bias, "float32") + drive
 
     def compensate(self, bias, kernel):
         """`bias` moved by what the kernel's change since the last observed

@@ -109,11 +109,7 @@ def sensor_statistics(preactivation, outputs, bias, unit_axis):
     z = ops.cast(preactivation, "float32")
     y = ops.cast(outputs, "float32")
     unit_axis, axes, count = _slices(z, unit_axis)
-    drive = z
-    if bias is not None:
-        shape = [1] * len(z.shape)
-        shape[unit_axis] = -1
-        drive = z - ops.reshape(ops.cast(bias, "float32"), shape)
+    drive = unit_drive(z, bias, unit_axis)
     sums = [
         ops.sum(ops.abs(y), axis=axes),
         ops.sum(positive(z), axis=axes),
@@ -309,26 +305,52 @@ def relaxed_directions(kernel, log_gain, relaxation):
     return kernel * ops.exp(relaxation * (log_gain - log_norm))
 
 
+def unit_drive(z, bias, unit_axis):
+    """Each unit's drive `u = z - b`: the float32 pre-activation `z` less
+    its bias (None: no bias), the units on `unit_axis`."""
+    if bias is None:
+        return z
+    shape = [1] * len(z.shape)
+    shape[unit_axis] = -1
+    return z - ops.reshape(ops.cast(bias, "float32"), shape)
+
+
 def scale_invariant_step(kernel, previous, length):
     """A held kernel's optimizer step taken as a scale-invariant layer's
     direction vector takes it (`hold_norms=True`; units on the last axis).
 
-    `previous` is the kernel before the step and `length` each unit's
-    virtual direction-vector length `l`. A scale-invariant layer's vector
-    `v` of length `l` gets, for the step `t` across `previous` a plain
-    kernel of norm `g` gets, the step `(g / l) t` under SGD, so its turns
-    shrink as `(g / l)^2` while `l` grows. Returns the vector
-    `l * previous / g + (g / l) * t` and its length, the unit's new `l`;
-    the radial part of the step is dropped (the hold sets the norm).
+    `previous` is the kernel before the step, of norm `g` per unit, and
+    `length` each unit's virtual direction-vector length `l`. Where a plain
+    kernel takes the step `d`, a scale-invariant layer's vector `v` of
+    length `l` takes `(g / l) d` under SGD (its gradient is the kernel's
+    times `g / l`, less its part along `v`, which the callback's forward
+    pass takes off the kernel's: `held_norms.radial_free`), so its
+    turns shrink as `(g / l)^2` while `l` grows. Returns the vector
+    `l * previous / g + (g / l) * d` and its length, the unit's new `l`.
+    What the step has along `previous` (momentum: past gradients, across
+    past directions) lengthens `v`, as it does the layer's.
     """
     axes = tuple(range(len(kernel.shape) - 1))
     norm = ops.sqrt(ops.sum(ops.square(previous), axis=axes) + EPSILON)
-    direction = previous / norm
-    step = kernel - previous
-    radial = ops.sum(step * direction, axis=axes, keepdims=True)
-    turn = step - radial * direction
-    vector = length * direction + (norm / length) * turn
+    vector = (length / norm) * previous + (norm / length) * (kernel - previous)
     return vector, ops.sqrt(ops.sum(ops.square(vector), axis=axes))
+
+
+def radial_part(drive, upstream, kernel, unit_axis=-1):
+    """Each unit's kernel-gradient part along its kernel `w` (units on the
+    kernel's last axis), from the forward pass alone: a unit's drive
+    `u = w . x` is linear in `w`, so `w . dL/dw = sum(u * dL/du)` over the
+    batch (and positions), and the part is `w * sum(u * dL/du) / |w|^2`.
+    `drive` and `upstream` hold the units on `unit_axis`. One
+    elementwise product of the pre-activation's size and one of the
+    kernel's: no matrix product.
+    """
+    units = drive.shape[unit_axis]
+    product = ops.moveaxis(drive * upstream, unit_axis, -1)
+    along = ops.sum(ops.reshape(product, (-1, units)), axis=0)
+    axes = tuple(range(len(kernel.shape) - 1))
+    square = ops.sum(ops.square(kernel), axis=axes) + EPSILON
+    return kernel * (along / square)
 
 
 def rate_quantile(target_rate):
