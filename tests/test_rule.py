@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from keras import ops
 
 from keras_homeostasis import rule
@@ -417,3 +418,36 @@ def test_layers_stepped_together_match_one_call_per_layer(set_points):
             )
     assert [int(numpy(new["steps"])) for new in together] == [6, 1, 1]
     assert np.all(numpy(together[2]["factor"]) == 1.0)
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv", "conv_channels_first"])
+def test_radial_part_is_the_kernel_gradients_part_along_each_unit(kind):
+    # `w . dL/dw = sum(u * dL/du)` for a drive linear in each unit's own
+    # weights: the part needs no kernel-sized matrix product.
+    rng = np.random.default_rng(0)
+    if kind == "dense":
+        x = tf.constant(rng.normal(size=(16, 5)), "float32")
+        w = tf.Variable(rng.normal(size=(5, 4)), dtype="float32")
+        drive = lambda: tf.matmul(x, w)  # noqa: E731
+    else:
+        x = tf.constant(rng.normal(size=(3, 6, 6, 2)), "float32")
+        w = tf.Variable(rng.normal(size=(3, 3, 2, 4)), dtype="float32")
+        drive = lambda: tf.nn.conv2d(x, w, 1, "VALID")  # noqa: E731
+    weights = tf.constant(rng.normal(size=drive().shape), "float32")
+    with tf.GradientTape(persistent=True) as tape:
+        u = drive()
+        loss = tf.reduce_sum(tf.sin(u) * weights)
+    kernel_gradient = tape.gradient(loss, w).numpy()
+    upstream = tape.gradient(loss, u)
+    axes = tuple(range(kernel_gradient.ndim - 1))
+    kernel = w.numpy()
+    along = np.sum(kernel * kernel_gradient, axis=axes) / np.sum(kernel**2, axis=axes)
+    if kind == "conv_channels_first":
+        u, upstream = (
+            tf.transpose(u, (0, 3, 1, 2)),
+            tf.transpose(upstream, (0, 3, 1, 2)),
+        )
+        part = rule.radial_part(u, upstream, w, unit_axis=1)
+    else:
+        part = rule.radial_part(u, upstream, w)
+    np.testing.assert_allclose(np.asarray(part), kernel * along, rtol=1e-4, atol=1e-5)

@@ -295,11 +295,19 @@ def mixed_precision():
     keras.config.set_dtype_policy("float32")
 
 
-def test_mixed_precision_model_keeps_float32_state(mixed_precision):
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"hold_norms": True, "center_inputs": True}],
+    ids=["defaults", "held_centered"],
+)
+def test_mixed_precision_model_keeps_float32_state(mixed_precision, options):
     x, y = data("Conv2D")
     model = compiled(model_of("Conv2D"))
     assert model.layers[0].compute_dtype == "float16"
-    callback = SynapticScalingCallback(**FAST)
+    settings = dict(FAST)
+    if options:  # the held norms take no gain bounds
+        settings.pop("min_gain"), settings.pop("max_gain")
+    callback = SynapticScalingCallback(**options, **settings)
     fit(model, x, y, callbacks=[callback], epochs=2)
     iterations = int(model.optimizer.iterations.numpy())
     for _, state in callback.bindings:
