@@ -274,44 +274,40 @@ class CallHooks:
             forward = functools.partial(original, *args, **kwargs)
             recorded = _recorded()
             target = state if recorded is None else _Recorder(state, recorded)
-            if state.centering is None and state.held is None:
-                return sensor.sensed_call(layer, forward, target, axis)
-            bias, through = _centered(layer, state, args, kwargs)
-            if state.held is not None:
-                through = _turning_only(layer, state, axis, bias, through)
-            return sensor.sensed_call(layer, forward, target, axis, bias, through)
+            if state.held is None:
+                return _sensed_call(layer, state, target, axis, forward, args, kwargs)
+            # The pass's kernel reads (the centered gradient's too) get the
+            # direction vectors' gradient.
+            kernel = state.held.direction_kernel(layer._kernel)
+            forward = held_norms.computing_with(layer, kernel, forward)
+            return _sensed_call(
+                layer, state, target, axis, forward, args, kwargs, kernel
+            )
 
         self._set(layer, "call", call)
 
 
-def _centered(layer, state, args, kwargs):
-    """For a centered layer (`center_inputs=True`): observes the inputs, and
-    returns the centered bias the rule senses drives from and the centered
-    gradient's pre-activation op (None where the gradient stays plain)."""
+def _sensed_call(layer, state, target, axis, forward, args, kwargs, kernel=None):
+    """The layer's pass, sensed; for a centered layer (`center_inputs=True`)
+    its inputs observed, the drives sensed from the centered bias, and the
+    centered gradient passed (to `kernel`, default the layer's) where it is
+    on."""
     centering = state.centering
     if centering is None:
-        return None, None
+        return sensor.sensed_call(layer, forward, target, axis)
     drive = centering.observe(args[0] if args else kwargs["inputs"], layer.kernel)
     # From the drive just computed, not read back: a read of the variable
     # that only the backward pass consumes raced its write (docs/design.md).
     bias = centering.centered_bias(layer.bias, drive)
     if not centering.centers_gradient:
-        return bias, None
-    return bias, lambda z: centering.center_gradient(z, layer.kernel)
+        return sensor.sensed_call(layer, forward, target, axis, bias)
 
+    kernel = layer.kernel if kernel is None else kernel
 
-def _turning_only(layer, state, axis, centered_bias, through):
-    """`through` followed by the held layer's radial-free kernel gradient
-    (`held_norms.radial_free`), its drive measured as the kernel's gradient
-    sees it: from the centered bias where that gradient is centered."""
-    centered = state.centering is not None and state.centering.centers_gradient
-    bias = centered_bias if centered else getattr(layer, "bias", None)
-    inner = through or (lambda z: z)
+    def through(z):
+        return centering.center_gradient(z, kernel)
 
-    def both(z):
-        return held_norms.radial_free(inner(z), layer.kernel, bias, axis)
-
-    return both
+    return sensor.sensed_call(layer, forward, target, axis, bias, through)
 
 
 def _recorded():

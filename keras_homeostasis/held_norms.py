@@ -9,11 +9,16 @@ optimizer's step only turns each unit's incoming weights and the rule's
 factors alone change their length. `log_gain` starts at the log of each
 unit's initial norm, so the first step starts from the layer as built.
 
-A scale-invariant layer's turns also shrink as training goes on: its
-direction vector lengthens with every step across it. `HeldNorms` gives a
-held kernel the same: it keeps the kernel each step started from and each
-unit's virtual vector length, and takes the optimizer's step as the
-layer's vector would (`rule.scale_invariant_step`) before the hold.
+A scale-invariant layer's optimizer also steps its direction vectors, not
+its kernels: their gradient is the kernel's without its part along each
+unit, times `gain / |v|`, and each step across a vector lengthens it, so
+the layer's turns shrink as training goes on. `HeldNorms` gives a held
+kernel the same: the backward pass hands the optimizer the vectors'
+gradient (`rule.direction_gradient`), and the constraint takes its step
+as the vectors' (`rule.scale_invariant_step`: it keeps the kernel each
+step started from and each unit's vector length) before the hold. Under
+every optimizer whose step depends on gradients alone, the plain layer
+then trains as `scale_invariant=True` layers do.
 """
 
 import keras
@@ -60,10 +65,29 @@ class HeldNorms(keras.layers.Layer):
         )
         self.built = True
 
+    def direction_kernel(self, kernel):
+        """`kernel`'s value (autocast as the layer reads it), with the
+        gradient of each unit's direction vector (`rule.direction_gradient`):
+        the optimizer steps the kernel as a scale-invariant layer's `v`."""
+        length = ops.convert_to_tensor(self.length)
+
+        @ops.custom_gradient
+        def identity(w):
+            def gradient(*args, upstream=None):
+                upstream = args[0] if upstream is None else upstream
+                direction = rule.direction_gradient(
+                    ops.cast(w, "float32"), ops.cast(upstream, "float32"), length
+                )
+                return ops.cast(direction, upstream.dtype)
+
+            return w, gradient
+
+        return identity(ops.convert_to_tensor(kernel))
+
     def hold(self, kernel, log_gain):
-        """`kernel` after the optimizer's step, turned as a scale-invariant
-        layer's vector would turn and put back to the norms `exp(log_gain)`;
-        it becomes the next step's `previous`."""
+        """`kernel` after the optimizer's step, taken as the step of the
+        direction vectors (`rule.scale_invariant_step`) and put back to the
+        norms `exp(log_gain)`; it becomes the next step's `previous`."""
         vector, length = rule.scale_invariant_step(
             ops.cast(kernel, "float32"),
             ops.convert_to_tensor(self.previous),
@@ -80,30 +104,26 @@ class HeldNorms(keras.layers.Layer):
         self.previous.assign(ops.cast(ops.convert_to_tensor(kernel), "float32"))
 
 
-def radial_free(preactivation, kernel, bias, unit_axis):
-    """`preactivation` unchanged, with a gradient that takes each unit's
-    kernel-gradient part along its kernel off (`rule.radial_part`), as a
-    scale-invariant layer's vector gradient has none: the optimizer's
-    momentum then holds turns only, and its step's part along a kernel
-    comes, as the layer's, from turns across earlier directions.
-    `bias`: what the kernel's drive is measured from (None: no bias)."""
+def computing_with(layer, kernel, forward):
+    """`forward` (the layer's call) run with `kernel`, a tensor from
+    `HeldNorms.direction_kernel`, in place of the layer's kernel variable.
 
-    if bias is not None:
-        bias = ops.convert_to_tensor(bias)
+    Keras' Dense, EinsumDense and Conv layers read their kernel through the
+    `kernel` property over `_kernel`, which is swapped for the call alone
+    (`initial_log_gain` refuses a layer without it). Nothing in the call
+    synchronises replicas, so a tf.distribute replica's thread, which only
+    yields at those points, never sees another replica's swap.
+    """
 
-    @ops.custom_gradient
-    def identity(z, w):
-        def gradient(*args, upstream=None):
-            upstream = args[0] if upstream is None else upstream
-            drive = rule.unit_drive(ops.cast(z, "float32"), bias, unit_axis)
-            part = rule.radial_part(
-                drive, ops.cast(upstream, "float32"), ops.cast(w, "float32"), unit_axis
-            )
-            return upstream, ops.cast(-part, w.dtype)
+    def run():
+        variable = layer._kernel
+        object.__setattr__(layer, "_kernel", kernel)
+        try:
+            return forward()
+        finally:
+            object.__setattr__(layer, "_kernel", variable)
 
-        return z, gradient
-
-    return identity(preactivation, ops.convert_to_tensor(kernel))
+    return run
 
 
 def validate(value, settings):
@@ -124,6 +144,13 @@ def initial_log_gain(layer):
             "`hold_norms=True` holds the norms of kernels with their units on "
             f"the last axis; layer {layer.name!r} is a {type(layer).__name__}. "
             "Exclude it (`exclude=`) or leave hold_norms False."
+        )
+    if not isinstance(getattr(layer, "_kernel", None), keras.Variable):
+        raise ValueError(
+            "`hold_norms=True` needs a layer that reads its kernel through "
+            f"`_kernel`, as Keras' Dense and Conv layers do; layer {layer.name!r} "
+            f"({type(layer).__name__}) does not. Exclude it (`exclude=`) or "
+            "leave hold_norms False."
         )
     return initial_log_norms(layer.kernel)
 

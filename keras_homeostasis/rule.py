@@ -315,42 +315,38 @@ def unit_drive(z, bias, unit_axis):
     return z - ops.reshape(ops.cast(bias, "float32"), shape)
 
 
-def scale_invariant_step(kernel, previous, length):
-    """A held kernel's optimizer step taken as a scale-invariant layer's
-    direction vector takes it (`hold_norms=True`; units on the last axis).
+def direction_gradient(kernel, gradient, length):
+    """The gradient of a scale-invariant layer's direction vector `v`, of
+    length `length` per unit, from that of the kernel it computes with,
+    `w = g v / |v|` (units on the last axis; `g = |w|`):
 
-    `previous` is the kernel before the step, of norm `g` per unit, and
-    `length` each unit's virtual direction-vector length `l`. Where a plain
-    kernel takes the step `d`, a scale-invariant layer's vector `v` of
-    length `l` takes `(g / l) d` under SGD (its gradient is the kernel's
-    times `g / l`, less its part along `v`, which the callback's forward
-    pass takes off the kernel's: `held_norms.radial_free`), so its
-    turns shrink as `(g / l)^2` while `l` grows. Returns the vector
-    `l * previous / g + (g / l) * d` and its length, the unit's new `l`.
-    What the step has along `previous` (momentum: past gradients, across
-    past directions) lengthens `v`, as it does the layer's.
+        dL/dv = (g / l) (dL/dw - w (w . dL/dw) / g^2)
+
+    (`hold_norms=True`: a plain layer's kernel gets it in the backward
+    pass, so the optimizer steps as it would on `v`).
+    """
+    axes = tuple(range(len(kernel.shape) - 1))
+    square = ops.sum(ops.square(kernel), axis=axes) + EPSILON
+    along = ops.sum(kernel * gradient, axis=axes) / square
+    return (ops.sqrt(square) / length) * (gradient - along * kernel)
+
+
+def scale_invariant_step(kernel, previous, length):
+    """A held kernel's optimizer step taken as a step of a scale-invariant
+    layer's direction vector (`hold_norms=True`; units on the last axis).
+
+    `previous` is the kernel before the step (`g v / |v|`, `g = |previous|`
+    per unit) and `length` each unit's vector length `l = |v|`. The
+    optimizer, handed `direction_gradient`, stepped as on `v`, so `v`
+    becomes `l previous / g + (kernel - previous)`. Returns it and its
+    length, the unit's new `l`: each step across `v` lengthens it, so later
+    steps turn the unit less than a plain kernel's (by `(g / l)^2` under
+    SGD, `g / l` under Adam).
     """
     axes = tuple(range(len(kernel.shape) - 1))
     norm = ops.sqrt(ops.sum(ops.square(previous), axis=axes) + EPSILON)
-    vector = (length / norm) * previous + (norm / length) * (kernel - previous)
+    vector = (length / norm) * previous + (kernel - previous)
     return vector, ops.sqrt(ops.sum(ops.square(vector), axis=axes))
-
-
-def radial_part(drive, upstream, kernel, unit_axis=-1):
-    """Each unit's kernel-gradient part along its kernel `w` (units on the
-    kernel's last axis), from the forward pass alone: a unit's drive
-    `u = w . x` is linear in `w`, so `w . dL/dw = sum(u * dL/du)` over the
-    batch (and positions), and the part is `w * sum(u * dL/du) / |w|^2`.
-    `drive` and `upstream` hold the units on `unit_axis`. One
-    elementwise product of the pre-activation's size and one of the
-    kernel's: no matrix product.
-    """
-    units = drive.shape[unit_axis]
-    product = ops.moveaxis(drive * upstream, unit_axis, -1)
-    along = ops.sum(ops.reshape(product, (-1, units)), axis=0)
-    axes = tuple(range(len(kernel.shape) - 1))
-    square = ops.sum(ops.square(kernel), axis=axes) + EPSILON
-    return kernel * (along / square)
 
 
 def rate_quantile(target_rate):

@@ -143,3 +143,30 @@ def test_config_round_trip_keeps_hold_norms():
     callback = SynapticScalingCallback(hold_norms=True, rate=0.1)
     again = SynapticScalingCallback.from_config(callback.get_config())
     assert again.hold_norms is True and again.settings["rate"] == 0.1
+
+
+class OwnKernelDense(keras.layers.Dense):
+    """A Dense layer keeping its kernel in an attribute of its own."""
+
+    def build(self, input_shape):
+        self.own = self.add_weight(shape=(input_shape[-1], self.units), name="own")
+        self.built = True
+
+    @property
+    def kernel(self):
+        return self.own
+
+    def call(self, inputs):
+        return self.activation(keras.ops.matmul(inputs, self.own))
+
+
+def test_a_layer_without_keras_kernel_attribute_is_named():
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            OwnKernelDense(3, use_bias=False, activation="relu", name="own"),
+            keras.layers.Dense(2, activation="softmax", name="out"),
+        ]
+    )
+    with pytest.raises(ValueError, match="layer 'own' \\(OwnKernelDense\\)"):
+        SynapticScalingCallback(layers=["own"], hold_norms=True).set_model(model)

@@ -118,25 +118,33 @@ def test_centered_callback_trains_dense_layers_as_the_centered_layers(period):
         )
 
 
+HELD_OPTIMIZERS = {
+    "sgd": lambda: keras.optimizers.SGD(1.0),
+    "momentum": lambda: keras.optimizers.SGD(0.1, momentum=0.9),
+    "adam": lambda: keras.optimizers.Adam(0.01),
+}
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
 @pytest.mark.parametrize(
     "kind, centered, period",
     [("Dense", True, 1), ("Dense", True, 3), ("Dense", False, 1), ("Conv2D", False, 1)],
 )
 def test_callback_holding_norms_trains_as_the_scale_invariant_layers(
-    kind, centered, period
+    kind, centered, period, optimizer
 ):
-    # `hold_norms=True` on the callback: under SGD, plain layers whose units'
-    # norms the rule holds, and whose optimizer steps are taken as a
-    # direction vector's (`HeldNorms`), train as
-    # `scale_invariant=True` layers do: the same kernels (the layers'
-    # `effective_kernel()`), gains, and vector lengths.
+    # `hold_norms=True` on the callback: plain layers whose units' norms the
+    # rule holds, whose optimizer gets the direction vectors' gradient and
+    # whose steps are taken as the vectors' (`HeldNorms`), train as
+    # `scale_invariant=True` layers do, under any optimizer: the same
+    # kernels (the layers' `effective_kernel()`), gains and vector lengths.
     x, y = ht.noise(ht.INPUT_SHAPES[kind], n=128)
     settings = {"warmup": 0, "rate": 0.2, "period": period}
     options = dict(center_inputs=centered, scale_invariant=True)
-    plain = ht.compiled(ht.model_of(kind, seed=3), optimizer=keras.optimizers.SGD(1.0))
+    plain = ht.compiled(ht.model_of(kind, seed=3), HELD_OPTIMIZERS[optimizer]())
     layers = ht.compiled(
         ht.model_of(kind, homeostatic=True, seed=3, **options, **settings),
-        optimizer=keras.optimizers.SGD(1.0),
+        HELD_OPTIMIZERS[optimizer](),
     )
     fit = dict(epochs=3, batch_size=32, verbose=0, shuffle=False)
     callback = SynapticScalingCallback(

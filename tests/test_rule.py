@@ -420,34 +420,34 @@ def test_layers_stepped_together_match_one_call_per_layer(set_points):
     assert np.all(numpy(together[2]["factor"]) == 1.0)
 
 
-@pytest.mark.parametrize("kind", ["dense", "conv", "conv_channels_first"])
-def test_radial_part_is_the_kernel_gradients_part_along_each_unit(kind):
-    # `w . dL/dw = sum(u * dL/du)` for a drive linear in each unit's own
-    # weights: the part needs no kernel-sized matrix product.
+@pytest.mark.parametrize("shape", [(5, 4), (3, 3, 2, 4)], ids=["dense", "conv"])
+def test_direction_gradient_is_a_scale_invariant_layers_vector_gradient(shape):
+    # A kernel `w = g v / |v|`: the gradient the optimizer of a layer
+    # computing with it hands `v`, from the one `w` gets.
     rng = np.random.default_rng(0)
-    if kind == "dense":
-        x = tf.constant(rng.normal(size=(16, 5)), "float32")
-        w = tf.Variable(rng.normal(size=(5, 4)), dtype="float32")
-        drive = lambda: tf.matmul(x, w)  # noqa: E731
-    else:
-        x = tf.constant(rng.normal(size=(3, 6, 6, 2)), "float32")
-        w = tf.Variable(rng.normal(size=(3, 3, 2, 4)), dtype="float32")
-        drive = lambda: tf.nn.conv2d(x, w, 1, "VALID")  # noqa: E731
-    weights = tf.constant(rng.normal(size=drive().shape), "float32")
+    axes = tuple(range(len(shape) - 1))
+    vector = tf.Variable(rng.normal(size=shape), dtype="float32")
+    gain = tf.constant(rng.uniform(0.5, 2.0, size=shape[-1]), "float32")
+    target = tf.constant(rng.normal(size=shape), "float32")
     with tf.GradientTape(persistent=True) as tape:
-        u = drive()
-        loss = tf.reduce_sum(tf.sin(u) * weights)
-    kernel_gradient = tape.gradient(loss, w).numpy()
-    upstream = tape.gradient(loss, u)
-    axes = tuple(range(kernel_gradient.ndim - 1))
-    kernel = w.numpy()
-    along = np.sum(kernel * kernel_gradient, axis=axes) / np.sum(kernel**2, axis=axes)
-    if kind == "conv_channels_first":
-        u, upstream = (
-            tf.transpose(u, (0, 3, 1, 2)),
-            tf.transpose(upstream, (0, 3, 1, 2)),
-        )
-        part = rule.radial_part(u, upstream, w, unit_axis=1)
-    else:
-        part = rule.radial_part(u, upstream, w)
-    np.testing.assert_allclose(np.asarray(part), kernel * along, rtol=1e-4, atol=1e-5)
+        length = tf.sqrt(tf.reduce_sum(tf.square(vector), axis=axes))
+        kernel = gain * vector / length
+        loss = tf.reduce_sum(tf.sin(kernel * target))
+    expected = tape.gradient(loss, vector).numpy()
+    kernel_gradient = tape.gradient(loss, kernel)
+    found = rule.direction_gradient(kernel, kernel_gradient, length)
+    np.testing.assert_allclose(np.asarray(found), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_a_step_on_the_vector_is_taken_from_the_kernel_it_moved():
+    rng = np.random.default_rng(1)
+    vector = rng.normal(size=(6, 3)).astype("float32")
+    length = np.linalg.norm(vector, axis=0)
+    gain = np.array([0.5, 1.0, 3.0], "float32")
+    previous = gain * vector / length
+    step = rng.normal(size=(6, 3)).astype("float32") * 0.1
+    moved, new_length = rule.scale_invariant_step(previous + step, previous, length)
+    np.testing.assert_allclose(np.asarray(moved), vector + step, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(new_length), np.linalg.norm(vector + step, axis=0), rtol=1e-5
+    )
