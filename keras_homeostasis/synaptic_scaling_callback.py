@@ -155,16 +155,18 @@ class SynapticScalingCallback(keras.callbacks.Callback):
             homeostatic layers' `scale_invariant=True` does: after every
             optimizer step each scaled unit's incoming weights are put back
             to the norm the rule holds for it (`exp(log_gain)`, from the
-            initial norm on, times the rule's factors), so the optimizer
-            only turns them, by less as training goes on: each step is
-            taken as a scale-invariant layer's direction vector takes it,
-            which lengthens with every step (under SGD the layers'
-            training exactly; `HeldNorms` keeps a copy of each kernel for
-            it). The model stays a plain model. With
+            initial norm on, times the rule's factors), and the optimizer
+            steps each unit's direction vector, as in a scale-invariant
+            layer: it gets the vectors' gradient, and its steps lengthen
+            them, so later steps turn the units less. Plain layers then
+            train as `scale_invariant=True` layers do, under any optimizer
+            driven by gradients alone (`held_norms.HeldNorms` keeps a copy
+            of each kernel for it); the model stays a plain model. With
             `center_inputs=True` it keeps batch-size-1 training with
             momentum SGD from diverging at steps where centering alone
             does (README, "Larger steps at batch size 1"). Not with
-            `min_gain` or `max_gain`, nor on transposed convolutions.
+            `min_gain` or `max_gain`, nor on transposed convolutions or
+            layers that do not read their kernel through Keras' `_kernel`.
 
     Example:
 
