@@ -63,6 +63,9 @@ class HeldNorms(keras.layers.Layer):
         self.length = float_state(
             self, "length", length.shape, keras.initializers.Constant(length)
         )
+        # The fraction by which each `log l` moves toward `log_gain` per step
+        # (the layers' `norm_relaxation`): set by the callback, not saved.
+        self.relaxation = 0.0
         self.built = True
 
     def direction_kernel(self, kernel):
@@ -94,6 +97,8 @@ class HeldNorms(keras.layers.Layer):
             ops.convert_to_tensor(self.length),
         )
         held = rule.relaxed_directions(vector, log_gain, FULL_RELAXATION)
+        if self.relaxation:
+            length = rule.relaxed_length(length, log_gain, self.relaxation)
         self.length.assign(length)
         self.previous.assign(held)
         return ops.cast(held, kernel.dtype)
@@ -133,6 +138,26 @@ def validate(value, settings):
     if value:
         refuse_gain_bounds("hold_norms", settings)
     return value
+
+
+def validate_relaxation(value, hold_norms):
+    """`value` as a fraction in [0, 1]; a ValueError naming it when it is
+    not, or when it is set without `hold_norms=True`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(
+            f"`norm_relaxation` must be a number in [0, 1]. Received: "
+            f"norm_relaxation={value!r}"
+        )
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(
+            f"`norm_relaxation` must be in [0, 1]. Received: norm_relaxation={value!r}"
+        )
+    if value and not hold_norms:
+        raise ValueError(
+            "`norm_relaxation` acts on the held norms' direction vectors only; "
+            f"pass `hold_norms=True`. Received: norm_relaxation={value!r}"
+        )
+    return float(value)
 
 
 def initial_log_gain(layer):

@@ -349,6 +349,13 @@ def scale_invariant_step(kernel, previous, length):
     return vector, ops.sqrt(ops.sum(ops.square(vector), axis=axes))
 
 
+def relaxed_length(length, log_gain, relaxation):
+    """A scale-invariant layer's vector lengths after `relaxed_directions`:
+    `log l` moved toward `log_gain` by `relaxation` (`hold_norms=True` with
+    `norm_relaxation`)."""
+    return length * ops.exp(relaxation * (log_gain - ops.log(length + EPSILON)))
+
+
 def rate_quantile(target_rate):
     """Phi^-1(target_rate): the mean, in spreads, of a unit firing that often."""
     return math.sqrt(2.0) * _erfinv(2.0 * target_rate - 1.0)

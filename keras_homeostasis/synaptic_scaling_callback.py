@@ -167,6 +167,12 @@ class SynapticScalingCallback(keras.callbacks.Callback):
             does (README, "Larger steps at batch size 1"). Not with
             `min_gain` or `max_gain`, nor on transposed convolutions or
             layers that do not read their kernel through Keras' `_kernel`.
+        norm_relaxation: with `hold_norms=True`, the fraction by which
+            each unit's direction-vector length moves toward its norm (in
+            logs) at each optimizer step, as the layers' `norm_relaxation`:
+            the optimizer lengthens the vectors, which shrinks every later
+            step; `1e-4` undoes that over about 10,000 steps, for long
+            continual learning. Default 0.
 
     Example:
 
@@ -184,6 +190,7 @@ class SynapticScalingCallback(keras.callbacks.Callback):
         center_inputs=False,
         center_gradients=True,
         hold_norms=False,
+        norm_relaxation=0.0,
         **settings,
     ):
         super().__init__()
@@ -191,6 +198,9 @@ class SynapticScalingCallback(keras.callbacks.Callback):
         self.center_inputs = validate_flag("center_inputs", center_inputs)
         self.center_gradients = validate_flag("center_gradients", center_gradients)
         self.hold_norms = held_norms.validate(hold_norms, self.settings)
+        self.norm_relaxation = held_norms.validate_relaxation(
+            norm_relaxation, self.hold_norms
+        )
         self.layers = layer_selection.validate_selection(layers)
         self.exclude = layer_selection.validate_selection(exclude, "exclude")
         self._logger = _make_logger(log_dir, log_freq, self.settings)
@@ -239,6 +249,8 @@ class SynapticScalingCallback(keras.callbacks.Callback):
                 "fresh model."
             )
         state.kernel_axis = layer_selection.kernel_unit_axis(layer)
+        if state.held is not None:
+            state.held.relaxation = self.norm_relaxation
         if state.centering is not None:
             dense = state.centering.kernel_rank == 2
             state.centering.centers_gradient = self.center_gradients and dense
@@ -410,6 +422,7 @@ class SynapticScalingCallback(keras.callbacks.Callback):
             "center_inputs": self.center_inputs,
             "center_gradients": self.center_gradients,
             "hold_norms": self.hold_norms,
+            "norm_relaxation": self.norm_relaxation,
             **self.settings,
         }
 

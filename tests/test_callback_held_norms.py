@@ -170,3 +170,16 @@ def test_a_layer_without_keras_kernel_attribute_is_named():
     )
     with pytest.raises(ValueError, match="layer 'own' \\(OwnKernelDense\\)"):
         SynapticScalingCallback(layers=["own"], hold_norms=True).set_model(model)
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        ({"norm_relaxation": 1e-4}, "pass `hold_norms=True`"),
+        ({"hold_norms": True, "norm_relaxation": 2.0}, "norm_relaxation=2.0"),
+        ({"hold_norms": True, "norm_relaxation": "1e-4"}, "norm_relaxation='1e-4'"),
+    ],
+)
+def test_a_bad_norm_relaxation_is_named(options, match):
+    with pytest.raises(ValueError, match=match):
+        SynapticScalingCallback(**options)

@@ -165,3 +165,36 @@ def test_callback_holding_norms_trains_as_the_scale_invariant_layers(
         np.testing.assert_allclose(
             state.held.length.numpy(), np.linalg.norm(vectors, axis=0), rtol=1e-5
         )
+
+
+def test_callback_holding_norms_relaxes_the_lengths_as_the_layers():
+    # `norm_relaxation` on the callback holding norms: each unit's vector
+    # length moves toward its gain as the scale-invariant layers' kernels do.
+    x, y = ht.noise(ht.INPUT_SHAPES["Dense"], n=128)
+    settings = {"warmup": 0, "rate": 0.2}
+    relaxed = dict(norm_relaxation=0.05)
+    plain = ht.compiled(ht.model_of("Dense", seed=3), keras.optimizers.SGD(1.0))
+    layers = ht.compiled(
+        ht.model_of(
+            "Dense",
+            homeostatic=True,
+            seed=3,
+            scale_invariant=True,
+            **relaxed,
+            **settings,
+        ),
+        keras.optimizers.SGD(1.0),
+    )
+    fit = dict(epochs=3, batch_size=32, verbose=0, shuffle=False)
+    callback = SynapticScalingCallback(hold_norms=True, **relaxed, **settings)
+    plain.fit(x, y, callbacks=[callback], **fit)
+    layers.fit(x, y, **fit)
+    for name in ("hidden0", "hidden1"):
+        held, layer = plain.get_layer(name), layers.get_layer(name)
+        np.testing.assert_allclose(
+            held.kernel.numpy(), layer.effective_kernel().numpy(), atol=5e-5
+        )
+        lengths = np.linalg.norm(layer.kernel.numpy(), axis=0)
+        np.testing.assert_allclose(
+            held.homeostasis.held.length.numpy(), lengths, rtol=1e-5
+        )

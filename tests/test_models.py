@@ -140,3 +140,10 @@ def test_only_scale_invariant_layers_take_norm_relaxation():
         }
     for method in ("homeostatic_layers", "centered_layers", "batchnorm"):
         assert models.layer_settings(method, rule, 1e-4) == {"rate": 0.1}
+
+
+def test_only_the_callback_methods_holding_norms_take_norm_relaxation():
+    held = models.callback_options("held_centered_scaling", 1e-4)
+    assert held == {"center_inputs": True, "hold_norms": True, "norm_relaxation": 1e-4}
+    assert "norm_relaxation" not in models.callback_options("centered_scaling", 1e-4)
+    assert "norm_relaxation" not in models.callback_options("held_scaling", None)

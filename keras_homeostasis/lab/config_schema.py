@@ -193,7 +193,8 @@ SCALING_SCHEMA["layer_targets"] = _Key(
 SCALING_SCHEMA["norm_relaxation"] = _Key(
     0.0,
     number(0.0, 1.0),
-    "scale-invariant layers only: how fast each unit's kernel norm relaxes "
+    "scale-invariant layers and held norms (hold_norms) only: how fast each "
+    "unit's direction-vector length relaxes "
     "toward its gain, per optimizer step",
 )
 # Keys of the scaling section that are not SynapticScalingCallback settings.

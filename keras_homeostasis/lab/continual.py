@@ -57,6 +57,7 @@ from keras_homeostasis.lab.continual_config import load_config  # noqa: F401
 from keras_homeostasis.lab.continual_config import validate_config  # noqa: F401
 from keras_homeostasis.lab.models import CALLBACK_METHODS
 from keras_homeostasis.lab.models import HOMEOSTATIC_LAYERS
+from keras_homeostasis.lab.models import callback_options
 from keras_homeostasis.lab.models import layer_settings
 from keras_homeostasis.lab.progress import clock
 from keras_homeostasis.lab.results_csv import append_row
@@ -209,7 +210,8 @@ def method_callbacks(config, method):
     from keras_homeostasis import SynapticScalingCallback
 
     settings = {k: v for k, v in config["scaling"].items() if k != "norm_relaxation"}
-    return [SynapticScalingCallback(**settings, **CALLBACK_METHODS[method])]
+    options = callback_options(method, config["scaling"].get("norm_relaxation"))
+    return [SynapticScalingCallback(**settings, **options)]
 
 
 # ----------------------------------------------------------------------------

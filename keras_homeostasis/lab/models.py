@@ -90,6 +90,15 @@ def callback_method(**options):
     raise ValueError(f"No callback method has the options {wanted}")
 
 
+def callback_options(method, norm_relaxation=None):
+    """The `SynapticScalingCallback` options of a callback method; those
+    holding norms also take `norm_relaxation` (when not None)."""
+    options = dict(CALLBACK_METHODS[method])
+    if options.get("hold_norms") and norm_relaxation is not None:
+        options["norm_relaxation"] = norm_relaxation
+    return options
+
+
 def layer_settings(method, settings, norm_relaxation=None):
     """`settings` as `method`'s homeostatic layers take them.
 

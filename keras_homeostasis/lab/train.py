@@ -96,7 +96,7 @@ def scaling_callbacks(config, normalization, log_dir=None):
         return []
     settings = {
         **config_lib.scaling_kwargs(config),
-        **models.CALLBACK_METHODS[normalization],
+        **models.callback_options(normalization, config["scaling"]["norm_relaxation"]),
     }
     if log_dir is not None:
         settings = {**settings, "log_dir": log_dir}
