@@ -142,6 +142,11 @@ def markdown(rows, config):
     return "\n".join(lines) + "\n"
 
 
+LINE_STYLES = ("-", "--", ":")
+# The most methods whose legend fits inside the plot.
+LEGEND_INSIDE = 6
+
+
 def plot(out_dir, rows):
     """Writes the three PNG plots; returns their paths."""
     import matplotlib
@@ -151,19 +156,27 @@ def plot(out_dir, rows):
 
     paths = []
     groups = by_method(rows)
+    # Past the ten colours of the cycle, methods differ by line style; many
+    # methods get their legend beside the plot, where it hides no line.
+    crowded = len(groups) > LEGEND_INSIDE
     for name, (label, metric) in PLOTS.items():
-        figure, axes = plt.subplots(figsize=(6.4, 4.0), dpi=100)
-        for method, group in groups.items():
+        size = (9.0, 4.0) if crowded else (6.4, 4.0)
+        figure, axes = plt.subplots(figsize=size, dpi=100)
+        for index, (method, group) in enumerate(groups.items()):
             tasks = [int(r["task"]) for r in group]
             if metric == "online_accuracy":
                 values = [float(r[metric]) for r in group]
             else:
                 values = [layer_mean(r, metric) for r in group]
-            axes.plot(tasks, values, marker=".", label=method)
+            style = LINE_STYLES[index // 10 % len(LINE_STYLES)]
+            axes.plot(tasks, values, marker=".", linestyle=style, label=method)
         axes.set_xlabel("task")
         axes.set_ylabel(label)
         axes.grid(alpha=0.3)
-        axes.legend(fontsize="small")
+        if crowded:
+            axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
+        else:
+            axes.legend(fontsize="small")
         figure.tight_layout()
         path = os.path.join(out_dir, name)
         figure.savefig(path)
