@@ -4,7 +4,7 @@ A scale-invariant homeostatic layer computes with each unit's direction
 times a gain the rule sets, so the optimizer cannot change a unit's scale.
 A plain layer gets the same between steps: after every optimizer step its
 kernel is put back, unit by unit, to the norm `exp(log_gain)` that the
-rule holds, so the
+rule holds (`rule.relaxed_directions` with a relaxation of 1), so the
 optimizer's step only turns each unit's incoming weights and the rule's
 factors alone change their length. `log_gain` starts at the log of each
 unit's initial norm, so the first step starts from the layer as built.
@@ -33,6 +33,9 @@ from keras_homeostasis.unit_state import float_state
 from keras_homeostasis.unit_state import initial_log_norms
 from keras_homeostasis.validation import validate_flag
 
+# A unit's norm is put all the way back to its gain after every step.
+FULL_RELAXATION = 1.0
+
 
 @keras.saving.register_keras_serializable(package="keras_homeostasis")
 class HeldNorms(keras.layers.Layer):
@@ -41,8 +44,7 @@ class HeldNorms(keras.layers.Layer):
 
     A container of `UnitState`, never called on tensors. Variables
     (float32): `previous`, a copy of the kernel (its memory: one more
-    kernel), `length` and `norm` (of `previous`), one per unit, all from
-    the kernel as
+    kernel), and `length`, one per unit, both starting from the kernel as
     built (read outside any trace: a subclassed model builds its layers in
     a scope that discards variable writes).
 
@@ -60,11 +62,6 @@ class HeldNorms(keras.layers.Layer):
         length = np.exp(initial_log_norms(kernel)).astype("float32")
         self.length = float_state(
             self, "length", length.shape, keras.initializers.Constant(length)
-        )
-        # Each unit's norm in `previous` (its gain), kept so that no step
-        # passes over the kernel copy to measure it.
-        self.norm = float_state(
-            self, "norm", length.shape, keras.initializers.Constant(length)
         )
         # The fraction by which each `log l` moves toward `log_gain` per step
         # (the layers' `norm_relaxation`): set by the callback, not saved.
@@ -98,26 +95,18 @@ class HeldNorms(keras.layers.Layer):
             ops.cast(kernel, "float32"),
             ops.convert_to_tensor(self.previous),
             ops.convert_to_tensor(self.length),
-            ops.convert_to_tensor(self.norm),
         )
-        # The hold (`rule.relaxed_directions` with a relaxation of 1), from
-        # the length just computed: no second pass over the kernel.
-        norm = ops.exp(log_gain)
-        held = vector * (norm / (length + rule.EPSILON))
+        held = rule.relaxed_directions(vector, log_gain, FULL_RELAXATION)
         if self.relaxation:
             length = rule.relaxed_length(length, log_gain, self.relaxation)
         self.length.assign(length)
-        self.norm.assign(norm)
         self.previous.assign(held)
         return ops.cast(held, kernel.dtype)
 
     def start_from(self, kernel):
         """Takes `kernel` as where the next step starts (a fit's first step
         after weights were set or loaded outside training)."""
-        value = ops.cast(ops.convert_to_tensor(kernel), "float32")
-        axes = tuple(range(len(value.shape) - 1))
-        self.previous.assign(value)
-        self.norm.assign(ops.sqrt(ops.sum(ops.square(value), axis=axes)))
+        self.previous.assign(ops.cast(ops.convert_to_tensor(kernel), "float32"))
 
 
 def computing_with(layer, kernel, forward):

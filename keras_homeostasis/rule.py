@@ -331,7 +331,7 @@ def direction_gradient(kernel, gradient, length):
     return (ops.sqrt(square) / length) * (gradient - along * kernel)
 
 
-def scale_invariant_step(kernel, previous, length, norm=None):
+def scale_invariant_step(kernel, previous, length):
     """A held kernel's optimizer step taken as a step of a scale-invariant
     layer's direction vector (`hold_norms=True`; units on the last axis).
 
@@ -341,11 +341,10 @@ def scale_invariant_step(kernel, previous, length, norm=None):
     becomes `l previous / g + (kernel - previous)`. Returns it and its
     length, the unit's new `l`: each step across `v` lengthens it, so later
     steps turn the unit less than a plain kernel's (by `(g / l)^2` under
-    SGD, `g / l` under Adam). `norm`: `g` when known (default: computed).
+    SGD, `g / l` under Adam).
     """
     axes = tuple(range(len(kernel.shape) - 1))
-    if norm is None:
-        norm = ops.sqrt(ops.sum(ops.square(previous), axis=axes) + EPSILON)
+    norm = ops.sqrt(ops.sum(ops.square(previous), axis=axes) + EPSILON)
     vector = (length / norm) * previous + (kernel - previous)
     return vector, ops.sqrt(ops.sum(ops.square(vector), axis=axes))
 
