@@ -125,31 +125,21 @@ HELD_OPTIMIZERS = {
 }
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
-@pytest.mark.parametrize(
-    "kind, centered, period",
-    [("Dense", True, 1), ("Dense", True, 3), ("Dense", False, 1), ("Conv2D", False, 1)],
-)
-def test_callback_holding_norms_trains_as_the_scale_invariant_layers(
-    kind, centered, period, optimizer
-):
-    # `hold_norms=True` on the callback: plain layers whose units' norms the
-    # rule holds, whose optimizer gets the direction vectors' gradient and
-    # whose steps are taken as the vectors' (`HeldNorms`), train as
-    # `scale_invariant=True` layers do, under any optimizer: the same
-    # kernels (the layers' `effective_kernel()`), gains and vector lengths.
+def _assert_held_trains_as_the_layers(kind, optimizer, settings, **options):
+    """Trains plain layers under the callback holding norms and the
+    scale-invariant layers with `options` (`center_inputs`,
+    `norm_relaxation`), and checks the same kernels (the layers'
+    `effective_kernel()`), gains and vector lengths."""
     x, y = ht.noise(ht.INPUT_SHAPES[kind], n=128)
-    settings = {"warmup": 0, "rate": 0.2, "period": period}
-    options = dict(center_inputs=centered, scale_invariant=True)
     plain = ht.compiled(ht.model_of(kind, seed=3), HELD_OPTIMIZERS[optimizer]())
     layers = ht.compiled(
-        ht.model_of(kind, homeostatic=True, seed=3, **options, **settings),
+        ht.model_of(
+            kind, homeostatic=True, seed=3, scale_invariant=True, **options, **settings
+        ),
         HELD_OPTIMIZERS[optimizer](),
     )
     fit = dict(epochs=3, batch_size=32, verbose=0, shuffle=False)
-    callback = SynapticScalingCallback(
-        center_inputs=centered, hold_norms=True, **settings
-    )
+    callback = SynapticScalingCallback(hold_norms=True, **options, **settings)
     plain.fit(x, y, callbacks=[callback], **fit)
     layers.fit(x, y, **fit)
     for name in ("hidden0", "hidden1"):
@@ -167,34 +157,24 @@ def test_callback_holding_norms_trains_as_the_scale_invariant_layers(
         )
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+@pytest.mark.parametrize(
+    "kind, centered, period",
+    [("Dense", True, 1), ("Dense", True, 3), ("Dense", False, 1), ("Conv2D", False, 1)],
+)
+def test_callback_holding_norms_trains_as_the_scale_invariant_layers(
+    kind, centered, period, optimizer
+):
+    # `hold_norms=True` on the callback: plain layers whose units' norms the
+    # rule holds, whose optimizer gets the direction vectors' gradient and
+    # whose steps are taken as the vectors' (`HeldNorms`), train as
+    # `scale_invariant=True` layers do, under any optimizer.
+    settings = {"warmup": 0, "rate": 0.2, "period": period}
+    _assert_held_trains_as_the_layers(kind, optimizer, settings, center_inputs=centered)
+
+
 def test_callback_holding_norms_relaxes_the_lengths_as_the_layers():
     # `norm_relaxation` on the callback holding norms: each unit's vector
     # length moves toward its gain as the scale-invariant layers' kernels do.
-    x, y = ht.noise(ht.INPUT_SHAPES["Dense"], n=128)
     settings = {"warmup": 0, "rate": 0.2}
-    relaxed = dict(norm_relaxation=0.05)
-    plain = ht.compiled(ht.model_of("Dense", seed=3), keras.optimizers.SGD(1.0))
-    layers = ht.compiled(
-        ht.model_of(
-            "Dense",
-            homeostatic=True,
-            seed=3,
-            scale_invariant=True,
-            **relaxed,
-            **settings,
-        ),
-        keras.optimizers.SGD(1.0),
-    )
-    fit = dict(epochs=3, batch_size=32, verbose=0, shuffle=False)
-    callback = SynapticScalingCallback(hold_norms=True, **relaxed, **settings)
-    plain.fit(x, y, callbacks=[callback], **fit)
-    layers.fit(x, y, **fit)
-    for name in ("hidden0", "hidden1"):
-        held, layer = plain.get_layer(name), layers.get_layer(name)
-        np.testing.assert_allclose(
-            held.kernel.numpy(), layer.effective_kernel().numpy(), atol=5e-5
-        )
-        lengths = np.linalg.norm(layer.kernel.numpy(), axis=0)
-        np.testing.assert_allclose(
-            held.homeostasis.held.length.numpy(), lengths, rtol=1e-5
-        )
+    _assert_held_trains_as_the_layers("Dense", "sgd", settings, norm_relaxation=0.05)
