@@ -140,26 +140,6 @@ def validate(value, settings):
     return value
 
 
-def validate_relaxation(value, hold_norms):
-    """`value` as a fraction in [0, 1]; a ValueError naming it when it is
-    not, or when it is set without `hold_norms=True`."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(
-            f"`norm_relaxation` must be a number in [0, 1]. Received: "
-            f"norm_relaxation={value!r}"
-        )
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(
-            f"`norm_relaxation` must be in [0, 1]. Received: norm_relaxation={value!r}"
-        )
-    if value and not hold_norms:
-        raise ValueError(
-            "`norm_relaxation` acts on the held norms' direction vectors only; "
-            f"pass `hold_norms=True`. Received: norm_relaxation={value!r}"
-        )
-    return float(value)
-
-
 def initial_log_gain(layer):
     """The log of each unit's kernel norm in `layer`, where its held norm
     starts; a ValueError naming the layer when its units are not on the

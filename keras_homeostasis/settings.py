@@ -53,7 +53,7 @@ def _integer(name, value, minimum):
     return int(value)
 
 
-def _in_range(name, value, low, high, low_open=False, high_open=False):
+def in_range(name, value, low, high, low_open=False, high_open=False):
     value = _number(name, value)
     too_low = value <= low if low_open else value < low
     too_high = value >= high if high_open else value > high
@@ -90,24 +90,24 @@ def validate_settings(**settings):
         )
     s = {**DEFAULTS, **settings}
     if s["target_std"] is not None:
-        s["target_std"] = _in_range(
+        s["target_std"] = in_range(
             "target_std", s["target_std"], 0.0, math.inf, True, True
         )
     if s["target_rate"] is not None:
-        s["target_rate"] = _in_range(
+        s["target_rate"] = in_range(
             "target_rate", s["target_rate"], 0.0, 1.0, True, True
         )
-    s["rate"] = _in_range("rate", s["rate"], 0.0, 1.0, low_open=True)
-    s["bias_rate"] = _in_range("bias_rate", s["bias_rate"], 0.0, 1.0)
-    s["momentum"] = _in_range("momentum", s["momentum"], 0.0, 1.0, high_open=True)
-    s["anchor"] = _in_range("anchor", s["anchor"], 0.0, 1.0)
-    s["max_step"] = _in_range("max_step", s["max_step"], 0.0, 1.0, low_open=True)
+    s["rate"] = in_range("rate", s["rate"], 0.0, 1.0, low_open=True)
+    s["bias_rate"] = in_range("bias_rate", s["bias_rate"], 0.0, 1.0)
+    s["momentum"] = in_range("momentum", s["momentum"], 0.0, 1.0, high_open=True)
+    s["anchor"] = in_range("anchor", s["anchor"], 0.0, 1.0)
+    s["max_step"] = in_range("max_step", s["max_step"], 0.0, 1.0, low_open=True)
     if s["min_gain"] is not None:
-        s["min_gain"] = _in_range("min_gain", s["min_gain"], 0.0, 1.0, low_open=True)
+        s["min_gain"] = in_range("min_gain", s["min_gain"], 0.0, 1.0, low_open=True)
     if s["max_gain"] is not None:
-        s["max_gain"] = _in_range("max_gain", s["max_gain"], 1.0, math.inf, False, True)
+        s["max_gain"] = in_range("max_gain", s["max_gain"], 1.0, math.inf, False, True)
     if s["silence_evidence"] is not None:
-        s["silence_evidence"] = _in_range(
+        s["silence_evidence"] = in_range(
             "silence_evidence", s["silence_evidence"], 1.0, math.inf, False, True
         )
     s["period"] = _integer("period", s["period"], 1)
@@ -127,3 +127,16 @@ def refuse_gain_bounds(option, settings):
             f"without bounds; do not pass {bounded}. Received: "
             + ", ".join(f"{k}={settings[k]!r}" for k in bounded)
         )
+
+
+def validate_norm_relaxation(value, option, enabled):
+    """`value` as a fraction in [0, 1]; a ValueError naming it when it is
+    set without `option=True` (`scale_invariant`, `hold_norms`), the option
+    whose direction vectors' lengths it relaxes."""
+    value = in_range("norm_relaxation", value, 0.0, 1.0)
+    if value and not enabled:
+        raise ValueError(
+            f"`norm_relaxation` relaxes the direction vectors that `{option}=True` "
+            f"gives; pass `{option}=True`. Received: norm_relaxation={value!r}"
+        )
+    return value

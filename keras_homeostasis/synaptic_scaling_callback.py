@@ -10,6 +10,7 @@ from keras_homeostasis import distribute_compat
 from keras_homeostasis import held_norms
 from keras_homeostasis import input_centering
 from keras_homeostasis import layer_selection
+from keras_homeostasis.settings import validate_norm_relaxation
 from keras_homeostasis.settings import validate_settings
 from keras_homeostasis.unit_state import UnitState
 from keras_homeostasis.validation import validate_flag
@@ -198,8 +199,8 @@ class SynapticScalingCallback(keras.callbacks.Callback):
         self.center_inputs = validate_flag("center_inputs", center_inputs)
         self.center_gradients = validate_flag("center_gradients", center_gradients)
         self.hold_norms = held_norms.validate(hold_norms, self.settings)
-        self.norm_relaxation = held_norms.validate_relaxation(
-            norm_relaxation, self.hold_norms
+        self.norm_relaxation = validate_norm_relaxation(
+            norm_relaxation, "hold_norms", self.hold_norms
         )
         self.layers = layer_selection.validate_selection(layers)
         self.exclude = layer_selection.validate_selection(exclude, "exclude")

@@ -12,8 +12,8 @@ from keras_homeostasis.input_mean import InputMean
 from keras_homeostasis.input_mean import kernel_times
 from keras_homeostasis.settings import DEFAULTS
 from keras_homeostasis.settings import LEGACY
-from keras_homeostasis.settings import _in_range
 from keras_homeostasis.settings import refuse_gain_bounds
+from keras_homeostasis.settings import validate_norm_relaxation
 from keras_homeostasis.settings import validate_settings
 from keras_homeostasis.unit_state import UnitState
 from keras_homeostasis.unit_state import initial_log_norms
@@ -54,7 +54,9 @@ class HomeostaticMixin:
         for name, value in validate_settings(**settings).items():
             setattr(self, name, value)
         self.scale_invariant = _scale_invariant(scale_invariant, settings)
-        self.norm_relaxation = _norm_relaxation(norm_relaxation, scale_invariant)
+        self.norm_relaxation = validate_norm_relaxation(
+            norm_relaxation, "scale_invariant", scale_invariant
+        )
         self.center_inputs = validate_flag("center_inputs", center_inputs)
         self._built_calls = {"sensed": False, "unsensed": False}
         self._warned_unsensed = False
@@ -221,13 +223,3 @@ def _scale_invariant(value, settings):
 
 def _channels_first(layer):
     return getattr(layer, "data_format", None) == "channels_first"
-
-
-def _norm_relaxation(value, scale_invariant):
-    value = _in_range("norm_relaxation", value, 0.0, 1.0)
-    if value and not scale_invariant:
-        raise ValueError(
-            "`norm_relaxation` acts on scale-invariant layers only; pass "
-            f"`scale_invariant=True`. Received: norm_relaxation={value!r}"
-        )
-    return value

@@ -25,16 +25,18 @@ two that shape it:
   layer gets its own `target_rate` (`scaling/layer_targets/<layer>`) or all
   share one (`scaling/target_rate`).
 
-Four more shape the layers, and are not searched unless named; the first
-two shape homeostatic layers only (`HomeostaticHyperModel(...,
-homeostatic_layers=True)`), the last the callback's plain layers:
+Four more shape the layers, and are not searched unless named:
+`scale_invariant` shapes homeostatic layers only (`HomeostaticHyperModel(...,
+homeostatic_layers=True)`), `hold_norms` the callback's plain layers only,
+and the other two both:
 
 - `scale_invariant`: whether the layers compute with each unit's kernel
   direction times its homeostatic gain (`HomeostaticDense(...,
   scale_invariant=True)`);
-- `norm_relaxation`: how fast those layers pull each direction vector's
-  norm back to its gain, in [0, 1]; searched while `scale_invariant` is
-  true only;
+- `norm_relaxation`: how fast those layers (or the callback with
+  `hold_norms=True`) pull each direction vector's norm back to its gain, in
+  [0, 1]; searched while `scale_invariant` (or, when the space names it,
+  `hold_norms`) is true only;
 - `center_inputs`: whether the layers subtract a trace of their input
   mean (`HomeostaticDense(..., center_inputs=True)`), or, for the
   callback, whether it holds plain layers' offsets at it
@@ -58,7 +60,7 @@ import copy
 import numbers
 
 from keras_homeostasis.settings import DEFAULTS
-from keras_homeostasis.settings import _in_range
+from keras_homeostasis.settings import in_range
 from keras_homeostasis.settings import validate_settings
 from keras_homeostasis.validation import check_known_keys
 
@@ -167,7 +169,7 @@ def _check_value(name, value, path):
         _fail(path, f"a number (a `null` entry leaves `{name}` unsearched)", value)
     try:
         if name == "norm_relaxation":  # a layer argument, checked as the layers do
-            return _in_range(name, value, 0.0, 1.0)
+            return in_range(name, value, 0.0, 1.0)
         return validate_settings(**{name: value})[name]
     except (TypeError, ValueError) as e:
         _fail(path, f"a valid value of `{name}` ({e})", value)
@@ -301,19 +303,28 @@ def searches_layer_parameters(space):
 
 
 # The `LAYER_PARAMETERS` that `SynapticScalingCallback` takes.
-CALLBACK_LAYER_PARAMETERS = ("center_inputs", "hold_norms")
+CALLBACK_LAYER_PARAMETERS = ("center_inputs", "hold_norms", "norm_relaxation")
 
 
 def _check_relaxation_searchable(space, path):
-    if space["norm_relaxation"] is not None and True not in spec_values(
-        space["scale_invariant"]
-    ):
+    # The relaxed lengths are those of scale-invariant layers' direction
+    # vectors, or of the callback's held norms'.
+    if space["norm_relaxation"] is None:
+        return
+    owner = _relaxation_owner(space)
+    if True not in spec_values(space[owner]):
         _fail(
-            f"{path}.scale_invariant",
+            f"{path}.{owner}",
             "true or a list holding true while `norm_relaxation` is searched "
-            "(it acts on scale-invariant layers only)",
-            space["scale_invariant"],
+            "(it acts on scale-invariant layers and held norms only)",
+            space[owner],
         )
+
+
+def _relaxation_owner(space):
+    """The option whose direction vectors `norm_relaxation` relaxes:
+    `hold_norms` when the space names it, else `scale_invariant`."""
+    return "hold_norms" if space["hold_norms"] is not None else "scale_invariant"
 
 
 def _check_held_norms_unbounded(space, path):
@@ -411,23 +422,21 @@ def declare_layer_options(hp, space):
     """Registers `LAYER_PARAMETERS` on `hp`; returns this trial's values.
 
     Returns a dict of the homeostatic layers' arguments that `space`
-    searches or fixes (`scale_invariant`, `norm_relaxation` while
-    `scale_invariant` is true, `center_inputs`, and the callback's
-    `hold_norms`); empty when it names none.
+    searches or fixes (`scale_invariant`, `center_inputs`, the callback's
+    `hold_norms`, and `norm_relaxation` while the one of `scale_invariant`
+    and `hold_norms` the space names is true); empty when it names none.
     """
     options = {}
-    if space["scale_invariant"] is not None:
-        options["scale_invariant"] = register(
-            hp, "scale_invariant", space["scale_invariant"]
-        )
-        if space["norm_relaxation"] is not None:
-            with hp.conditional_scope(PREFIX + "scale_invariant", [True]):
+    owner = _relaxation_owner(space)
+    for name in ("scale_invariant", "center_inputs", "hold_norms"):
+        if space[name] is None:
+            continue
+        options[name] = register(hp, name, space[name])
+        if name == owner and space["norm_relaxation"] is not None:
+            with hp.conditional_scope(PREFIX + owner, [True]):
                 relaxation = register(hp, "norm_relaxation", space["norm_relaxation"])
-            if options["scale_invariant"]:
+            if options[owner]:
                 options["norm_relaxation"] = relaxation
-    for name in CALLBACK_LAYER_PARAMETERS:
-        if space[name] is not None:
-            options[name] = register(hp, name, space[name])
     return options
 
 

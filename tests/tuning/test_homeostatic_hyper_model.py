@@ -489,6 +489,31 @@ def test_a_space_naming_hold_norms_gives_the_callback_its_value():
     assert states and not any(state.scales_kernel for state in states)
 
 
+@pytest.mark.parametrize("held", [True, False])
+def test_a_space_naming_norm_relaxation_relaxes_the_callbacks_held_norms(held):
+    hypermodel = HomeostaticHyperModel(
+        tiny_model,
+        search_space={"hold_norms": [False, True], "norm_relaxation": [1e-4, 1e-3]},
+    )
+    hp = keras_tuner.HyperParameters()
+    hp.Boolean("scaling/hold_norms")  # what a tuner draws
+    hp.values["scaling/hold_norms"] = held
+    model = hypermodel.build(hp)
+    (callback,) = hypermodel.scaling_callbacks(hp, model)
+    assert callback.hold_norms is held
+    if held:
+        assert hp.values["scaling/norm_relaxation"] in (1e-4, 1e-3)
+        assert callback.norm_relaxation == hp.values["scaling/norm_relaxation"]
+        states = [layer.homeostasis for layer, _ in callback.bindings]
+        assert states and all(
+            s.held.relaxation == callback.norm_relaxation for s in states
+        )
+    else:
+        # Inactive under `hold_norms=False`: neither drawn nor passed.
+        assert "scaling/norm_relaxation" not in hp.values
+        assert callback.norm_relaxation == 0.0
+
+
 def test_a_space_naming_silence_evidence_gives_the_callback_its_value():
     hypermodel = HomeostaticHyperModel(
         tiny_model, search_space={"silence_evidence": [5, 10, 20]}

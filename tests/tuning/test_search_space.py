@@ -108,6 +108,7 @@ def test_overrides_replace_one_parameter_each():
         ({"norm_relaxation": 1.5, "scale_invariant": True}, "search_space.norm"),
         ({"norm_relaxation": [0.0, -1e-3], "scale_invariant": True}, "search_"),
         ({"norm_relaxation": 1e-3}, "search_space.scale_invariant"),
+        ({"norm_relaxation": 1e-3, "hold_norms": False}, "search_space.hold_norms"),
         (
             {"norm_relaxation": 1e-3, "scale_invariant": False},
             "search_space.scale_invariant",

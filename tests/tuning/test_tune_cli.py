@@ -164,13 +164,22 @@ def test_tune_searches_center_inputs_and_names_the_method(
 
 def test_tune_searches_hold_norms_and_names_the_callback_method(tmp_path):
     config = _layers_config(
-        tmp_path, "scaling", center_inputs=True, hold_norms=[False, True]
+        tmp_path,
+        "scaling",
+        center_inputs=True,
+        hold_norms=[False, True],
+        norm_relaxation={"min": 1e-4, "max": 1e-2, "sampling": "log"},
     )
     out = tmp_path / "out"
     assert cli.main(["tune", str(config), "--out", str(out), "--quiet"]) == 0
     rows = _rows(out)
     assert [r["status"] for r in rows] == ["COMPLETED"] * 4
     assert {r["hold_norms"] for r in rows} == {"True", "False"}
+    for row in rows:
+        # The relaxation is drawn only for held norms.
+        assert (row["norm_relaxation"] not in ("", None)) == (
+            row["hold_norms"] == "True"
+        )
     best = next(r for r in rows if r["best"])
     best_config = load_config(str(out / "best.yaml"))
     held = best["hold_norms"] == "True"
@@ -178,6 +187,12 @@ def test_tune_searches_hold_norms_and_names_the_callback_method(tmp_path):
         "held_centered_scaling" if held else "centered_scaling"
     )
     assert "hold_norms" not in best_config["scaling"]
+    if held:
+        assert best_config["scaling"]["norm_relaxation"] == pytest.approx(
+            float(best["norm_relaxation"])
+        )
+    else:
+        assert not best_config["scaling"].get("norm_relaxation")
 
 
 def test_tune_refuses_layer_arguments_for_the_callback(tmp_path, capsys):
