@@ -12,6 +12,7 @@ from keras_homeostasis.input_mean import InputMean
 from keras_homeostasis.settings import validate_settings
 from keras_homeostasis.tensorboard import summary
 from keras_homeostasis.unit_state import UnitState
+from keras_homeostasis.weight_normalization import unit_norms
 
 # Attribute holding a layer's `UnitState` (callback-scaled and homeostatic layers).
 STATE_ATTRIBUTE = "homeostasis"
@@ -56,7 +57,11 @@ class HomeostasisLogger(keras.callbacks.Callback):
     mean they subtract, and layers the callback scales with
     `center_inputs=True` the mean it holds their offsets at, as a histogram
     `<layer>/input_mean` for TensorBoard's Histograms and Distributions
-    dashboards.
+    dashboards. Where the rule holds each unit's kernel norm (the callback's
+    `hold_norms=True`, `scale_invariant=True` layers), `s_i` is that norm
+    (the dashboard labels it so), and a histogram `<layer>/step_scale`
+    holds each unit's norm over its direction vector's length: the factor
+    by which the optimizer's steps reach the kernel.
 
     A model that `fit` builds in its first step (a subclassed model never
     called before, or a `Sequential` without an `Input`) has no layers to
@@ -228,17 +233,22 @@ class HomeostasisLogger(keras.callbacks.Callback):
             for name, value in state.estimates(settings).items()
         }
         firing = traces["firing_rate"]
+        gain = np.exp(keras.ops.convert_to_numpy(state.log_gain))
+        lengths = _direction_lengths(layer, state)
         # Usage is shown against the layer's mean activity: the picture of
         # load balancing, whatever set points the rule holds.
         summary.unit_usage(
             layer.name,
             traces["activity"],
-            factor=np.exp(keras.ops.convert_to_numpy(state.log_gain)),
+            factor=gain,
             dead=firing <= SILENT_RATE,
             step=step,
             firing_rate=firing,
             spread=traces["spread"],
+            factor_kind="scale" if lengths is None else "norm",
         )
+        if lengths is not None:
+            summary.step_scale(layer.name, gain / lengths, step=step)
         input_mean = _input_mean(layer, state)
         if input_mean is not None:
             mean = keras.ops.convert_to_numpy(input_mean.mean())
@@ -364,6 +374,19 @@ def _validate_layers(layers):
             f"layers={layers!r}"
         )
     return list(layers)
+
+
+def _direction_lengths(layer, state):
+    """Each unit's direction-vector length where the rule holds the kernel
+    norms (the callback's `hold_norms=True`, a `scale_invariant=True`
+    layer), else None."""
+    held = getattr(state, "held", None)
+    if held is not None:
+        return keras.ops.convert_to_numpy(held.length)
+    if getattr(layer, "scale_invariant", False):
+        kernel = keras.ops.cast(layer._kernel, "float32")
+        return keras.ops.convert_to_numpy(unit_norms(kernel))
+    return None
 
 
 def _input_mean(layer, state):

@@ -7,12 +7,16 @@ float32 vector packing, for a layer of `n` units (version 2):
      entropy, cv, dead_fraction, 2.0]
 
 `a` is each unit's mean |activity|, `s` its cumulative scale factor (1 for
-layers that are not scaled), `t` the set point (a scalar target is repeated
+layers that are not scaled; for a layer whose rule holds each unit's
+kernel norm, `hold_norms=True` or `scale_invariant=True`, that norm), `t`
+the set point (a scalar target is repeated
 `n` times), `r` its firing rate (fraction of positive pre-activations, or
 of positive outputs for probed layers), `d` the spread (standard deviation)
 of its pre-activation, NaN where not measured; then three layer statistics
 and the layout version. The `plugin_data.content` of the summary metadata is
-a small JSON object: `{"version": 2, "units": n, "scaled": bool}`.
+a small JSON object: `{"version": 2, "units": n, "scaled": bool,
+"factor": "scale" | "norm"}` (`"norm"`: `s` is the held kernel norm;
+absent in runs written before it, read as `"scale"`).
 
 Version 1 (runs written before the firing rate and spread were logged) is
 `[a, s, t, entropy, cv, dead_fraction]`, `3n + 3` values. Each vector says
@@ -32,6 +36,8 @@ VERSION = 2
 READABLE_VERSIONS = (1, 2)
 
 STATISTICS = ("entropy", "cv", "dead_fraction")
+# What the `s` field holds: a cumulative factor, or the held kernel norm.
+FACTOR_KINDS = ("scale", "norm")
 # Per-unit fields of each layout, in their packed order.
 UNIT_FIELDS = {
     1: ("activity", "factor", "target"),
@@ -70,10 +76,16 @@ def units_of(value):
     return None if layout is None else layout[1]
 
 
-def content(units, scaled):
-    """The `plugin_data.content` bytes for a layer of `units` units."""
+def content(units, scaled, factor="scale"):
+    """The `plugin_data.content` bytes for a layer of `units` units whose
+    `s` field is of kind `factor` (`FACTOR_KINDS`)."""
     return json.dumps(
-        {"version": VERSION, "units": int(units), "scaled": bool(scaled)}
+        {
+            "version": VERSION,
+            "units": int(units),
+            "scaled": bool(scaled),
+            "factor": factor,
+        }
     ).encode("utf-8")
 
 
@@ -88,7 +100,12 @@ def parse_content(raw):
     units = parsed.get("units")
     if isinstance(units, bool) or not isinstance(units, int) or units < 1:
         raise ValueError(f"Invalid unit count in homeostasis metadata: {parsed!r}")
-    return {"units": units, "scaled": bool(parsed.get("scaled", False))}
+    factor = parsed.get("factor", "scale")
+    return {
+        "units": units,
+        "scaled": bool(parsed.get("scaled", False)),
+        "factor": factor if factor in FACTOR_KINDS else "scale",
+    }
 
 
 def pack(activity, factor, target, statistics, firing_rate=None, spread=None):

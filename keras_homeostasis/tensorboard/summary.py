@@ -25,6 +25,7 @@ def unit_usage(
     description=None,
     firing_rate=None,
     spread=None,
+    factor_kind="scale",
 ):
     """Writes one layer's unit usage at one step.
 
@@ -49,6 +50,10 @@ def unit_usage(
         spread: optional vector of the standard deviation of each unit's
             pre-activation; None: not measured. NaN entries read as "not
             measured" too.
+        factor_kind: what `factor` holds: `"scale"`, a cumulative scale
+            factor, or `"norm"`, each unit's kernel norm where the rule holds
+            it (`hold_norms=True`, `scale_invariant=True`); the dashboard
+            labels its chart by it.
 
     Returns:
         True if a summary was written, False if no default writer is set.
@@ -57,6 +62,11 @@ def unit_usage(
 
     activity = _vector("activity", activity)
     n = activity.shape[0]
+    if factor_kind not in metadata.FACTOR_KINDS:
+        raise ValueError(
+            f"Received an invalid value for `factor_kind`, expected one of "
+            f"{metadata.FACTOR_KINDS}. Received: factor_kind={factor_kind!r}"
+        )
     scaled = factor is not None
     factor = np.ones(n, "float32") if factor is None else _vector("factor", factor, n)
     target = _target(target, activity)
@@ -81,7 +91,7 @@ def unit_usage(
             tag=tag,
             tensor=tf.constant(packed),
             step=step,
-            metadata=summary_metadata(n, scaled, description),
+            metadata=summary_metadata(n, scaled, description, factor_kind),
         )
 
 
@@ -96,7 +106,20 @@ def input_mean(name, mean, step=None):
     return tf.summary.histogram(f"{name}/input_mean", mean, step=step)
 
 
-def summary_metadata(units, scaled, description=None):
+def step_scale(name, scale, step=None):
+    """Writes, for a layer whose rule holds each unit's kernel norm, each
+    unit's held norm over its direction vector's length as a histogram
+    tagged `<name>/step_scale`: the factor by which the optimizer's steps
+    of the direction vectors reach the kernel. Steps across a vector
+    lengthen it, so the scale falls as training goes on (and
+    `norm_relaxation` brings it back toward 1)."""
+    import tensorflow as tf
+
+    scale = _vector("scale", scale)
+    return tf.summary.histogram(f"{name}/step_scale", scale, step=step)
+
+
+def summary_metadata(units, scaled, description=None, factor_kind="scale"):
     """The `SummaryMetadata` of a layer summary, tensor data class."""
     from tensorboard.compat.proto import summary_pb2
 
@@ -104,7 +127,7 @@ def summary_metadata(units, scaled, description=None):
         summary_description=description or "",
         plugin_data=summary_pb2.SummaryMetadata.PluginData(
             plugin_name=metadata.PLUGIN_NAME,
-            content=metadata.content(units, scaled),
+            content=metadata.content(units, scaled, factor_kind),
         ),
         # Without a data class the data provider never returns the series.
         data_class=summary_pb2.DATA_CLASS_TENSOR,

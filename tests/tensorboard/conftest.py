@@ -19,7 +19,9 @@ MNIST = (
 )
 
 
-def write_run(run_dir, layers, steps, seed=0, scaled=True, target=None):
+def write_run(
+    run_dir, layers, steps, seed=0, scaled=True, target=None, factor_kind="scale"
+):
     """Writes `unit_usage` summaries; returns `{layer: {step: activity}}`."""
     import tensorflow as tf
 
@@ -34,7 +36,12 @@ def write_run(run_dir, layers, steps, seed=0, scaled=True, target=None):
                 activity = rng.gamma(1.0, 1.0, units).astype("float32")
                 factor = np.exp(rng.normal(0.0, 0.1, units)) if scaled else None
                 summary.unit_usage(
-                    name, activity, factor=factor, target=target, step=step
+                    name,
+                    activity,
+                    factor=factor,
+                    target=target,
+                    step=step,
+                    factor_kind=factor_kind,
                 )
                 written[name][step] = activity
     writer.close()

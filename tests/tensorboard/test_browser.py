@@ -253,3 +253,45 @@ def check_controls(driver):
         ".map((c) => c.dataset.run)"
     )
     assert runs == ["scaling", "scaling"]
+
+
+def factor_labels(driver):
+    """`{layer: y-axis label}` of the scale-factor charts (None for a chart
+    still being drawn)."""
+    return driver.execute_script(
+        "return Object.fromEntries([...document.querySelectorAll("
+        "'[data-view=factors] .card')].map((c) => [c.dataset.layer, "
+        "c.querySelector('text.label.y')?.textContent ?? null]))"
+    )
+
+
+@pytest.mark.slow
+def test_the_factor_chart_names_held_kernel_norms(
+    tmp_path, run_writer, tensorboard_server
+):
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.skip("Debian chromium and chromium-driver are not installed")
+    logs = tmp_path / "runs"
+    run_writer(logs / "held", {"d": 4}, [1, 2], factor_kind="norm")
+    run_writer(logs / "scaling", {"d": 4, "e": 3}, [1, 2])
+    server = tensorboard_server(logs)
+    server.wait_for_runs(["held", "scaling"])
+    driver = chromium_driver(1000, 900)
+    try:
+        driver.get(server.url + "/data/plugin_entry.html?name=homeostasis")
+        assert wait_for_page(driver) == "ready"
+        # Both kinds on one chart say both; a chart of one kind says it.
+        assert factor_labels(driver) == {
+            "d": "kernel norm or scale factor",
+            "e": "scale factor",
+        }
+        driver.execute_script(
+            "const box = document.querySelector('input[data-run=scaling]');"
+            "box.checked = false; box.dispatchEvent(new Event('change'));"
+        )
+        wait_for(
+            lambda: factor_labels(driver) == {"d": "kernel norm"},
+            "the held run's chart alone",
+        )
+    finally:
+        driver.quit()

@@ -64,7 +64,7 @@ def test_scaling_callback_logs_its_layers(tmp_path, mnist_slice, make_mlp):
 
     values, contents = logged(tmp_path / "scaling")
     assert set(values) == {"hidden_0", "hidden_1"}
-    assert contents["hidden_0"] == {"units": 32, "scaled": True}
+    assert contents["hidden_0"] == {"units": 32, "scaled": True, "factor": "scale"}
     # Every 5 optimizer steps and at both epoch ends (16 steps per epoch);
     # nothing at step 0, before the traces hold a measurement.
     assert sorted(values["hidden_0"]) == [5, 10, 15, 16, 20, 25, 30, 32]
@@ -92,7 +92,7 @@ def test_probe_measures_a_batchnorm_model(tmp_path, mnist_slice, make_mlp):
 
     values, contents = logged(tmp_path / "bn")
     assert set(values) == {"hidden_0", "hidden_1"}
-    assert contents["hidden_1"] == {"units": 16, "scaled": False}
+    assert contents["hidden_1"] == {"units": 16, "scaled": False, "factor": "scale"}
     assert sorted(values["hidden_0"]) == [0, 8, 16, 24, 32]
     expected = metrics.layer_statistics(model, x[:128], layers=["hidden_0", "hidden_1"])
     for name, (activity, positive) in expected.items():
@@ -190,6 +190,74 @@ def test_the_centered_callback_logs_its_input_mean(tmp_path, mnist_slice):
     mean = model.layers[0].homeostasis.centering.input_mean.mean().numpy()
     assert buckets[:, 2].sum() == 784
     assert np.isclose(buckets[-1, 1], mean.max()) and mean.max() > 0.1
+
+
+def _histogram_values(buckets):
+    """The (left, right) range and count of a histogram's buckets."""
+    return buckets[0, 0], buckets[-1, 1], buckets[:, 2].sum()
+
+
+def test_held_norms_log_kernel_norms_and_their_step_scale(tmp_path, mnist_slice):
+    x, y = mnist_slice
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((784,)),
+            keras.layers.Dense(8, activation="relu", name="h"),
+            keras.layers.Dense(6, activation="relu", name="scaled"),
+            keras.layers.Dense(10, activation="softmax", name="out"),
+        ]
+    )
+    model.compile(
+        keras.optimizers.SGD(0.1, momentum=0.9), "sparse_categorical_crossentropy"
+    )
+    run = tmp_path / "run"
+    held = SynapticScalingCallback(
+        layers=["h"], hold_norms=True, log_dir=str(run), log_freq=4
+    )
+    plain = SynapticScalingCallback(layers=["scaled"])
+    model.fit(
+        x[:128], y[:128], batch_size=32, epochs=1, verbose=0, callbacks=[held, plain]
+    )
+    values, contents = logged(run)
+    assert contents["h"]["factor"] == "norm"
+    state = model.get_layer("h").homeostasis
+    norms = np.linalg.norm(model.get_layer("h").kernel.numpy(), axis=0)
+    # The factor is the kernel norm the rule holds.
+    np.testing.assert_allclose(
+        unpacked(values, contents, "h", 4)["factor"], norms, rtol=1e-5
+    )
+    scale = np.exp(state.log_gain.numpy()) / state.held.length.numpy()
+    low, high, count = _histogram_values(values["h/step_scale"][4])
+    assert count == 8 and np.isclose(low, scale.min()) and np.isclose(high, scale.max())
+    # Momentum SGD's steps across the vectors lengthened them: steps shrank.
+    assert scale.max() < 1.0
+    assert "scaled/step_scale" not in values
+
+
+def test_scale_invariant_layers_log_their_step_scale(tmp_path, mnist_slice):
+    x, y = mnist_slice
+    model = keras.Sequential(
+        [
+            keras.Input((784,)),
+            HomeostaticDense(8, activation="relu", scale_invariant=True, name="h"),
+            HomeostaticDense(6, activation="relu", name="plain"),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    logger = HomeostasisLogger(tmp_path / "run", update_freq=4)
+    model.fit(x[:128], y[:128], batch_size=32, epochs=1, verbose=0, callbacks=[logger])
+    values, contents = logged(tmp_path / "run")
+    assert contents["h"]["factor"] == "norm" and contents["plain"]["factor"] == "scale"
+    layer = model.layers[0]
+    scale = np.exp(layer.homeostasis.log_gain.numpy()) / np.linalg.norm(
+        layer.kernel.numpy(), axis=0
+    )
+    low, high, count = _histogram_values(values["h/step_scale"][4])
+    assert count == 8 and np.isclose(low, scale.min(), rtol=1e-4)
+    assert np.isclose(high, scale.max(), rtol=1e-4)
+    assert "plain/step_scale" not in values
 
 
 def test_tensorboard_serves_the_input_mean_histogram(

@@ -51,18 +51,47 @@ def test_listing_and_runs(logdir, plugin_client):
             {
                 "run": "batchnorm",
                 "layers": [
-                    {"layer": "dense", "units": 48, "scaled": False, "last_step": 180}
+                    {
+                        "layer": "dense",
+                        "units": 48,
+                        "scaled": False,
+                        "factor": "scale",
+                        "last_step": 180,
+                    }
                 ],
             },
             {
                 "run": "scaling",
                 "layers": [
-                    {"layer": "dense", "units": 48, "scaled": True, "last_step": 190},
-                    {"layer": "dense_1", "units": 16, "scaled": True, "last_step": 190},
+                    {
+                        "layer": "dense",
+                        "units": 48,
+                        "scaled": True,
+                        "factor": "scale",
+                        "last_step": 190,
+                    },
+                    {
+                        "layer": "dense_1",
+                        "units": 16,
+                        "scaled": True,
+                        "factor": "scale",
+                        "last_step": 190,
+                    },
                 ],
             },
         ]
     }
+
+
+def test_runs_say_where_the_factor_is_a_held_kernel_norm(
+    plugin_client, run_writer, tmp_path
+):
+    run_writer(tmp_path / "held", {"d": 4}, [1, 2], factor_kind="norm")
+    run_writer(tmp_path / "scaling", {"d": 4}, [1, 2])
+    status, body, _ = get_json(plugin_client(tmp_path), PLUGIN + "/runs")
+    assert status == 200
+    kinds = {r["run"]: [x["factor"] for x in r["layers"]] for r in body["runs"]}
+    assert kinds == {"held": ["norm"], "scaling": ["scale"]}
 
 
 def test_each_view(logdir, plugin_client, run_writer, tmp_path):
@@ -264,8 +293,20 @@ def test_runs_in_the_first_layout_still_load(tmp_path, plugin_client):
         {
             "run": "scaling_v1",
             "layers": [
-                {"layer": "dense", "units": 6, "scaled": True, "last_step": 30},
-                {"layer": "probe", "units": 4, "scaled": False, "last_step": 30},
+                {
+                    "layer": "dense",
+                    "units": 6,
+                    "scaled": True,
+                    "factor": "scale",
+                    "last_step": 30,
+                },
+                {
+                    "layer": "probe",
+                    "units": 4,
+                    "scaled": False,
+                    "factor": "scale",
+                    "last_step": 30,
+                },
             ],
         }
     ]

@@ -51,6 +51,7 @@ def test_round_trip_through_the_data_provider(tmp_path):
     assert metadata.parse_content(series.plugin_content) == {
         "units": 4,
         "scaled": True,
+        "factor": "scale",
     }
     assert [d.step for d in data] == [7]
     split = metadata.unpack(data[0].numpy[None, :], 4)
@@ -128,7 +129,21 @@ def test_parse_content_rejects_foreign_metadata():
     # Both layouts this plugin reads.
     for version in metadata.READABLE_VERSIONS:
         raw = f'{{"version": {version}, "units": 3, "scaled": true}}'.encode()
-        assert metadata.parse_content(raw) == {"units": 3, "scaled": True}
+        # Runs written before the factor's kind was stored: scale factors.
+        expected = {"units": 3, "scaled": True, "factor": "scale"}
+        assert metadata.parse_content(raw) == expected
+    raw = b'{"version": 2, "units": 3, "scaled": true, "factor": "norm"}'
+    assert metadata.parse_content(raw)["factor"] == "norm"
+    # A kind this version does not know reads as a scale factor.
+    raw = b'{"version": 2, "units": 3, "scaled": true, "factor": "other"}'
+    assert metadata.parse_content(raw)["factor"] == "scale"
+
+
+def test_a_bad_factor_kind_is_named():
+    with pytest.raises(ValueError, match="factor_kind='gain'"):
+        summary.unit_usage(
+            "d", [1.0, 2.0], factor=[1.0, 1.0], factor_kind="gain", step=1
+        )
 
 
 def test_firing_rate_and_spread_round_trip(tmp_path):
