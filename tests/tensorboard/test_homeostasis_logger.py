@@ -142,19 +142,25 @@ def test_homeostatic_layers_use_their_own_momentum(tmp_path, mnist_slice):
         np.testing.assert_allclose(last[name], traces[name], rtol=1e-6)
 
 
-def test_centered_layers_log_the_input_mean_they_subtract(tmp_path, mnist_slice):
-    x, y = mnist_slice
+def _fit_logged_layers(run_dir, x, y, **options):
+    """A model of a homeostatic layer `h` with `options` and a default one,
+    `plain`, fitted for 4 steps under a `HomeostasisLogger` to `run_dir`."""
     model = keras.Sequential(
         [
             keras.Input((784,)),
-            HomeostaticDense(8, activation="relu", center_inputs=True, name="h"),
+            HomeostaticDense(8, activation="relu", name="h", **options),
             HomeostaticDense(6, activation="relu", name="plain"),
             keras.layers.Dense(10, activation="softmax"),
         ]
     )
     model.compile("sgd", "sparse_categorical_crossentropy")
-    logger = HomeostasisLogger(tmp_path / "run", update_freq=4)
+    logger = HomeostasisLogger(run_dir, update_freq=4)
     model.fit(x[:128], y[:128], batch_size=32, epochs=1, verbose=0, callbacks=[logger])
+    return model
+
+
+def test_centered_layers_log_the_input_mean_they_subtract(tmp_path, mnist_slice):
+    model = _fit_logged_layers(tmp_path / "run", *mnist_slice, center_inputs=True)
     values, contents = logged(tmp_path / "run")
     assert sorted(contents) == ["h", "plain"]
     assert "plain/input_mean" not in values
@@ -236,18 +242,7 @@ def test_held_norms_log_kernel_norms_and_their_step_scale(tmp_path, mnist_slice)
 
 
 def test_scale_invariant_layers_log_their_step_scale(tmp_path, mnist_slice):
-    x, y = mnist_slice
-    model = keras.Sequential(
-        [
-            keras.Input((784,)),
-            HomeostaticDense(8, activation="relu", scale_invariant=True, name="h"),
-            HomeostaticDense(6, activation="relu", name="plain"),
-            keras.layers.Dense(10, activation="softmax"),
-        ]
-    )
-    model.compile("sgd", "sparse_categorical_crossentropy")
-    logger = HomeostasisLogger(tmp_path / "run", update_freq=4)
-    model.fit(x[:128], y[:128], batch_size=32, epochs=1, verbose=0, callbacks=[logger])
+    model = _fit_logged_layers(tmp_path / "run", *mnist_slice, scale_invariant=True)
     values, contents = logged(tmp_path / "run")
     assert contents["h"]["factor"] == "norm" and contents["plain"]["factor"] == "scale"
     layer = model.layers[0]

@@ -461,29 +461,30 @@ def test_hyperband_continues_scale_invariant_trials_with_their_gains(digits, tmp
     assert all(steps > 0 and not np.allclose(g, initial) for steps, g in continued)
 
 
-def test_a_space_naming_center_inputs_gives_the_callback_its_value():
-    hypermodel = HomeostaticHyperModel(
-        tiny_model, search_space={"center_inputs": [False, True]}
-    )
+def _callback_drawing(search_space, **drawn):
+    """The trial's callback of a hypermodel of `search_space`, with the
+    Boolean hyper-parameters `drawn` set as a tuner would draw them."""
+    hypermodel = HomeostaticHyperModel(tiny_model, search_space=search_space)
     hp = keras_tuner.HyperParameters()
-    hp.Boolean("scaling/center_inputs")  # what a tuner draws
-    hp.values["scaling/center_inputs"] = True
+    for name, value in drawn.items():
+        hp.Boolean(f"scaling/{name}")  # what a tuner draws
+        hp.values[f"scaling/{name}"] = value
     model = hypermodel.build(hp)
     (callback,) = hypermodel.scaling_callbacks(hp, model)
+    return callback, hp
+
+
+def test_a_space_naming_center_inputs_gives_the_callback_its_value():
+    callback, _ = _callback_drawing(
+        {"center_inputs": [False, True]}, center_inputs=True
+    )
     assert callback.center_inputs is True
     states = [layer.homeostasis for layer, _ in callback.bindings]
     assert states and all(state.centering is not None for state in states)
 
 
 def test_a_space_naming_hold_norms_gives_the_callback_its_value():
-    hypermodel = HomeostaticHyperModel(
-        tiny_model, search_space={"hold_norms": [False, True]}
-    )
-    hp = keras_tuner.HyperParameters()
-    hp.Boolean("scaling/hold_norms")  # what a tuner draws
-    hp.values["scaling/hold_norms"] = True
-    model = hypermodel.build(hp)
-    (callback,) = hypermodel.scaling_callbacks(hp, model)
+    callback, _ = _callback_drawing({"hold_norms": [False, True]}, hold_norms=True)
     assert callback.hold_norms is True
     states = [layer.homeostasis for layer, _ in callback.bindings]
     assert states and not any(state.scales_kernel for state in states)
@@ -491,15 +492,8 @@ def test_a_space_naming_hold_norms_gives_the_callback_its_value():
 
 @pytest.mark.parametrize("held", [True, False])
 def test_a_space_naming_norm_relaxation_relaxes_the_callbacks_held_norms(held):
-    hypermodel = HomeostaticHyperModel(
-        tiny_model,
-        search_space={"hold_norms": [False, True], "norm_relaxation": [1e-4, 1e-3]},
-    )
-    hp = keras_tuner.HyperParameters()
-    hp.Boolean("scaling/hold_norms")  # what a tuner draws
-    hp.values["scaling/hold_norms"] = held
-    model = hypermodel.build(hp)
-    (callback,) = hypermodel.scaling_callbacks(hp, model)
+    space = {"hold_norms": [False, True], "norm_relaxation": [1e-4, 1e-3]}
+    callback, hp = _callback_drawing(space, hold_norms=held)
     assert callback.hold_norms is held
     if held:
         assert hp.values["scaling/norm_relaxation"] in (1e-4, 1e-3)
