@@ -35,6 +35,11 @@ from keras_homeostasis.validation import validate_flag
 
 # A unit's norm is put all the way back to its gain after every step.
 FULL_RELAXATION = 1.0
+# Keras optimizers that compute a variable's new value from state they keep
+# (Ftrl's linear accumulator, schedule-free's averaged sequences) instead of
+# adding a step to its current value: the kernel the hold put back is not
+# where their next step starts, and the change is no step of the vectors.
+VALUE_SETTING_OPTIMIZERS = ("Ftrl", "ScheduleFreeAdamW")
 
 
 @keras.saving.register_keras_serializable(package="keras_homeostasis")
@@ -107,6 +112,23 @@ class HeldNorms(keras.layers.Layer):
         """Takes `kernel` as where the next step starts (a fit's first step
         after weights were set or loaded outside training)."""
         self.previous.assign(ops.cast(ops.convert_to_tensor(kernel), "float32"))
+
+
+def check_optimizer(optimizer):
+    """A ValueError naming `optimizer` (or the one a `LossScaleOptimizer`
+    wraps) when it is one of `VALUE_SETTING_OPTIMIZERS`, whose steps do not
+    add to the weights; None (a custom loop's model) passes."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    for name in VALUE_SETTING_OPTIMIZERS:
+        cls = getattr(keras.optimizers, name, None)
+        if cls is not None and isinstance(inner, cls):
+            raise ValueError(
+                "`hold_norms=True` takes each optimizer step as a change added "
+                f"to the kernel; {type(inner).__name__} sets the weights from "
+                "state of its own, so the held norms would be lost (the run "
+                "turns NaN). Use another optimizer, or leave hold_norms False. "
+                f"Received: optimizer={type(inner).__name__}"
+            )
 
 
 def computing_with(layer, kernel, forward):

@@ -162,7 +162,12 @@ class SynapticScalingCallback(keras.callbacks.Callback):
             them, so later steps turn the units less. Plain layers then
             train as `scale_invariant=True` layers do, under any optimizer
             driven by gradients alone (`held_norms.HeldNorms` keeps a copy
-            of each kernel for it); the model stays a plain model. With
+            of each kernel for it); optimizers whose steps also read the
+            weights (AdamW's and Muon's decay, Lamb's trust ratio,
+            Adafactor's relative step) train them close to the layers;
+            `Ftrl` and `ScheduleFreeAdamW`, which set the weights from
+            state of their own, are refused at `on_train_begin`. The
+            model stays a plain model. With
             `center_inputs=True` it keeps batch-size-1 training with
             momentum SGD from diverging at steps where centering alone
             does (README, "Larger steps at batch size 1"). Not with
@@ -297,6 +302,8 @@ class SynapticScalingCallback(keras.callbacks.Callback):
                 "`callbacks=`, or use `with callback.attached(model):`."
             )
         distribute_compat.check_steps_per_execution(self.model)
+        if self.hold_norms:
+            held_norms.check_optimizer(getattr(self.model, "optimizer", None))
         if not self._bindings and self.model.built:
             self._bind(self.model)
 

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 import keras_homeostasis.layers
+from keras_homeostasis import SynapticScalingCallback
 from keras_homeostasis import layer_selection
 from keras_homeostasis.unit_state import UnitState
 
@@ -162,3 +163,40 @@ def assert_close(a, b, atol, rtol=1e-6):
     }
     bad = {k: d for k, d in worst.items() if not d <= atol}
     assert not bad, f"variables differ by more than {atol}: {bad}"
+
+
+def assert_held_trains_as_the_layers(
+    kind, make_optimizer, settings, atol=5e-5, rtol=1e-5, **options
+):
+    """Trains plain layers under the callback holding norms and the
+    scale-invariant layers with `options` (`center_inputs`,
+    `norm_relaxation`), each with an optimizer from `make_optimizer()`, and
+    checks the same kernels (the layers' `effective_kernel()`), gains and
+    vector lengths (within `atol`, the lengths within `rtol`)."""
+    x, y = noise(INPUT_SHAPES[kind], n=128)
+    plain = compiled(model_of(kind, seed=3), make_optimizer())
+    layers = compiled(
+        model_of(
+            kind, homeostatic=True, seed=3, scale_invariant=True, **options, **settings
+        ),
+        make_optimizer(),
+    )
+    fit = dict(epochs=3, batch_size=32, verbose=0, shuffle=False)
+    callback = SynapticScalingCallback(hold_norms=True, **options, **settings)
+    plain.fit(x, y, callbacks=[callback], **fit)
+    layers.fit(x, y, **fit)
+    for name in ("hidden0", "hidden1"):
+        held, layer = plain.get_layer(name), layers.get_layer(name)
+        np.testing.assert_allclose(
+            held.kernel.numpy(), layer.effective_kernel().numpy(), atol=atol
+        )
+        state = held.homeostasis
+        np.testing.assert_allclose(
+            state.log_gain.numpy(), layer.homeostasis.log_gain.numpy(), atol=atol
+        )
+        vectors = layer.kernel.numpy().reshape(-1, layer.kernel.shape[-1])
+        np.testing.assert_allclose(
+            state.held.length.numpy(),
+            np.linalg.norm(vectors, axis=0),
+            rtol=rtol,
+        )

@@ -125,38 +125,6 @@ HELD_OPTIMIZERS = {
 }
 
 
-def _assert_held_trains_as_the_layers(kind, optimizer, settings, **options):
-    """Trains plain layers under the callback holding norms and the
-    scale-invariant layers with `options` (`center_inputs`,
-    `norm_relaxation`), and checks the same kernels (the layers'
-    `effective_kernel()`), gains and vector lengths."""
-    x, y = ht.noise(ht.INPUT_SHAPES[kind], n=128)
-    plain = ht.compiled(ht.model_of(kind, seed=3), HELD_OPTIMIZERS[optimizer]())
-    layers = ht.compiled(
-        ht.model_of(
-            kind, homeostatic=True, seed=3, scale_invariant=True, **options, **settings
-        ),
-        HELD_OPTIMIZERS[optimizer](),
-    )
-    fit = dict(epochs=3, batch_size=32, verbose=0, shuffle=False)
-    callback = SynapticScalingCallback(hold_norms=True, **options, **settings)
-    plain.fit(x, y, callbacks=[callback], **fit)
-    layers.fit(x, y, **fit)
-    for name in ("hidden0", "hidden1"):
-        held, layer = plain.get_layer(name), layers.get_layer(name)
-        np.testing.assert_allclose(
-            held.kernel.numpy(), layer.effective_kernel().numpy(), atol=5e-5
-        )
-        state = held.homeostasis
-        np.testing.assert_allclose(
-            state.log_gain.numpy(), layer.homeostasis.log_gain.numpy(), atol=5e-5
-        )
-        vectors = layer.kernel.numpy().reshape(-1, layer.kernel.shape[-1])
-        np.testing.assert_allclose(
-            state.held.length.numpy(), np.linalg.norm(vectors, axis=0), rtol=1e-5
-        )
-
-
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
 @pytest.mark.parametrize(
     "kind, centered, period",
@@ -170,11 +138,15 @@ def test_callback_holding_norms_trains_as_the_scale_invariant_layers(
     # whose steps are taken as the vectors' (`HeldNorms`), train as
     # `scale_invariant=True` layers do, under any optimizer.
     settings = {"warmup": 0, "rate": 0.2, "period": period}
-    _assert_held_trains_as_the_layers(kind, optimizer, settings, center_inputs=centered)
+    ht.assert_held_trains_as_the_layers(
+        kind, HELD_OPTIMIZERS[optimizer], settings, center_inputs=centered
+    )
 
 
 def test_callback_holding_norms_relaxes_the_lengths_as_the_layers():
     # `norm_relaxation` on the callback holding norms: each unit's vector
     # length moves toward its gain as the scale-invariant layers' kernels do.
     settings = {"warmup": 0, "rate": 0.2}
-    _assert_held_trains_as_the_layers("Dense", "sgd", settings, norm_relaxation=0.05)
+    ht.assert_held_trains_as_the_layers(
+        "Dense", HELD_OPTIMIZERS["sgd"], settings, norm_relaxation=0.05
+    )

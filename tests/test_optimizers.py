@@ -103,3 +103,52 @@ def test_weight_averaging_misses_only_the_last_rescale():
         assert np.all(np.isfinite(averaged))
         assert np.abs(np.log(factor)).max() > 0
         np.testing.assert_allclose(averaged * factor, scaled, rtol=1e-5, atol=1e-6)
+
+
+# Optimizers whose steps read the weights as well as the gradients: the
+# held callback's kernels and the scale-invariant layers' vectors differ in
+# length, so they train close to each other, not the same.
+READS_THE_WEIGHTS = {"AdamW", "Muon", "Lamb", "Adafactor"}
+# Optimizers that set the weights from state of their own: refused.
+SETS_THE_WEIGHTS = {"Ftrl", "ScheduleFreeAdamW"}
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_held_callback_trains_as_the_layers_under_every_optimizer(name):
+    x, y = ht.noise(ht.INPUT_SHAPES["Dense"], n=128)
+    _skip_unless_keras_trains_with(name, x, y)
+    settings = {"warmup": 0, "rate": 0.2}
+    if name in SETS_THE_WEIGHTS:
+        model = ht.compiled(ht.model_of("Dense", seed=0), optimizer=optimizer(name))
+        callback = SynapticScalingCallback(hold_norms=True, **settings)
+        with pytest.raises(ValueError, match=f"optimizer={name}"):
+            model.fit(x, y, batch_size=32, verbose=0, callbacks=[callback])
+        return
+    if name not in READS_THE_WEIGHTS:
+        ht.assert_held_trains_as_the_layers(
+            "Dense", lambda: optimizer(name), settings, center_inputs=True
+        )
+        return
+    with pytest.raises(AssertionError):
+        ht.assert_held_trains_as_the_layers(
+            "Dense", lambda: optimizer(name), settings, center_inputs=True
+        )
+    ht.assert_held_trains_as_the_layers(
+        "Dense",
+        lambda: optimizer(name),
+        settings,
+        atol=1e-3,
+        rtol=1e-3,
+        center_inputs=True,
+    )
+
+
+def test_a_wrapped_optimizer_that_sets_the_weights_is_refused():
+    x, y = ht.noise(ht.INPUT_SHAPES["Dense"], n=64)
+    wrapped = keras.optimizers.LossScaleOptimizer(keras.optimizers.Ftrl())
+    model = ht.compiled(ht.model_of("Dense", seed=0), optimizer=wrapped)
+    callback = SynapticScalingCallback(hold_norms=True)
+    with pytest.raises(ValueError, match="optimizer=Ftrl"):
+        model.fit(x, y, batch_size=32, verbose=0, callbacks=[callback])
+    # Nothing was hooked: the model trains on without the callback.
+    model.fit(x, y, batch_size=32, verbose=0)
