@@ -45,6 +45,7 @@ from keras_homeostasis import engine
 from keras_homeostasis import held_norms
 from keras_homeostasis import layer_selection
 from keras_homeostasis import sensor
+from keras_homeostasis.unit_state import outside_any_trace
 
 # The model call and the Keras step in progress on this thread. Replicas of
 # a tf.distribute strategy trace on their own threads, steps included.
@@ -138,8 +139,10 @@ class CallHooks:
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         if not self.model.built:
             # A symbolic call builds every layer, as Keras' own deferred
-            # build does, without running the model on the batch.
-            self.model(keras.tree.map_structure(_symbolic, x))
+            # build does, without running the model on the batch; outside
+            # the step's trace, so the kernels have their values now.
+            with outside_any_trace():
+                self.model(keras.tree.map_structure(_symbolic, x))
         if self._waits_for_binding():  # The model's own call may have bound it.
             self._bind_built_model()
 

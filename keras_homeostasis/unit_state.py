@@ -284,6 +284,18 @@ def initial_log_norms(kernel):
     return np.log(np.sqrt(np.sum(np.square(values), axis=axes)) + NORM_EPSILON)
 
 
+def outside_any_trace():
+    """A scope that builds variables as if before any `tf.function` trace.
+
+    Keras builds a layer first called inside a traced train step (a
+    `Sequential` without an `Input`, a subclassed model never called) in
+    that trace, where a variable gets its value only when the step runs;
+    state that starts from a kernel's values (the gains that hold its
+    norms) needs them while it is built. Built here, the layer and its
+    state are what building the model beforehand gives."""
+    return tf.init_scope()
+
+
 def float_state(layer, name, shape, initializer="zeros"):
     """A float32 non-trainable variable of `layer`, never autocast: homeostatic
     state stays float32 under mixed precision."""

@@ -126,15 +126,22 @@ def unbuilt(kind, build):
     return model, noise(shape, n=64)
 
 
+# The callback's modes that keep state of their own per layer.
+HELD_CENTERED = {"center_inputs": True, "hold_norms": True}
+
+
+@pytest.mark.parametrize("options", [{}, HELD_CENTERED])
 @pytest.mark.parametrize("kind", ["Dense", "Conv1D", "Sequential"])
-def test_an_unbuilt_model_is_bound_in_its_first_step(kind, tmp_path):
+def test_an_unbuilt_model_is_bound_in_its_first_step(kind, options, tmp_path):
     """Keras builds a subclassed model, or a Sequential without an `Input`,
     in the first trace of `fit`: the callback binds it there, and the run is
     the run of the same model built beforehand, bit for bit."""
     runs = []
     for build in (False, True):
         model, (x, y) = unbuilt(kind, build)
-        callback = SynapticScalingCallback(log_dir=str(tmp_path / str(build)))
+        callback = SynapticScalingCallback(
+            log_dir=str(tmp_path / str(build)), **options
+        )
         fit(model, x, y, [callback], epochs=2)
         traced = CountsTraces.traces
         fit(model, x, y, [callback])
@@ -152,7 +159,9 @@ def test_an_unbuilt_model_is_bound_in_its_first_step(kind, tmp_path):
         for event in tf.compat.v1.train.summary_iterator(str(path))
         for value in event.summary.value
     }
-    assert tags == {"h0", "h1"}
+    layers = {"h0", "h1"}
+    extra = {f"{x}/{h}" for x in layers for h in ("input_mean", "step_scale")}
+    assert tags == (layers | extra if options else layers)
 
 
 def custom_step(model):
@@ -166,12 +175,13 @@ def custom_step(model):
     return step
 
 
+@pytest.mark.parametrize("options", [FAST, HELD_CENTERED])
 @pytest.mark.parametrize("loop", ["train_on_batch", "custom"])
-def test_attached_binds_an_unbuilt_model_at_its_first_call(loop):
+def test_attached_binds_an_unbuilt_model_at_its_first_call(loop, options):
     runs = []
     for build in (False, True):
         model, (x, y) = unbuilt("Dense", build)
-        callback = SynapticScalingCallback(**FAST)
+        callback = SynapticScalingCallback(**options)
         with callback.attached(model):
             step = custom_step(model) if loop == "custom" else model.train_on_batch
             for i in range(0, 48, 16):

@@ -17,6 +17,7 @@ from keras_homeostasis.settings import validate_norm_relaxation
 from keras_homeostasis.settings import validate_settings
 from keras_homeostasis.unit_state import UnitState
 from keras_homeostasis.unit_state import initial_log_norms
+from keras_homeostasis.unit_state import outside_any_trace
 from keras_homeostasis.validation import validate_flag
 from keras_homeostasis.weight_normalization import unit_norms
 
@@ -66,6 +67,10 @@ class HomeostaticMixin:
         return {name: getattr(self, name) for name in DEFAULTS}
 
     def build(self, input_shape):
+        with outside_any_trace():
+            self._build_with_state(input_shape)
+
+    def _build_with_state(self, input_shape):
         super().build(input_shape)
         if getattr(self, "lora_enabled", False):
             # LoRA locks the layer's tracking: no state could be added.

@@ -210,3 +210,28 @@ def test_a_subclassed_model_builds_its_layers_scaled():
     model.compile(keras.optimizers.Adam(0.01), "mse")
     model.fit(x, np.ones((len(x), 1)), batch_size=1, epochs=2, verbose=0)
     assert int(layer.homeostasis.steps.numpy()) == 2 * len(x)
+
+
+@pytest.mark.parametrize("centered", [False, True])
+def test_a_model_built_in_its_first_step_trains_as_one_built_before(centered):
+    # A Sequential without an `Input` is built inside the first traced train
+    # step, where a kernel has no value yet; the gains start from the
+    # kernels' values all the same.
+    x = inputs_of("Dense")
+    y = np.arange(len(x)) % 2
+    weights = []
+    for build_first in (False, True):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential(
+            [make("Dense", center_inputs=centered), keras.layers.Dense(2)]
+        )
+        if build_first:
+            model.build((None, x.shape[1]))
+        model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+        model.fit(x, y, batch_size=3, epochs=2, verbose=0)
+        layer = model.layers[0]
+        gain = np.exp(layer.homeostasis.log_gain.numpy())
+        assert np.all(np.isfinite(gain)) and np.all(gain > 0.1)
+        weights.append([np.array(w) for w in model.weights])
+    for unbuilt, built in zip(*weights):
+        np.testing.assert_array_equal(unbuilt, built)
