@@ -71,21 +71,27 @@ def test_non_finite_forward_pass_is_not_counted(bad):
 
 
 @pytest.mark.parametrize(
-    "homeostatic", [False, True], ids=["callback", "homeostatic_layers"]
+    "homeostatic", [False, "held", True], ids=["callback", "held", "homeostatic_layers"]
 )
 @pytest.mark.parametrize("bad", [math.nan, math.inf], ids=["nan", "inf"])
 def test_loss_scale_optimizer_skips_the_bad_step_and_the_state_stays_finite(
     bad, homeostatic
 ):
     x, y = poisoned(bad)
-    settings = FAST if homeostatic else {}
-    model = model_of("Dense", homeostatic=homeostatic, **settings)
+    layers = homeostatic is True
+    settings = FAST if layers else {}
+    model = model_of("Dense", homeostatic=layers, **settings)
     compiled(model, keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1)))
-    callbacks = [] if homeostatic else [SynapticScalingCallback(**FAST)]
+    held = {"center_inputs": True, "hold_norms": True} if homeostatic else {}
+    callbacks = [] if layers else [SynapticScalingCallback(**FAST, **held)]
     fit(model, x, y, callbacks)
     assert all_finite(snapshot(model, optimizer=False))
     # Three finite batches: three steps; the skipped one changed nothing.
     assert [int(s.steps.numpy()) for _, s in states(model)] == [3, 3]
+    for _, state in states(model):
+        if state.held is not None:
+            assert np.all(np.isfinite(state.held.length.numpy()))
+            assert np.all(np.isfinite(state.held.previous.numpy()))
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf], ids=["nan", "inf"])
