@@ -253,7 +253,8 @@ def test_a_dense_behind_parameter_free_layers_is_the_output_layer(head):
     assert [layer.name for layer, _ in callback.bindings] == ["hidden"]
 
 
-def test_nested_sequential_whose_last_layer_is_the_output():
+def nested_model():
+    """A functional model whose head is a nested `Sequential`."""
     keras.utils.set_random_seed(0)
     head = keras.Sequential(
         [keras.layers.Dense(6, activation="relu", name="inner_hidden"),
@@ -261,10 +262,26 @@ def test_nested_sequential_whose_last_layer_is_the_output():
     )  # fmt: skip
     inputs = keras.Input((8,))
     h = keras.layers.Dense(8, activation="relu", name="hidden")(inputs)
-    model = keras.Model(inputs, head(h))
+    return keras.Model(inputs, head(h))
+
+
+def test_nested_sequential_whose_last_layer_is_the_output():
     callback = SynapticScalingCallback(**FAST)
-    callback.set_model(model)
+    callback.set_model(nested_model())
     assert [layer.name for layer, _ in callback.bindings] == ["hidden", "inner_hidden"]
+
+
+def test_a_nested_layer_trains_held_and_centered():
+    model = nested_model()
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9), LOSS)
+    callback = SynapticScalingCallback(**HELD_CENTERED)
+    x, y = noise((8,), n=64)
+    fit(model, x, y, [callback], epochs=2)
+    assert [layer.name for layer, _ in callback.bindings] == ["hidden", "inner_hidden"]
+    for layer, state in callback.bindings:
+        assert int(state.steps.numpy()) == 8 and state.centering is not None
+        norms = np.linalg.norm(layer.kernel.numpy(), axis=0)
+        np.testing.assert_allclose(norms, np.exp(state.log_gain.numpy()), rtol=1e-5)
 
 
 def test_exclude_by_name_and_class_and_its_config():
