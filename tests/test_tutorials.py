@@ -16,7 +16,11 @@ render = load_script(TUTORIALS / "render.py")
 SCRIPTS = render.scripts(TUTORIALS)
 # What each tutorial must print when it ran to the end.
 EXPECTED = {
-    "synaptic_scaling_quickstart.py": ["With scaling:", "restored test accuracy"],
+    "synaptic_scaling_quickstart.py": [
+        "With scaling:",
+        "Held and centered:",
+        "restored test accuracy",
+    ],
     "tuning_target_activity.py": ["test accuracy", "| hidden_1 |"],
     "monitoring_in_tensorboard.py": ["replicas: 2", "mirrored   hidden_2"],
     "continual_learning.py": ["task 2: online accuracy", "| scaling | 3 |"],

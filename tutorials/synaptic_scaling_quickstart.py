@@ -2,7 +2,7 @@
 Title: Add synaptic scaling to an existing model.fit
 Author: keras_homeostasis contributors
 Date created: 2026/11/29
-Last modified: 2026/11/29
+Last modified: 2026/12/06
 Description: Add SynapticScalingCallback to a model.fit call and read the UsageReport.
 """
 
@@ -144,6 +144,54 @@ after.save(os.path.join(OUT, "usage.json"))
 after.plot(os.path.join(OUT, "usage.png"))
 for name in after.layers:
     print(name, "usage entropy", round(after.layers[name]["usage_entropy"], 4))
+
+"""
+## Every unit used: centered inputs and held norms
+
+Two options of the callback give plain layers what BatchNormalization holds
+for each unit, through the unit's own weights, with nothing added to the
+model:
+
+- `center_inputs=True`: each unit's offset is its bias, held against the
+  optimizer's kernel steps at a trace of the layer's input mean;
+- `hold_norms=True`: the rule alone sets each unit's kernel norm, and the
+  optimizer only turns the unit's weights, with steps that shrink as
+  training goes on.
+
+Together they balance every layer (usage entropy 0.997-1.000 on MNIST's MLP
+and CNN), keep every unit alive, and train at batch size 1 with momentum
+SGD at steps where the defaults lose units (README, "Results"). The held
+norms cost a copy of each scaled kernel.
+"""
+
+held_model = build_model()
+held = SynapticScalingCallback(center_inputs=True, hold_norms=True)
+held_model.fit(
+    x_train,
+    y_train,
+    epochs=EPOCHS,
+    batch_size=32,
+    callbacks=[held],
+    verbose=2 if SMALL else 1,
+)
+print(
+    "held and centered test accuracy:",
+    held_model.evaluate(x_test, y_test, verbose=0)[1],
+)
+held_report = UsageReport.from_model(
+    held_model, x_test, layers=["hidden_1", "hidden_2"]
+)
+print("Held and centered:\n" + held_report.to_markdown())
+
+"""
+Each unit's kernel norm is the gain the rule holds for it, `exp(log_gain)`:
+"""
+
+for layer, state in held.bindings:
+    norms = keras.ops.sqrt(keras.ops.sum(keras.ops.square(layer.kernel), axis=0))
+    gains = keras.ops.exp(state.log_gain)
+    gap = float(keras.ops.max(keras.ops.abs(norms / gains - 1.0)))
+    print(f"{layer.name}: kernel norms within {gap:.1e} of the held gains")
 
 """
 ## Saving and loading
