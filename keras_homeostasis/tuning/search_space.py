@@ -428,9 +428,9 @@ def declare_layer_options(hp, space):
     """
     options = {}
     owner = _relaxation_owner(space)
-    for name in ("scale_invariant", "center_inputs", "hold_norms"):
-        if space[name] is None:
-            continue
+    for name in LAYER_PARAMETERS:
+        if name == "norm_relaxation" or space[name] is None:
+            continue  # Drawn right after its owner, in its conditional scope.
         options[name] = register(hp, name, space[name])
         if name == owner and space["norm_relaxation"] is not None:
             with hp.conditional_scope(PREFIX + owner, [True]):
