@@ -1,0 +1,108 @@
+"""Where a run at a large learning rate breaks: each layer's state per step.
+
+Trains one method of `keras-homeostasis compare` (the small CNN or the MLP,
+SGD with momentum 0.9, batch 128, the first `--limit` MNIST training images)
+for `--steps` optimizer steps and prints, after each step, the loss and, for
+every Dense/Conv layer, its kernel norm and the range of its bias. A layer
+whose bias runs away while its kernel norm is held shows what homeostasis
+does not bound at that rate.
+
+    python benchmarks/large_rate_trace.py held_centered_scaling --lr 0.3
+    python benchmarks/large_rate_trace.py batchnorm --lr 0.3
+"""
+
+import argparse
+import os
+
+import keras
+import numpy as np
+
+from keras_homeostasis import SynapticScalingCallback
+from keras_homeostasis.lab import models
+from keras_homeostasis.lab.data import load_dataset
+
+DEFAULT_DATA = os.path.join(
+    os.path.dirname(__file__), "..", "..", "shared", "datasets", "mnist.npz"
+)
+
+
+class LayerTrace(keras.callbacks.Callback):
+    """Keeps, after each step, the loss and every kernel layer's norm and
+    bias range (`rows`), and prints them when `verbose`."""
+
+    def __init__(self, verbose=True):
+        super().__init__()
+        self.verbose = verbose
+        self.rows = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        row = {"step": batch + 1, "loss": float(logs["loss"]), "layers": {}}
+        for layer in self.model.layers:
+            if getattr(layer, "kernel", None) is None:
+                continue
+            kernel = keras.ops.convert_to_numpy(layer.kernel)
+            bias = getattr(layer, "bias", None)
+            bias = np.zeros(1) if bias is None else keras.ops.convert_to_numpy(bias)
+            row["layers"][layer.name] = {
+                "kernel_norm": float(np.linalg.norm(kernel)),
+                "bias_min": float(bias.min()),
+                "bias_max": float(bias.max()),
+            }
+        self.rows.append(row)
+        if self.verbose:
+            print(format_row(row), flush=True)
+
+
+def format_row(row):
+    cells = [f"step {row['step']:3d}  loss {row['loss']:10.3g}"]
+    for name, layer in row["layers"].items():
+        cells.append(
+            f"{name} |k| {layer['kernel_norm']:.3g} "
+            f"b [{layer['bias_min']:.3g}, {layer['bias_max']:.3g}]"
+        )
+    return "  ".join(cells)
+
+
+def trace(method, x, y, architecture="cnn", lr=0.3, steps=30, seed=0, verbose=True):
+    """Trains `method` for `steps` steps of batch 128 (SGD, momentum 0.9) on
+    `x, y`; returns `LayerTrace.rows`."""
+    keras.utils.set_random_seed(seed)
+    model = models.build_model(architecture, method, x.shape[1:], 10)
+    model.compile(
+        keras.optimizers.SGD(lr, momentum=0.9), "sparse_categorical_crossentropy"
+    )
+    recorder = LayerTrace(verbose)
+    callbacks = [recorder]
+    if method in models.CALLBACK_METHODS:
+        options = models.callback_options(method)
+        callbacks.insert(0, SynapticScalingCallback(**options))
+    steps = min(steps, len(x) // 128)
+    model.fit(
+        x,
+        y,
+        batch_size=128,
+        epochs=1,
+        steps_per_epoch=steps,
+        verbose=0,
+        callbacks=callbacks,
+    )
+    return recorder.rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("method", choices=models.NORMALIZATIONS)
+    parser.add_argument("--architecture", choices=models.ARCHITECTURES, default="cnn")
+    parser.add_argument("--lr", type=float, default=0.3)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--limit", type=int, default=12000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", default=DEFAULT_DATA)
+    args = parser.parse_args()
+
+    (x, y), _ = load_dataset(args.data, limit=args.limit)
+    trace(args.method, x, y, args.architecture, args.lr, args.steps, args.seed)
+
+
+if __name__ == "__main__":
+    main()
