@@ -1,5 +1,6 @@
 """Shared test setup: quiet TensorFlow, two logical CPUs, a seed per test."""
 
+import gc
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -37,3 +38,20 @@ def mnist_path():
     if not MNIST.exists():
         pytest.skip(f"real MNIST not found at {MNIST} (../shared/datasets)")
     return MNIST
+
+
+@pytest.fixture(scope="module")
+def own_heap():
+    """Sets aside the objects earlier test modules left, for one module.
+
+    keras-tuner collects garbage before every trial, and
+    `keras.backend.clear_session()` (once per `compare` or `continual` run)
+    does too. A full collection walks every object alive, and after a few
+    hundred tests that takes seconds: most of a tuning test's time in the
+    whole suite. Frozen objects are skipped by collections until the module
+    ends, so those collections walk only what the module itself made.
+    """
+    gc.collect()
+    gc.freeze()
+    yield
+    gc.unfreeze()

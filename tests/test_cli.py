@@ -15,6 +15,9 @@ from keras_homeostasis.lab import compare_report
 from keras_homeostasis.lab import config as config_lib
 from keras_homeostasis.lab import train
 
+# keras.backend.clear_session() collects garbage at every run.
+pytestmark = pytest.mark.usefixtures("own_heap")
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "configs" / "quickstart.yaml"
 

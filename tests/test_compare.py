@@ -12,6 +12,9 @@ from keras_homeostasis.lab import compare
 from keras_homeostasis.lab import compare_report
 from keras_homeostasis.lab import config as config_lib
 
+# keras.backend.clear_session() collects garbage at every run.
+pytestmark = pytest.mark.usefixtures("own_heap")
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 

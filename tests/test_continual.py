@@ -12,6 +12,9 @@ from keras_homeostasis.lab import cli
 from keras_homeostasis.lab import continual
 from keras_homeostasis.lab import continual_report
 
+# keras.backend.clear_session() collects garbage at every run.
+pytestmark = pytest.mark.usefixtures("own_heap")
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 

@@ -10,6 +10,9 @@ import pytest
 
 from keras_homeostasis import SynapticScalingCallback
 
+# keras.backend.clear_session() collects garbage at every run.
+pytestmark = pytest.mark.usefixtures("own_heap")
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PERIOD = 4
 SETTINGS = dict(warmup=0, rate=0.2, period=PERIOD)

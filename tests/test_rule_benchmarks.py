@@ -14,6 +14,9 @@ from homeostasis_testing import load_script
 import keras_homeostasis as kh
 from keras_homeostasis.lab import models
 
+# keras.backend.clear_session() collects garbage at every run.
+pytestmark = pytest.mark.usefixtures("own_heap")
+
 BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
 rule_variants = load_script(BENCHMARKS / "rule_variants.py")
 online_variants = load_script(BENCHMARKS / "online_variants.py")
@@ -25,6 +28,7 @@ continual_plots = load_script(BENCHMARKS / "continual_plots.py")
 profile_step = load_script(BENCHMARKS / "profile_step.py")
 balance_gain = load_script(BENCHMARKS / "balance_gain.py")
 silent_units = load_script(BENCHMARKS / "silent_units.py")
+large_rate_trace = load_script(BENCHMARKS / "large_rate_trace.py")
 
 
 def _digits(n, features=784, seed=0):
@@ -318,3 +322,25 @@ def test_silent_units_reads_the_rule_and_the_batch_for_a_silenced_layer():
     traced, _ = silent_units.rule_offsets(callback, layer, state)
     assert row["traced_offset"] == round(float(traced.mean()), 2) < -10
     assert row["live_traced_offset"] is None
+
+
+def _norms(method, x, y):
+    rows = large_rate_trace.trace(method, x, y, "mlp", steps=3, verbose=False)
+    assert [row["step"] for row in rows] == [1, 2, 3]
+    assert "output |k|" in large_rate_trace.format_row(rows[-1])
+    return {
+        name: (rows[0]["layers"][name]["kernel_norm"], layer["kernel_norm"])
+        for name, layer in rows[-1]["layers"].items()
+    }
+
+
+def test_large_rate_trace_shows_held_kernels_keeping_their_norms():
+    x, y = _digits(384)
+    held = _norms("held_centered_scaling", x, y)
+    plain = _norms("centered_scaling", x, y)
+    assert list(held) == ["hidden_1", "hidden_2", "output"]
+    for name in ["hidden_1", "hidden_2"]:
+        np.testing.assert_allclose(*held[name], rtol=1e-6)
+        assert abs(plain[name][1] / plain[name][0] - 1) > 1e-5, name
+    # The output layer is left to the optimizer: its norm moves.
+    assert held["output"][0] != held["output"][1]
