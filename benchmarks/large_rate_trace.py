@@ -9,6 +9,8 @@ does not bound at that rate.
 
     python benchmarks/large_rate_trace.py held_centered_scaling --lr 0.3
     python benchmarks/large_rate_trace.py batchnorm --lr 0.3
+    python benchmarks/large_rate_trace.py held_centered_scaling --seed 1 \
+        --layers hidden_1 hidden_2 hidden_3 output
 """
 
 import argparse
@@ -63,9 +65,20 @@ def format_row(row):
     return "  ".join(cells)
 
 
-def trace(method, x, y, architecture="cnn", lr=0.3, steps=30, seed=0, verbose=True):
+def trace(
+    method,
+    x,
+    y,
+    architecture="cnn",
+    lr=0.3,
+    steps=30,
+    seed=0,
+    layers=None,
+    verbose=True,
+):
     """Trains `method` for `steps` steps of batch 128 (SGD, momentum 0.9) on
-    `x, y`; returns `LayerTrace.rows`."""
+    `x, y`; returns `LayerTrace.rows`. `layers`: the callback's `layers=`
+    (None: its default, the hidden layers)."""
     keras.utils.set_random_seed(seed)
     model = models.build_model(architecture, method, x.shape[1:], 10)
     model.compile(
@@ -75,7 +88,7 @@ def trace(method, x, y, architecture="cnn", lr=0.3, steps=30, seed=0, verbose=Tr
     callbacks = [recorder]
     if method in models.CALLBACK_METHODS:
         options = models.callback_options(method)
-        callbacks.insert(0, SynapticScalingCallback(**options))
+        callbacks.insert(0, SynapticScalingCallback(layers=layers, **options))
     steps = min(steps, len(x) // 128)
     model.fit(
         x,
@@ -98,10 +111,22 @@ def main():
     parser.add_argument("--limit", type=int, default=12000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", default=DEFAULT_DATA)
+    parser.add_argument(
+        "--layers", nargs="+", help="the callback's layers= (default: hidden layers)"
+    )
     args = parser.parse_args()
 
     (x, y), _ = load_dataset(args.data, limit=args.limit)
-    trace(args.method, x, y, args.architecture, args.lr, args.steps, args.seed)
+    trace(
+        args.method,
+        x,
+        y,
+        args.architecture,
+        args.lr,
+        args.steps,
+        args.seed,
+        args.layers,
+    )
 
 
 if __name__ == "__main__":

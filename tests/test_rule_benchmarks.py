@@ -324,8 +324,10 @@ def test_silent_units_reads_the_rule_and_the_batch_for_a_silenced_layer():
     assert row["live_traced_offset"] is None
 
 
-def _norms(method, x, y):
-    rows = large_rate_trace.trace(method, x, y, "mlp", steps=3, verbose=False)
+def _norms(method, x, y, layers=None):
+    rows = large_rate_trace.trace(
+        method, x, y, "mlp", steps=3, layers=layers, verbose=False
+    )
     assert [row["step"] for row in rows] == [1, 2, 3]
     assert "output |k|" in large_rate_trace.format_row(rows[-1])
     return {
@@ -344,3 +346,7 @@ def test_large_rate_trace_shows_held_kernels_keeping_their_norms():
         assert abs(plain[name][1] / plain[name][0] - 1) > 1e-5, name
     # The output layer is left to the optimizer: its norm moves.
     assert held["output"][0] != held["output"][1]
+    # Named in `layers=`, the output layer is held too.
+    everything = _norms("held_centered_scaling", x, y, ["hidden_1", "output"])
+    np.testing.assert_allclose(*everything["output"], rtol=1e-6)
+    assert everything["hidden_2"][0] != everything["hidden_2"][1]
