@@ -16,12 +16,15 @@ does not bound at that rate.
 import argparse
 import os
 
-import keras
-import numpy as np
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from keras_homeostasis import SynapticScalingCallback
-from keras_homeostasis.lab import models
-from keras_homeostasis.lab.data import load_dataset
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from keras_homeostasis import SynapticScalingCallback  # noqa: E402
+from keras_homeostasis.lab import models  # noqa: E402
+from keras_homeostasis.lab.data import load_dataset  # noqa: E402
+from keras_homeostasis.weight_normalization import WeightNormalization  # noqa: E402
 
 DEFAULT_DATA = os.path.join(
     os.path.dirname(__file__), "..", "..", "shared", "datasets", "mnist.npz"
@@ -40,11 +43,10 @@ class LayerTrace(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         row = {"step": batch + 1, "loss": float(logs["loss"]), "layers": {}}
         for layer in self.model.layers:
-            if getattr(layer, "kernel", None) is None:
+            weights = computed_weights(layer)
+            if weights is None:
                 continue
-            kernel = keras.ops.convert_to_numpy(layer.kernel)
-            bias = getattr(layer, "bias", None)
-            bias = np.zeros(1) if bias is None else keras.ops.convert_to_numpy(bias)
+            kernel, bias = (keras.ops.convert_to_numpy(w) for w in weights)
             row["layers"][layer.name] = {
                 "kernel_norm": float(np.linalg.norm(kernel)),
                 "bias_min": float(bias.min()),
@@ -53,6 +55,23 @@ class LayerTrace(keras.callbacks.Callback):
         self.rows.append(row)
         if self.verbose:
             print(format_row(row), flush=True)
+
+
+def computed_weights(layer):
+    """The kernel and bias `layer` computes with (a homeostatic layer's
+    `effective_kernel()`/`effective_bias()`, a weight-normalized layer's
+    `g v / |v|`; a zero bias for a layer without one), or None for a layer
+    without a kernel."""
+    if hasattr(layer, "effective_kernel"):
+        return layer.effective_kernel(), layer.effective_bias()
+    if isinstance(layer, WeightNormalization):
+        kernel, layer = layer.normalized_kernel(), layer.layer
+    elif getattr(layer, "kernel", None) is not None:
+        kernel = layer.kernel
+    else:
+        return None
+    bias = layer.bias if layer.use_bias else np.zeros(1)
+    return kernel, bias
 
 
 def format_row(row):

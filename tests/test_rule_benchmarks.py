@@ -350,3 +350,5 @@ def test_large_rate_trace_shows_held_kernels_keeping_their_norms():
     everything = _norms("held_centered_scaling", x, y, ["hidden_1", "output"])
     np.testing.assert_allclose(*everything["output"], rtol=1e-6)
     assert everything["hidden_2"][0] != everything["hidden_2"][1]
+    # A wrapped layer is traced with the kernel it computes with.
+    assert list(_norms("weightnorm", x, y)) == ["hidden_1", "hidden_2", "output"]
