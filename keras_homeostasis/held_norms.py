@@ -4,10 +4,13 @@ A scale-invariant homeostatic layer computes with each unit's direction
 times a gain the rule sets, so the optimizer cannot change a unit's scale.
 A plain layer gets the same between steps: after every optimizer step its
 kernel is put back, unit by unit, to the norm `exp(log_gain)` that the
-rule holds (`rule.relaxed_directions` with a relaxation of 1), so the
-optimizer's step only turns each unit's incoming weights and the rule's
-factors alone change their length. `log_gain` starts at the log of each
-unit's initial norm, so the first step starts from the layer as built.
+rule holds (`rule.held_directions`), so the optimizer's step only turns
+each unit's incoming weights and the rule's factors alone change their
+length. `log_gain` starts at the log of each unit's initial norm, so the
+first step starts from the layer as built; a unit whose weights are set
+between fits holds its new norm. Every step thus starts from a kernel
+whose norms are `exp(log_gain)`: the passes below read them from the
+state instead of summing over the kernel.
 
 A scale-invariant layer's optimizer also steps its direction vectors, not
 its kernels: their gradient is the kernel's without its part along each
@@ -33,8 +36,6 @@ from keras_homeostasis.unit_state import float_state
 from keras_homeostasis.unit_state import initial_log_norms
 from keras_homeostasis.validation import validate_flag
 
-# A unit's norm is put all the way back to its gain after every step.
-FULL_RELAXATION = 1.0
 # Keras optimizers that compute a variable's new value from state they keep
 # (Ftrl's linear accumulator, schedule-free's averaged sequences) instead of
 # adding a step to its current value: the kernel the hold put back is not
@@ -73,18 +74,21 @@ class HeldNorms(keras.layers.Layer):
         self.relaxation = 0.0
         self.built = True
 
-    def direction_kernel(self, kernel):
+    def direction_kernel(self, kernel, log_gain):
         """`kernel`'s value (autocast as the layer reads it), with the
         gradient of each unit's direction vector (`rule.direction_gradient`):
-        the optimizer steps the kernel as a scale-invariant layer's `v`."""
+        the optimizer steps the kernel as a scale-invariant layer's `v`.
+        `log_gain` is the log of each unit's kernel norm, which the last
+        hold (or `start_from`) set."""
         length = ops.convert_to_tensor(self.length)
+        norm = ops.exp(ops.convert_to_tensor(log_gain))
 
         @ops.custom_gradient
         def identity(w):
             def gradient(*args, upstream=None):
                 upstream = args[0] if upstream is None else upstream
                 direction = rule.direction_gradient(
-                    ops.cast(w, "float32"), ops.cast(upstream, "float32"), length
+                    ops.cast(w, "float32"), ops.cast(upstream, "float32"), length, norm
                 )
                 return ops.cast(direction, upstream.dtype)
 
@@ -92,26 +96,39 @@ class HeldNorms(keras.layers.Layer):
 
         return identity(ops.convert_to_tensor(kernel))
 
-    def hold(self, kernel, log_gain):
+    def hold(self, kernel, log_gain, previous_log_gain):
         """`kernel` after the optimizer's step, taken as the step of the
         direction vectors (`rule.scale_invariant_step`) and put back to the
-        norms `exp(log_gain)`; it becomes the next step's `previous`."""
+        norms `exp(log_gain)`; it becomes the next step's `previous`, whose
+        norms were `exp(previous_log_gain)` (the held gains the step started
+        from: the state knows them, so no pass over `previous` recomputes
+        them)."""
         vector, length = rule.scale_invariant_step(
             ops.cast(kernel, "float32"),
             ops.convert_to_tensor(self.previous),
             ops.convert_to_tensor(self.length),
+            ops.exp(previous_log_gain),
         )
-        held = rule.relaxed_directions(vector, log_gain, FULL_RELAXATION)
+        held = rule.held_directions(vector, length, log_gain)
         if self.relaxation:
             length = rule.relaxed_length(length, log_gain, self.relaxation)
         self.length.assign(length)
         self.previous.assign(held)
         return ops.cast(held, kernel.dtype)
 
-    def start_from(self, kernel):
+    def start_from(self, kernel, log_gain):
         """Takes `kernel` as where the next step starts (a fit's first step
-        after weights were set or loaded outside training)."""
-        self.previous.assign(ops.cast(ops.convert_to_tensor(kernel), "float32"))
+        after weights were set or loaded outside training). Returns the
+        held gains, `log_gain` (NumPy) with the units whose incoming weights
+        changed since the last step set to the log of their new norms: the
+        weights a user set are kept, not put back to the old gains."""
+        values = np.asarray(keras.ops.convert_to_numpy(kernel), "float32")
+        axes = tuple(range(values.ndim - 1))
+        changed = np.any(values != self.previous.numpy(), axis=axes)
+        self.previous.assign(values)
+        log_gain = np.asarray(log_gain, "float32").copy()
+        log_gain[changed] = initial_log_norms(kernel)[changed]
+        return log_gain
 
 
 def check_optimizer(optimizer):

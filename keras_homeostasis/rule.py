@@ -315,10 +315,11 @@ def unit_drive(z, bias, unit_axis):
     return z - ops.reshape(ops.cast(bias, "float32"), shape)
 
 
-def direction_gradient(kernel, gradient, length):
+def direction_gradient(kernel, gradient, length, norm):
     """The gradient of a scale-invariant layer's direction vector `v`, of
     length `length` per unit, from that of the kernel it computes with,
-    `w = g v / |v|` (units on the last axis; `g = |w|`):
+    `w = g v / |v|` (units on the last axis; `norm` is each unit's `g = |w|`,
+    which the caller holds, so no pass over the kernel computes it):
 
         dL/dv = (g / l) (dL/dw - w (w . dL/dw) / g^2)
 
@@ -326,27 +327,32 @@ def direction_gradient(kernel, gradient, length):
     pass, so the optimizer steps as it would on `v`).
     """
     axes = tuple(range(len(kernel.shape) - 1))
-    square = ops.sum(ops.square(kernel), axis=axes) + EPSILON
-    along = ops.sum(kernel * gradient, axis=axes) / square
-    return (ops.sqrt(square) / length) * (gradient - along * kernel)
+    along = ops.sum(kernel * gradient, axis=axes) / (ops.square(norm) + EPSILON)
+    return (norm / length) * (gradient - along * kernel)
 
 
-def scale_invariant_step(kernel, previous, length):
+def scale_invariant_step(kernel, previous, length, norm):
     """A held kernel's optimizer step taken as a step of a scale-invariant
     layer's direction vector (`hold_norms=True`; units on the last axis).
 
-    `previous` is the kernel before the step (`g v / |v|`, `g = |previous|`
-    per unit) and `length` each unit's vector length `l = |v|`. The
-    optimizer, handed `direction_gradient`, stepped as on `v`, so `v`
-    becomes `l previous / g + (kernel - previous)`. Returns it and its
-    length, the unit's new `l`: each step across `v` lengthens it, so later
-    steps turn the unit less than a plain kernel's (by `(g / l)^2` under
-    SGD, `g / l` under Adam).
+    `previous` is the kernel before the step (`g v / |v|`, with `norm` its
+    `g = |previous|` per unit) and `length` each unit's vector length
+    `l = |v|`. The optimizer, handed `direction_gradient`, stepped as on
+    `v`, so `v` becomes `l previous / g + (kernel - previous)`. Returns it
+    and its length, the unit's new `l`: each step across `v` lengthens it,
+    so later steps turn the unit less than a plain kernel's (by `(g / l)^2`
+    under SGD, `g / l` under Adam).
     """
     axes = tuple(range(len(kernel.shape) - 1))
-    norm = ops.sqrt(ops.sum(ops.square(previous), axis=axes) + EPSILON)
-    vector = (length / norm) * previous + (kernel - previous)
+    vector = (length / (norm + EPSILON)) * previous + (kernel - previous)
     return vector, ops.sqrt(ops.sum(ops.square(vector), axis=axes))
+
+
+def held_directions(vector, length, log_gain):
+    """Each unit's direction vector `vector`, of length `length`, scaled to
+    the norm of its gain `exp(log_gain)` (`hold_norms=True`: the kernel the
+    layer computes with next, `g v / |v|`)."""
+    return vector * (ops.exp(log_gain) / (length + EPSILON))
 
 
 def relaxed_length(length, log_gain, relaxation):

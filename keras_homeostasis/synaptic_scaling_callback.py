@@ -311,7 +311,7 @@ class SynapticScalingCallback(keras.callbacks.Callback):
         # Weights set or loaded between fits: the first step starts there.
         for layer, state, _ in self._bindings:
             if state.held is not None:
-                state.held.start_from(layer.kernel)
+                state.start_held_steps(layer.kernel)
 
     def _bind_when_built(self, model):
         # Called by the hooks once Keras has built a model that was not.

@@ -212,7 +212,10 @@ class UnitState(keras.layers.Layer):
         """The kernel with each unit's incoming weights (`kernel_axis`) scaled."""
         if not self.scales_kernel:
             if self.held is not None:
-                return self.held.hold(kernel, self.row("log_gain"))
+                log_gain = self.row("log_gain")
+                # The gains this step started from: the factor's log back.
+                factor = self._on_runs(self.row("factor"), ops.ones_like)
+                return self.held.hold(kernel, log_gain, log_gain - ops.log(factor))
             if not self.norm_relaxation:
                 return kernel
             log_gain = ops.cast(self.row("log_gain"), kernel.dtype)
@@ -226,6 +229,17 @@ class UnitState(keras.layers.Layer):
             shape[self.kernel_axis] = self.units
             factor = ops.reshape(factor, shape)
         return kernel * factor
+
+    def start_held_steps(self, kernel):
+        """A held layer (`hold_norms=True`) takes `kernel`, a weight set or
+        loaded between fits, as where its next step starts: the units whose
+        incoming weights changed hold their new norms (`HeldNorms.start_from`)."""
+        traces = np.array(self.traces.numpy())
+        index = ROWS.index("log_gain")
+        log_gain = self.held.start_from(kernel, traces[index])
+        if np.any(log_gain != traces[index]):
+            traces[index] = log_gain
+            self.traces.assign(traces)
 
     def shift_bias(self, bias):
         """The bias plus the rule's intrinsic-plasticity shift."""

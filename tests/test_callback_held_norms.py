@@ -108,6 +108,23 @@ def test_weights_set_between_fits_are_where_the_next_fit_starts():
     np.testing.assert_allclose(layer.kernel.numpy(), turned, atol=1e-4)
 
 
+def test_norms_set_between_fits_are_held_from_then_on():
+    model = dense_model()
+    callback = SynapticScalingCallback(hold_norms=True, **INERT)
+    layer = fit(model, callback, epochs=1)
+    kernel = layer.kernel.numpy()
+    # Every other unit set to twice its norm; the rest left as they were.
+    scaled = kernel * np.where(np.arange(kernel.shape[-1]) % 2 == 0, 2.0, 1.0)
+    layer.kernel.assign(scaled)
+    before = np.log(unit_norms(kernel))
+    fit(model, callback, epochs=1, optimizer=keras.optimizers.SGD(1e-6))
+    # Kept, not put back to the old gains (those units would halve).
+    np.testing.assert_allclose(layer.kernel.numpy(), scaled, atol=1e-4)
+    log_gain = layer.homeostasis.row("log_gain").numpy()
+    np.testing.assert_allclose(log_gain[0::2], before[0::2] + np.log(2.0), atol=1e-5)
+    np.testing.assert_allclose(log_gain[1::2], before[1::2], atol=1e-5)
+
+
 def test_hold_norms_must_be_a_bool():
     with pytest.raises(ValueError, match="hold_norms='yes'"):
         SynapticScalingCallback(hold_norms="yes")

@@ -435,7 +435,7 @@ def test_direction_gradient_is_a_scale_invariant_layers_vector_gradient(shape):
         loss = tf.reduce_sum(tf.sin(kernel * target))
     expected = tape.gradient(loss, vector).numpy()
     kernel_gradient = tape.gradient(loss, kernel)
-    found = rule.direction_gradient(kernel, kernel_gradient, length)
+    found = rule.direction_gradient(kernel, kernel_gradient, length, gain)
     np.testing.assert_allclose(np.asarray(found), expected, rtol=1e-4, atol=1e-6)
 
 
@@ -446,8 +446,23 @@ def test_a_step_on_the_vector_is_taken_from_the_kernel_it_moved():
     gain = np.array([0.5, 1.0, 3.0], "float32")
     previous = gain * vector / length
     step = rng.normal(size=(6, 3)).astype("float32") * 0.1
-    moved, new_length = rule.scale_invariant_step(previous + step, previous, length)
+    moved, new_length = rule.scale_invariant_step(
+        previous + step, previous, length, gain
+    )
     np.testing.assert_allclose(np.asarray(moved), vector + step, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(
         np.asarray(new_length), np.linalg.norm(vector + step, axis=0), rtol=1e-5
     )
+
+
+def test_held_directions_have_the_norms_of_their_gains():
+    rng = np.random.default_rng(2)
+    vector = rng.normal(size=(7, 3, 4)).astype("float32")
+    length = np.linalg.norm(vector, axis=(0, 1))
+    log_gain = np.log(np.array([0.3, 1.0, 2.0, 5.0], "float32"))
+    held = np.asarray(rule.held_directions(vector, length, log_gain))
+    np.testing.assert_allclose(
+        np.linalg.norm(held, axis=(0, 1)), np.exp(log_gain), rtol=1e-6
+    )
+    # Directions unchanged: each unit's column is a positive multiple.
+    np.testing.assert_allclose(held / np.exp(log_gain), vector / length, rtol=1e-5)

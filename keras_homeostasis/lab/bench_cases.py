@@ -41,7 +41,11 @@ LABELS = {
 }
 # The scaling paths the overhead targets apply to (the layers' options
 # `scale_invariant` and `center_inputs` are measured, not held to them).
-HOMEOSTATIC = ("scaling", "homeostatic_layers", "scale_invariant_layers")
+# Every variant the targets apply to: the callback and the layers, in each
+# of their modes.
+HOMEOSTATIC = tuple(
+    v for v in ALL_VARIANTS if v not in ("none", "batchnorm", "layernorm")
+)
 
 
 def chosen_variants(names=None):

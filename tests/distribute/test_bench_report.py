@@ -60,6 +60,17 @@ def test_ratio_table_and_verdicts():
     assert "<= 1.10: met" in markdown
 
 
+def test_the_verdict_covers_every_mode_of_the_callback_and_layers():
+    # `--variants centered_scaling held_centered_scaling`: judged on them.
+    case = bc.ONLINE_CASE
+    rows = [fake_row(bc.ONLINE, case, "none", 1.0)]
+    rows += [fake_row(bc.ONLINE, case, "centered_scaling", 1.05)]
+    rows += [fake_row(bc.ONLINE, case, "held_centered_scaling", 4.0)]
+    assert "<= 1.10: **missed**" in bench_report.headlines(rows)[0]
+    alone = [rows[0], fake_row(bc.ONLINE, case, "layernorm", 1.02)]
+    assert "no callback or layers timed" in bench_report.headlines(alone)[0]
+
+
 def test_growth_tables_only_where_a_setting_has_two_points():
     markdown = bench_report.Report(fake_rows(), [], "cmd", ["env."]).markdown()
     assert "Cost growth with width" in markdown
