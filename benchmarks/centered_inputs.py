@@ -29,6 +29,7 @@ import numpy as np  # noqa: E402
 
 import keras_homeostasis as kh  # noqa: E402
 from keras_homeostasis.lab import models  # noqa: E402
+from keras_homeostasis.lab.data import SHARED_MNIST  # noqa: E402
 
 METHODS = (
     "none",
@@ -124,7 +125,7 @@ def load(path, limit, architecture):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--table", help="print the markdown table of a JSONL file")
-    parser.add_argument("--data", default="../shared/datasets/mnist.npz")
+    parser.add_argument("--data", default=SHARED_MNIST)
     parser.add_argument("--architecture", choices=("mlp", "cnn"), default="mlp")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS)
     parser.add_argument("--optimizers", nargs="+", default=["sgd", "adam", "adamw"])

@@ -23,12 +23,9 @@ import numpy as np  # noqa: E402
 
 from keras_homeostasis import SynapticScalingCallback  # noqa: E402
 from keras_homeostasis.lab import models  # noqa: E402
+from keras_homeostasis.lab.data import SHARED_MNIST  # noqa: E402
 from keras_homeostasis.lab.data import load_dataset  # noqa: E402
 from keras_homeostasis.weight_normalization import WeightNormalization  # noqa: E402
-
-DEFAULT_DATA = os.path.join(
-    os.path.dirname(__file__), "..", "..", "shared", "datasets", "mnist.npz"
-)
 
 
 class LayerTrace(keras.callbacks.Callback):
@@ -129,7 +126,7 @@ def main():
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--limit", type=int, default=12000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data", default=DEFAULT_DATA)
+    parser.add_argument("--data", default=SHARED_MNIST)
     parser.add_argument(
         "--layers", nargs="+", help="the callback's layers= (default: hidden layers)"
     )

@@ -27,10 +27,8 @@ import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
 from keras_homeostasis import WeightNormalization  # noqa: E402
+from keras_homeostasis.lab.data import SHARED_MNIST  # noqa: E402
 
-DATASET = os.path.join(
-    os.path.dirname(__file__), "..", "..", "shared", "datasets", "mnist.npz"
-)
 # variant: the held norm as a multiple of the initial one (None: not held).
 HELD = {"none": None, "held": 1.0, "held_x2": 2.0, "held_x4": 4.0}
 # Weight normalization with its gains frozen at the initial norms: the norm
@@ -109,7 +107,7 @@ def main():
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--examples", type=int, default=6000)
-    parser.add_argument("--dataset", default=DATASET)
+    parser.add_argument("--dataset", default=SHARED_MNIST)
     args = parser.parse_args()
     data = load(args.dataset, args.examples)
     for variant in args.variants:

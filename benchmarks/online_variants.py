@@ -22,6 +22,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_homeostasis as kh  # noqa: E402
+from keras_homeostasis.lab.data import SHARED_MNIST  # noqa: E402
 
 VARIANTS = [
     ("backprop", None),
@@ -100,7 +101,7 @@ def table(path):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--table", help="print the markdown table of a JSONL file")
-    parser.add_argument("--data", default="../shared/datasets/mnist.npz")
+    parser.add_argument("--data", default=SHARED_MNIST)
     parser.add_argument("--tasks", type=int, default=12)
     parser.add_argument("--per-task", dest="per_task", type=int, default=5000)
     parser.add_argument("--width", type=int, default=100)

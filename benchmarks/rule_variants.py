@@ -23,6 +23,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_homeostasis as kh  # noqa: E402
+from keras_homeostasis.lab.data import SHARED_MNIST  # noqa: E402
 
 VARIANTS = [
     {},
@@ -111,7 +112,7 @@ def table(path):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--table", help="print the markdown table of a JSONL file")
-    parser.add_argument("--data", default="../shared/datasets/mnist.npz")
+    parser.add_argument("--data", default=SHARED_MNIST)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS))

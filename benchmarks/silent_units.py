@@ -30,6 +30,7 @@ from keras import ops  # noqa: E402
 
 import keras_homeostasis as kh  # noqa: E402
 from keras_homeostasis.lab import models  # noqa: E402
+from keras_homeostasis.lab.data import SHARED_MNIST  # noqa: E402
 from keras_homeostasis.lab.data import load_dataset  # noqa: E402
 
 CHECKPOINTS = (8, 16, 24, 32, 48, 64, 94, 188, 282, 376, 470)
@@ -148,7 +149,7 @@ def load(path, limit=12000):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--table", metavar="JSONL", help="print a file's table")
-    parser.add_argument("--data", default="../shared/datasets/mnist.npz")
+    parser.add_argument("--data", default=SHARED_MNIST)
     parser.add_argument("--method", default="centered_scaling",
                         choices=sorted(models.CALLBACK_METHODS))  # fmt: skip
     parser.add_argument("--lr", type=float, default=0.1)

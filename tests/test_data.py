@@ -1,8 +1,11 @@
 """Tests of `keras_homeostasis.lab.data.load_dataset`."""
 
+import os
+
 import numpy as np
 import pytest
 
+from keras_homeostasis.lab.data import SHARED_MNIST
 from keras_homeostasis.lab.data import load_dataset
 
 
@@ -82,3 +85,9 @@ def test_real_mnist_npz(mnist_path):
     assert x_train.shape == (64, 28, 28, 1) and x_test.shape == (10000, 28, 28, 1)
     assert 0.0 <= x_test.min() and 0.9 < x_test.max() <= 1.0
     assert set(np.unique(y_test)) == set(range(10))
+
+
+@pytest.mark.mnist
+def test_the_benchmarks_default_data_is_the_shared_mnist(mnist_path):
+    # Found from the package, so a script run from any folder reads it.
+    assert os.path.samefile(SHARED_MNIST, mnist_path)

@@ -20,6 +20,13 @@ DIGITS = "digits"
 TFDS_NAMES = ("mnist", "fashion_mnist", "cifar10", "svhn_cropped")
 CHOICES = (DIGITS,) + TFDS_NAMES
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+# The project's real MNIST beside a checkout (`../shared/datasets`), for
+# machines without internet: what the benchmark scripts read by default.
+SHARED_MNIST = os.path.normpath(
+    os.path.join(
+        os.path.dirname(__file__), "..", "..", "..", "shared", "datasets", "mnist.npz"
+    )
+)
 # Fixed split of the digits data set, so every run sees the same test set.
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0
