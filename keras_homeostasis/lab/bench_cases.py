@@ -39,10 +39,8 @@ LABELS = {
     "centered_layers": "centered layers",
     "centered_scale_invariant_layers": "centered scale-invariant layers",
 }
-# The scaling paths the overhead targets apply to (the layers' options
-# `scale_invariant` and `center_inputs` are measured, not held to them).
-# Every variant the targets apply to: the callback and the layers, in each
-# of their modes.
+# The variants the overhead targets apply to: the callback and the layers,
+# in each of their modes (`bench_report.verdict`).
 HOMEOSTATIC = tuple(
     v for v in ALL_VARIANTS if v not in ("none", "batchnorm", "layernorm")
 )
