@@ -119,7 +119,8 @@ class HeldNorms(keras.layers.Layer):
         held gains, `log_gain` (NumPy) with the units whose incoming weights
         changed since the last step set to the log of their new norms: the
         weights a user set are kept, not put back to the old gains."""
-        values = np.asarray(keras.ops.convert_to_numpy(kernel), "float32")
+        # `.numpy()`: NumPy 2 warns on TensorFlow's `__array__` (no `copy`).
+        values = np.asarray(kernel.numpy(), "float32")
         axes = tuple(range(values.ndim - 1))
         changed = np.any(values != self.previous.numpy(), axis=axes)
         self.previous.assign(values)
@@ -176,22 +177,32 @@ def validate(value, settings):
     return value
 
 
-def initial_log_gain(layer):
-    """The log of each unit's kernel norm in `layer`, where its held norm
-    starts; a ValueError naming the layer when its units are not on the
-    kernel's last axis (a transposed convolution)."""
+def refusal(layer):
+    """Why `hold_norms=True` cannot hold `layer`'s norms (a sentence naming
+    it), or None: it needs a kernel with its units on the last axis (not a
+    transposed convolution), read through Keras' `_kernel`."""
     if layer_selection.kernel_unit_axis(layer) != -1:
-        raise ValueError(
+        return (
             "`hold_norms=True` holds the norms of kernels with their units on "
-            f"the last axis; layer {layer.name!r} is a {type(layer).__name__}. "
-            "Exclude it (`exclude=`) or leave hold_norms False."
+            f"the last axis; layer {layer.name!r} is a {type(layer).__name__}"
         )
     if not isinstance(getattr(layer, "_kernel", None), keras.Variable):
-        raise ValueError(
+        return (
             "`hold_norms=True` needs a layer that reads its kernel through "
             f"`_kernel`, as Keras' Dense and Conv layers do; layer {layer.name!r} "
-            f"({type(layer).__name__}) does not. Exclude it (`exclude=`) or "
-            "leave hold_norms False."
+            f"({type(layer).__name__}) does not"
+        )
+    return None
+
+
+def initial_log_gain(layer):
+    """The log of each unit's kernel norm in `layer`, where its held norm
+    starts; a ValueError naming the layer and the reason when `refusal` has
+    one."""
+    reason = refusal(layer)
+    if reason:
+        raise ValueError(
+            f"{reason}. Exclude it (`exclude=`), or leave hold_norms False."
         )
     return initial_log_norms(layer.kernel)
 

@@ -136,22 +136,31 @@ CENTERED_TYPES = (
 )
 
 
-def for_layer(layer):
-    """A new `InputCentering` for a plain Dense or Conv layer; a ValueError
-    naming the layer when it is of another kind or has no bias to hold its
+def refusal(layer):
+    """Why `center_inputs=True` cannot center `layer` (a sentence naming it),
+    or None: it needs a plain Dense or Conv layer with a bias to hold its
     units' offsets with."""
     if not isinstance(layer, CENTERED_TYPES):
         names = [cls.__name__ for cls in CENTERED_TYPES]
-        raise ValueError(
+        return (
             f"`center_inputs=True` centers {names} layers only; layer "
-            f"{layer.name!r} is a {type(layer).__name__}. Exclude it "
-            "(`exclude=`) or leave center_inputs False."
+            f"{layer.name!r} is a {type(layer).__name__}"
         )
     if getattr(layer, "bias", None) is None:
-        raise ValueError(
+        return (
             "`center_inputs=True` holds each unit's offset with its bias, and "
-            f"layer {layer.name!r} has none (use_bias=False). Exclude it "
-            "(`exclude=`) or give it a bias."
+            f"layer {layer.name!r} has none (use_bias=False)"
+        )
+    return None
+
+
+def for_layer(layer):
+    """A new `InputCentering` for a plain Dense or Conv layer; a ValueError
+    naming the layer and the reason when `refusal` has one."""
+    reason = refusal(layer)
+    if reason:
+        raise ValueError(
+            f"{reason}. Exclude it (`exclude=`), or leave center_inputs False."
         )
     groups = getattr(layer, "groups", 1) or 1
     kernel_shape = tuple(layer.kernel.shape)

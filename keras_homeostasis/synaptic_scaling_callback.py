@@ -9,6 +9,7 @@ from keras_homeostasis import call_hooks
 from keras_homeostasis import distribute_compat
 from keras_homeostasis import held_norms
 from keras_homeostasis import input_centering
+from keras_homeostasis import layer_modes
 from keras_homeostasis import layer_selection
 from keras_homeostasis.settings import validate_norm_relaxation
 from keras_homeostasis.settings import validate_settings
@@ -144,7 +145,11 @@ class SynapticScalingCallback(keras.callbacks.Callback):
             every step, each scaled layer's bias gives back what the
             kernel's change did to its units' drive at a trace of the
             layer's input mean (`keras_homeostasis.input_centering`). The
-            model stays a plain model; every scaled layer needs a bias.
+            model stays a plain model. It needs a Dense or Conv layer with a
+            bias: one the callback picked that is not (`use_bias=False`, a
+            transposed convolution) is scaled uncentered, with a warning
+            naming it; one named in `layers` is refused
+            (`keras_homeostasis.layer_modes`).
         center_gradients: with `center_inputs=True`, also give each scaled
             Dense layer's kernel the gradient of its centered inputs,
             `(x - x_bar) * dL/dz`, as the centered layers have it (default
@@ -171,8 +176,10 @@ class SynapticScalingCallback(keras.callbacks.Callback):
             `center_inputs=True` it keeps batch-size-1 training with
             momentum SGD from diverging at steps where centering alone
             does (README, "Larger steps at batch size 1"). Not with
-            `min_gain` or `max_gain`, nor on transposed convolutions or
-            layers that do not read their kernel through Keras' `_kernel`.
+            `min_gain` or `max_gain`. A transposed convolution, or a layer
+            that does not read its kernel through Keras' `_kernel`, is
+            scaled without it when the callback picked it (with a warning
+            naming it), and refused when named in `layers`.
         norm_relaxation: with `hold_norms=True`, the fraction by which
             each unit's direction-vector length moves toward its norm (in
             logs) at each optimizer step, as the layers' `norm_relaxation`:
@@ -232,26 +239,34 @@ class SynapticScalingCallback(keras.callbacks.Callback):
         order = {id(v): i for i, v in enumerate(model.trainable_variables)}
         chosen.sort(key=lambda layer: order.get(id(layer.kernel), len(order)))
         self._bindings = []
+        modes = layer_modes.layer_modes(
+            model,
+            chosen,
+            self.center_inputs,
+            self.hold_norms,
+            named=self.layers is not None,
+        )
         with model.distribute_strategy.scope():
-            for layer in chosen:
-                self._bindings.append((layer, self._state_of(layer), self.settings))
+            for layer, mode in zip(chosen, modes):
+                state = self._state_of(layer, mode)
+                self._bindings.append((layer, state, self.settings))
 
-    def _state_of(self, layer):
+    def _state_of(self, layer, mode):
         state = getattr(layer, STATE_ATTRIBUTE, None)
         if not isinstance(state, UnitState):
-            state = self._new_state(layer)
-        if (state.centering is not None) != self.center_inputs:
+            state = self._new_state(layer, mode)
+        if (state.centering is not None) != mode.centered:
             raise ValueError(
                 f"Layer {layer.name!r} holds the homeostatic state of a "
-                f"callback with center_inputs={not self.center_inputs}; this "
-                f"one has center_inputs={self.center_inputs}. Use the same "
+                f"callback with center_inputs={not mode.centered}; this "
+                f"one has center_inputs={mode.centered}. Use the same "
                 "setting, or a fresh model."
             )
-        if state.scales_kernel == self.hold_norms:
+        if state.scales_kernel == mode.held:
             raise ValueError(
                 f"Layer {layer.name!r} holds the homeostatic state of a "
-                f"callback with hold_norms={not self.hold_norms}; this one has "
-                f"hold_norms={self.hold_norms}. Use the same setting, or a "
+                f"callback with hold_norms={not mode.held}; this one has "
+                f"hold_norms={mode.held}. Use the same setting, or a "
                 "fresh model."
             )
         state.kernel_axis = layer_selection.kernel_unit_axis(layer)
@@ -262,13 +277,13 @@ class SynapticScalingCallback(keras.callbacks.Callback):
             state.centering.centers_gradient = self.center_gradients and dense
         return state
 
-    def _new_state(self, layer):
+    def _new_state(self, layer, mode):
         units = layer_selection.unit_count(layer)
         centering = None
-        if self.center_inputs:
+        if mode.centered:
             centering = input_centering.for_layer(layer)
         log_gain, held = None, None
-        if self.hold_norms:
+        if mode.held:
             log_gain = held_norms.initial_log_gain(layer)
             held = held_norms.HeldNorms(layer.kernel, name="held_norms")
         state = UnitState(
@@ -278,7 +293,7 @@ class SynapticScalingCallback(keras.callbacks.Callback):
             held=held,
             name=f"{layer.name}_homeostasis",
         )
-        if self.hold_norms:
+        if mode.held:
             held_norms.hold(state)
         # Bypass Keras' tracking: the model's weights stay those of the plain
         # layer, while saving still walks this attribute and keeps the state.

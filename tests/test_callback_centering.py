@@ -154,10 +154,12 @@ def test_center_inputs_must_be_a_bool():
         SynapticScalingCallback(center_inputs=1)
 
 
-def test_a_layer_without_bias_is_named():
+def test_a_layer_without_bias_named_in_layers_is_refused():
+    # Picked by the callback itself it is scaled uncentered instead
+    # (tests/test_layer_modes.py).
     model = conv_model(use_bias=False)
     with pytest.raises(ValueError, match="layer 'h' has none"):
-        SynapticScalingCallback(center_inputs=True).set_model(model)
+        SynapticScalingCallback(layers=["h"], center_inputs=True).set_model(model)
 
 
 def test_the_state_of_another_centering_setting_is_refused():
@@ -181,7 +183,7 @@ def test_center_gradients_must_be_a_bool():
         SynapticScalingCallback(center_inputs=True, center_gradients="no")
 
 
-def test_a_layer_of_another_kind_is_named():
+def test_a_layer_of_another_kind_named_in_layers_is_refused():
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
         [
@@ -192,7 +194,7 @@ def test_a_layer_of_another_kind_is_named():
         ]
     )
     with pytest.raises(ValueError, match="layer 'up' is a Conv2DTranspose"):
-        SynapticScalingCallback(center_inputs=True).set_model(model)
+        SynapticScalingCallback(layers=["up"], center_inputs=True).set_model(model)
 
 
 @pytest.mark.parametrize(
