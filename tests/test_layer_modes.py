@@ -4,6 +4,7 @@ them, refused when the user named them."""
 
 import warnings
 
+import homeostasis_testing as ht
 import keras
 import numpy as np
 import pytest
@@ -11,12 +12,6 @@ import pytest
 from keras_homeostasis import SynapticScalingCallback
 
 HELD_CENTERED = {"center_inputs": True, "hold_norms": True, "warmup": 0}
-
-
-def data(shape, n=64, seed=0):
-    rng = np.random.default_rng(seed)
-    x = (rng.random((n, *shape)) + 0.5).astype("float32")
-    return x, rng.integers(0, 3, n)
 
 
 def without_bias_model():
@@ -50,7 +45,7 @@ def fitted(model, shape, callback, epochs=2):
     model.compile(
         keras.optimizers.SGD(0.05, momentum=0.9), "sparse_categorical_crossentropy"
     )
-    x, y = data(shape)
+    x, y = ht.noise(shape, n=64)
     model.fit(x, y, batch_size=16, epochs=epochs, verbose=0, callbacks=[callback])
     return model
 
