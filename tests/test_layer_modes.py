@@ -8,6 +8,7 @@ import homeostasis_testing as ht
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_homeostasis import SynapticScalingCallback
 
@@ -75,8 +76,9 @@ def test_a_picked_layer_without_bias_is_held_but_not_centered():
     assert all(np.all(np.isfinite(w.numpy())) for w in model.weights)
 
 
-def test_a_picked_transposed_convolution_is_scaled_plainly():
-    callback = SynapticScalingCallback(**HELD_CENTERED)
+def test_a_picked_transposed_convolution_is_scaled_plainly(tmp_path):
+    # Logged too: the dashboard's writer reads each layer's own state.
+    callback = SynapticScalingCallback(log_dir=str(tmp_path), **HELD_CENTERED)
     with pytest.warns(UserWarning) as caught:
         model = fitted(decoder_model(), (6, 6, 2), callback)
     message = " ".join(str(w.message) for w in caught)
@@ -92,6 +94,16 @@ def test_a_picked_transposed_convolution_is_scaled_plainly():
     assert np.abs(up.log_gain.numpy()).max() > 0
     assert h.centering is not None and h.held is not None
     assert_norms_held(model, "h")
+    tags = {
+        value.tag
+        for path in tmp_path.rglob("events.out.tfevents.*")
+        for event in tf.compat.v1.train.summary_iterator(str(path))
+        for value in event.summary.value
+    }
+    # Both layers logged; only the centered, held one has an input mean
+    # and a step scale.
+    assert {"up", "h", "h/input_mean", "h/step_scale"} <= tags, sorted(tags)
+    assert not {"up/input_mean", "up/step_scale"} & tags
 
 
 def test_every_layer_that_takes_the_options_gives_no_warning():
