@@ -154,7 +154,7 @@ class HomeostasisLogger(keras.callbacks.Callback):
         self._close()
 
     def _step(self):
-        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        return int(self.model.optimizer.iterations.numpy())
 
     def _close(self):
         if self._writer is not None:
@@ -226,7 +226,7 @@ class HomeostasisLogger(keras.callbacks.Callback):
 
     def _log_state(self, layer, state, step):
         settings = getattr(layer, "homeostasis_settings", None) or self.settings
-        if int(keras.ops.convert_to_numpy(state.steps)) < settings["period"]:
+        if int(state.steps.numpy()) < settings["period"]:
             return  # Traces not initialised yet: nothing measured.
         traces = {
             name: keras.ops.convert_to_numpy(value)
@@ -382,7 +382,7 @@ def _direction_lengths(layer, state):
     layer), else None."""
     held = getattr(state, "held", None)
     if held is not None:
-        return keras.ops.convert_to_numpy(held.length)
+        return held.length.numpy()
     if getattr(layer, "scale_invariant", False):
         kernel = keras.ops.cast(layer._kernel, "float32")
         return keras.ops.convert_to_numpy(unit_norms(kernel))

@@ -87,7 +87,7 @@ class UsageEntropyCallback(keras.callbacks.Callback):
             for layer in layer_selection.all_layers(self.model)
             if isinstance(s := getattr(layer, "homeostasis", None), UnitState)
         ]
-        saved = [float(keras.ops.convert_to_numpy(s.collecting)) for s in states]
+        saved = [float(s.collecting.numpy()) for s in states]
         for state in states:
             state.collecting.assign(0.0)
         try:

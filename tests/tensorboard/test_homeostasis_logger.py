@@ -4,6 +4,7 @@ import copy
 import inspect
 import json
 import types
+import warnings
 
 import keras
 import numpy as np
@@ -475,3 +476,30 @@ def test_batch_frequency_means_every_step_as_in_keras_tensorboard(tmp_path):
     callback = SynapticScalingCallback(log_dir=str(tmp_path / "b"), log_freq="batch")
     assert callback._logger.update_freq == 1
     assert callback.get_config()["log_freq"] == "batch"
+
+
+@pytest.mark.parametrize("options", [{}, {"center_inputs": True, "hold_norms": True}])
+def test_logging_reads_no_variable_through_numpy_array(tmp_path, mnist_slice, options):
+    # NumPy 2 warns (DeprecationWarning) when `np.array` reads a Keras
+    # variable, whose `__array__` takes no `copy`: pytest shows it in every
+    # user's test run. The logger and the held norms read `.numpy()`.
+    x, y = mnist_slice
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((784,)),
+            keras.layers.Dense(8, activation="relu", name="h"),
+            keras.layers.Dense(10, activation="softmax", name="out"),
+        ]
+    )
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    callback = SynapticScalingCallback(
+        log_dir=str(tmp_path / "run"), log_freq=2, **options
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):  # a second fit reads the kernels and the step again
+            model.fit(x[:64], y[:64], batch_size=16, verbose=0, callbacks=[callback])
+    copies = [w for w in caught if "__array__" in str(w.message)]
+    assert not copies, [f"{w.filename}:{w.lineno}" for w in copies]
+    assert "h" in logged(tmp_path / "run")[1]
