@@ -33,7 +33,7 @@ def dataset():
     return tf.data.Dataset.from_tensor_slices(digits()).batch(GLOBAL_BATCH)
 
 
-def build(homeostatic, settings=FAST):
+def build(homeostatic, settings=FAST, conv_bias=True):
     keras.utils.set_random_seed(0)
     conv = HomeostaticConv2D if homeostatic else keras.layers.Conv2D
     dense = HomeostaticDense if homeostatic else keras.layers.Dense
@@ -41,7 +41,7 @@ def build(homeostatic, settings=FAST):
     model = keras.Sequential(
         [
             keras.Input((8, 8, 1)),
-            conv(4, 3, activation="relu", name="conv", **settings),
+            conv(4, 3, activation="relu", name="conv", use_bias=conv_bias, **settings),
             keras.layers.Flatten(),
             dense(8, activation="relu", name="hidden", **settings),
             keras.layers.Dense(10, name="output"),
@@ -54,13 +54,13 @@ def build(homeostatic, settings=FAST):
     return model
 
 
-def train(homeostatic, strategy=None, settings=FAST):
+def train(homeostatic, strategy=None, settings=FAST, **build_options):
     """A model trained 2 epochs, under `strategy` if given."""
     if strategy is None:
-        model = build(homeostatic, settings)
+        model = build(homeostatic, settings, **build_options)
     else:
         with strategy.scope():
-            model = build(homeostatic, settings)
+            model = build(homeostatic, settings, **build_options)
     callbacks = [] if homeostatic else [SynapticScalingCallback(**settings)]
     model.fit(dataset(), epochs=2, shuffle=False, verbose=0, callbacks=callbacks)
     return model
@@ -126,23 +126,24 @@ def test_saved_under_the_strategy_loads_and_evaluates_outside(strategy, tmp_path
     assert loaded.evaluate(x, y, verbose=0) == pytest.approx(expected, rel=1e-6)
 
 
-def trained_like_one_device(strategy, settings, homeostatic=True):
-    """The layers (or the callback) trained under `strategy`, every variable
-    the same on both replicas and as trained on one device."""
-    model = train(homeostatic, strategy, settings)
-    single = train(homeostatic, settings=settings)
+def trained_like_one_device(strategy, settings, homeostatic=True, **build_options):
+    """The model (of homeostatic layers, or plain ones with the callback)
+    trained under `strategy`, every variable the same on both replicas and
+    as trained on one device."""
+    model = train(homeostatic, strategy, settings, **build_options)
+    single = train(homeostatic, settings=settings, **build_options)
     variables, reference = tracked(model), tracked(single)
     for name, variable in variables.items():
         first, second = replica_copies(variable)
         np.testing.assert_array_equal(first, second, err_msg=name)
         expected = reference[name].numpy()
         np.testing.assert_allclose(first, expected, atol=2e-5, err_msg=name)
-    return model.get_layer("hidden")
+    return model
 
 
 def test_scale_invariant_layers_stay_bit_identical_across_replicas(strategy):
     settings = {**FAST, "scale_invariant": True, "norm_relaxation": 0.01}
-    layer = trained_like_one_device(strategy, settings)
+    layer = trained_like_one_device(strategy, settings).get_layer("hidden")
     assert layer.scale_invariant and int(layer.homeostasis.steps.numpy()) == 8
 
 
@@ -151,7 +152,7 @@ def test_centered_layers_stay_bit_identical_across_replicas(strategy, scale_inva
     # Each replica sees half of every batch: only the all-reduced input sums
     # give both replicas the same mean to center on, and the same bias move.
     settings = {**FAST, "center_inputs": True, "scale_invariant": scale_invariant}
-    layer = trained_like_one_device(strategy, settings)
+    layer = trained_like_one_device(strategy, settings).get_layer("hidden")
     assert layer.center_inputs and float(layer.input_mean.steps.numpy()) == 8
 
 
@@ -159,10 +160,25 @@ def test_centered_callback_stays_bit_identical_across_replicas(strategy):
     # The callback's input-mean traces and the biases holding each unit's
     # offset at them: the same on both replicas, as on one device.
     settings = {**FAST, "center_inputs": True}
-    layer = trained_like_one_device(strategy, settings, homeostatic=False)
+    model = trained_like_one_device(strategy, settings, homeostatic=False)
+    layer = model.get_layer("hidden")
     centering = layer.homeostasis.centering
     assert float(centering.input_mean.steps.numpy()) == 8
     assert np.any(np.abs(centering.drive.numpy()) > 0)
+
+
+def test_a_callback_mixing_modes_stays_bit_identical_across_replicas(strategy):
+    # A convolution without a bias takes hold_norms but not center_inputs
+    # (`layer_modes`): both layers' states still step in one all-reduce.
+    settings = {**FAST, "hold_norms": True, "center_inputs": True}
+    with pytest.warns(UserWarning, match="layer 'conv' has none"):
+        model = trained_like_one_device(
+            strategy, settings, homeostatic=False, conv_bias=False
+        )
+    conv, hidden = (model.get_layer(n).homeostasis for n in ("conv", "hidden"))
+    assert conv.centering is None and conv.held is not None
+    assert hidden.centering is not None and hidden.held is not None
+    assert int(conv.steps.numpy()) == int(hidden.steps.numpy()) == 8
 
 
 @pytest.mark.parametrize("center_inputs", [False, True])
@@ -172,7 +188,8 @@ def test_callback_holding_norms_stays_bit_identical_across_replicas(
     # Each unit's norm put back to its gain after every step: the same
     # gains, so the same kernels, on both replicas, as on one device.
     settings = {**FAST, "hold_norms": True, "center_inputs": center_inputs}
-    layer = trained_like_one_device(strategy, settings, homeostatic=False)
+    model = trained_like_one_device(strategy, settings, homeostatic=False)
+    layer = model.get_layer("hidden")
     norms = np.linalg.norm(layer.kernel.numpy(), axis=0)
     np.testing.assert_allclose(
         norms, np.exp(layer.homeostasis.log_gain.numpy()), rtol=1e-5
