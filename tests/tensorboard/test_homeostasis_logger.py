@@ -479,20 +479,15 @@ def test_batch_frequency_means_every_step_as_in_keras_tensorboard(tmp_path):
 
 
 @pytest.mark.parametrize("options", [{}, {"center_inputs": True, "hold_norms": True}])
-def test_logging_reads_no_variable_through_numpy_array(tmp_path, mnist_slice, options):
+def test_logging_reads_no_variable_through_numpy_array(
+    tmp_path, mnist_slice, make_mlp, options
+):
     # NumPy 2 warns (DeprecationWarning) when `np.array` reads a Keras
     # variable, whose `__array__` takes no `copy`: pytest shows it in every
     # user's test run. The logger and the held norms read `.numpy()`.
     x, y = mnist_slice
     keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [
-            keras.Input((784,)),
-            keras.layers.Dense(8, activation="relu", name="h"),
-            keras.layers.Dense(10, activation="softmax", name="out"),
-        ]
-    )
-    model.compile("sgd", "sparse_categorical_crossentropy")
+    model = make_mlp(units=(8,))
     callback = SynapticScalingCallback(
         log_dir=str(tmp_path / "run"), log_freq=2, **options
     )
@@ -502,4 +497,4 @@ def test_logging_reads_no_variable_through_numpy_array(tmp_path, mnist_slice, op
             model.fit(x[:64], y[:64], batch_size=16, verbose=0, callbacks=[callback])
     copies = [w for w in caught if "__array__" in str(w.message)]
     assert not copies, [f"{w.filename}:{w.lineno}" for w in copies]
-    assert "h" in logged(tmp_path / "run")[1]
+    assert "hidden_0" in logged(tmp_path / "run")[1]
