@@ -152,7 +152,7 @@ def computing_with(layer, kernel, forward):
 
     Keras' Dense, EinsumDense and Conv layers read their kernel through the
     `kernel` property over `_kernel`, which is swapped for the call alone
-    (`initial_log_gain` refuses a layer without it). Nothing in the call
+    (`refusal` names a layer without it). Nothing in the call
     synchronises replicas, so a tf.distribute replica's thread, which only
     yields at those points, never sees another replica's swap.
     """
@@ -197,13 +197,8 @@ def refusal(layer):
 
 def initial_log_gain(layer):
     """The log of each unit's kernel norm in `layer`, where its held norm
-    starts; a ValueError naming the layer and the reason when `refusal` has
-    one."""
-    reason = refusal(layer)
-    if reason:
-        raise ValueError(
-            f"{reason}. Exclude it (`exclude=`), or leave hold_norms False."
-        )
+    starts: a layer `refusal` has no reason against (`layer_modes` checks
+    first)."""
     return initial_log_norms(layer.kernel)
 
 

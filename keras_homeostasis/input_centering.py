@@ -155,13 +155,8 @@ def refusal(layer):
 
 
 def for_layer(layer):
-    """A new `InputCentering` for a plain Dense or Conv layer; a ValueError
-    naming the layer and the reason when `refusal` has one."""
-    reason = refusal(layer)
-    if reason:
-        raise ValueError(
-            f"{reason}. Exclude it (`exclude=`), or leave center_inputs False."
-        )
+    """A new `InputCentering` for a plain Dense or Conv layer with a bias:
+    one `refusal` has no reason against (`layer_modes` checks first)."""
     groups = getattr(layer, "groups", 1) or 1
     kernel_shape = tuple(layer.kernel.shape)
     return InputCentering(
