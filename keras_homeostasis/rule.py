@@ -60,6 +60,15 @@ the units' balance it does not see).
    expected it to fire on `k` or more of the step's examples is taken at
    the offset its silence allows, `Phi^-1(k / examples)`.
 
+   With `max_offset = K` (default None: off), the step also keeps every
+   unit's offset within `[-K, K]`: a unit the optimizer pushed below `-K`
+   (firing on fewer than `Phi(-K)` of its inputs) or above `K` is moved
+   back to the bound at once. At large learning rates one optimizer step
+   of a bias can move a unit by many spreads, and a layer's units can all
+   fall silent before the rates above reach them:
+
+       b_i <- b_i + sigma'_i (clip(o_i + bias_rate (o*_i - o_i), -K, K) - o_i)
+
 With `period = P > 1` the rule runs on every P-th optimizer step only, on
 that step's statistics, with its traces decaying by `mu^P` per run (the
 same span in optimizer steps) and its rates compounded over the period (the
@@ -408,7 +417,8 @@ def intrinsic_plasticity(
     `drive_mean` and `spread` are already rescaled by this step's factors;
     `layer_mean` as in `synaptic_scaling`. `silence`, with the setting
     `silence_evidence`, is the step's `(firing rate, examples)`, which can
-    refute a unit's offset (`observed_offset`).
+    refute a unit's offset (`observed_offset`). With `max_offset`, the
+    offsets it moves to are clipped to `[-max_offset, max_offset]`.
     """
     offset = (drive_mean + bias) / spread
     if settings["silence_evidence"] is not None and silence is not None:
@@ -416,7 +426,11 @@ def intrinsic_plasticity(
     goal = layer_mean(offset)
     if settings["target_rate"] is not None:
         goal += settings["anchor"] * (rate_quantile(settings["target_rate"]) - goal)
-    return settings["bias_rate"] * spread * (goal - offset)
+    bound = settings["max_offset"]
+    if bound is None:
+        return settings["bias_rate"] * spread * (goal - offset)
+    moved = offset + settings["bias_rate"] * (goal - offset)
+    return spread * (ops.clip(moved, -bound, bound) - offset)
 
 
 def homeostatic_step(packed, state, bias, settings):

@@ -17,6 +17,7 @@ DEFAULTS = {
     "warmup": 10,
     "anchor": 0.01,
     "silence_evidence": None,
+    "max_offset": None,
 }
 
 # Settings of the first release's rule (mean-|activity| set point, bounded
@@ -109,6 +110,10 @@ def validate_settings(**settings):
     if s["silence_evidence"] is not None:
         s["silence_evidence"] = in_range(
             "silence_evidence", s["silence_evidence"], 1.0, math.inf, False, True
+        )
+    if s["max_offset"] is not None:
+        s["max_offset"] = in_range(
+            "max_offset", s["max_offset"], 0.0, math.inf, True, True
         )
     s["period"] = _integer("period", s["period"], 1)
     s["warmup"] = _integer("warmup", s["warmup"], 0)

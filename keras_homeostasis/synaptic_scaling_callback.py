@@ -134,6 +134,14 @@ class SynapticScalingCallback(keras.callbacks.Callback):
             it back. It acts only on steps of more than `k` examples (never
             at batch size 1); 10 is the value measured (README, "Silent
             units").
+        max_offset: None (default) or a number of spreads, > 0: keep every
+            unit's offset (its mean pre-activation in spreads) within
+            `[-max_offset, max_offset]`, so that no unit fires on fewer
+            than `Phi(-max_offset)` of its inputs (16% at 1) or more than
+            `Phi(max_offset)`. A unit an optimizer step pushed past the
+            bound is moved back to it in the same step, where `bias_rate`
+            would take many steps: at large learning rates one step of a
+            bias can silence a layer (README, "Learning rate").
         log_dir: optional directory for TensorBoard's Homeostasis dashboard:
             when given, a `keras_homeostasis.tensorboard.HomeostasisLogger`
             writes each scaled unit's activity and factor there.

@@ -150,3 +150,27 @@ def test_callback_holding_norms_relaxes_the_lengths_as_the_layers():
     ht.assert_held_trains_as_the_layers(
         "Dense", HELD_OPTIMIZERS["sgd"], settings, norm_relaxation=0.05
     )
+
+
+def test_max_offset_bounds_the_callback_and_the_layers_alike():
+    # The bound moves a unit's bias by its whole spread error at once, where
+    # intrinsic plasticity moves it by 3%: the last-bit differences between
+    # the two paths' measured spreads grow faster than in the test above,
+    # and on the Conv2D model they pass its tolerance. Dense stays within it.
+    x, y = ht.noise(ht.INPUT_SHAPES["Dense"], n=128)
+    settings = {"warmup": 0, "rate": 0.2, "max_offset": 1.0}
+    fit = dict(epochs=2, batch_size=32, verbose=0, shuffle=False)
+    trained = {}
+    for name, bound in (("unbounded", None), ("callback", 1.0)):
+        model = ht.compiled(ht.model_of("Dense", seed=3))
+        callback = SynapticScalingCallback(**{**settings, "max_offset": bound})
+        model.fit(x, y, callbacks=[callback], **fit)
+        trained[name] = _kernels(model)
+    homeostatic = ht.compiled(
+        ht.model_of("Dense", homeostatic=True, seed=3, **settings)
+    )
+    homeostatic.fit(x, y, **fit)
+    for a, b in zip(trained["callback"], _kernels(homeostatic)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    moved = [np.max(np.abs(a - b)) for a, b in zip(*trained.values())]
+    assert max(moved) > 1e-2  # the bound acted

@@ -301,6 +301,38 @@ def test_a_firing_unit_is_not_refuted_however_low_its_offset():
     np.testing.assert_array_equal(refuted["shift"], plain["shift"])
 
 
+def offsets_after(new, u, bias):
+    """Each unit's offset after the step: its rescaled drive mean plus its
+    moved bias, in rescaled spreads."""
+    factor = new["factor"]
+    spread = factor * np.sqrt(np.mean(u**2, 0) - np.mean(u, 0) ** 2)
+    return (factor * u.mean(0) + bias + new["shift"]) / spread
+
+
+def test_max_offset_moves_a_unit_past_the_bound_back_to_it_in_one_step():
+    u = np.random.default_rng(2).normal(size=(256, 3)).astype("float32")
+    # Offsets about -6, 0 and +4 spreads: the first silent, the last
+    # firing on nearly every input.
+    bias = np.array([-6.0, 0.0, 4.0], "float32")
+    packed = packed_from(u, bias)
+    bounded = offsets_after(step(packed, bias=bias, max_offset=1.0), u, bias)
+    np.testing.assert_allclose(bounded[[0, 2]], [-1.0, 1.0], atol=1e-4)
+    # Within the bound the unit moves as without it.
+    plain = offsets_after(step(packed, bias=bias), u, bias)
+    np.testing.assert_allclose(bounded[1], plain[1], atol=1e-5)
+    assert plain[0] < -5.0 and plain[2] > 3.0
+
+
+def test_a_max_offset_no_unit_reaches_changes_nothing():
+    u = np.random.default_rng(3).normal(size=(64, 4)).astype("float32")
+    bias = np.array([-0.5, 0.0, 0.3, 0.1], "float32")
+    packed = packed_from(u, bias)
+    plain = step(packed, bias=bias)
+    wide = step(packed, bias=bias, max_offset=50.0)
+    for name in plain:
+        np.testing.assert_allclose(wide[name], plain[name], rtol=1e-5, atol=1e-7)
+
+
 # The whole step.
 
 

@@ -43,6 +43,10 @@ BAD_VALUES = [
     ("silence_evidence", 0.5, ValueError),
     ("silence_evidence", math.inf, ValueError),
     ("silence_evidence", "10", TypeError),
+    ("max_offset", 0.0, ValueError),
+    ("max_offset", -1.0, ValueError),
+    ("max_offset", math.inf, ValueError),
+    ("max_offset", "1", TypeError),
 ]
 BAD_IDS = [f"{name}={value!r}" for name, value, _ in BAD_VALUES]
 
@@ -59,6 +63,7 @@ EDGE_VALUES = {
     "warmup": 0,
     "anchor": 1.0,
     "silence_evidence": 1.0,
+    "max_offset": 1e-3,
 }
 
 LAYERS = [

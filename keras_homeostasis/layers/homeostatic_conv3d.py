@@ -23,8 +23,8 @@ class HomeostaticConv3D(HomeostaticMixin, keras.layers.Conv3D):
         *args, **kwargs: every `keras.layers.Conv3D` argument, plus the
             homeostatic settings `target_std`, `target_rate`, `anchor`, `rate`,
             `bias_rate`, `momentum`, `max_step`, `min_gain`, `max_gain`,
-            `period`, `warmup` and `silence_evidence`, documented in
-            `SynapticScalingCallback`.
+            `period`, `warmup`, `silence_evidence` and `max_offset`,
+            documented in `SynapticScalingCallback`.
         scale_invariant, norm_relaxation: as in `HomeostaticDense` (each
             filter's weights divided by their norm, times a gain the rule
             sets). Default False, 0.

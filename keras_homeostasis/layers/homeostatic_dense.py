@@ -23,8 +23,8 @@ class HomeostaticDense(HomeostaticMixin, keras.layers.Dense):
         *args, **kwargs: every `keras.layers.Dense` argument, plus the
             homeostatic settings `target_std`, `target_rate`, `anchor`, `rate`,
             `bias_rate`, `momentum`, `max_step`, `min_gain`, `max_gain`,
-            `period`, `warmup` and `silence_evidence`, documented in
-            `SynapticScalingCallback`.
+            `period`, `warmup`, `silence_evidence` and `max_offset`,
+            documented in `SynapticScalingCallback`.
         scale_invariant: if True, each unit computes with its incoming
             weights divided by their norm, times a gain the rule sets
             (`homeostasis.log_gain`, starting at the initial norm): the loss

@@ -12,9 +12,9 @@ A search space maps each parameter name to one of:
 
 The parameters are the settings of `SynapticScalingCallback` (`rate`,
 `bias_rate`, `momentum`, `max_step`, `min_gain`, `max_gain`, `period`,
-`warmup`, `target_std`, `anchor`, `silence_evidence`), the tuned set point
-`target_rate` (the fraction of inputs on which a unit fires, in (0, 1)) and
-two that shape it:
+`warmup`, `target_std`, `anchor`, `silence_evidence`, `max_offset`), the
+tuned set point `target_rate` (the fraction of inputs on which a unit fires,
+in (0, 1)) and two that shape it:
 
 - `target_mode`: `"absolute"` (each unit's firing-rate set point is
   `target_rate`, its drive's spread set point the `target_std` of the base
@@ -46,10 +46,11 @@ and the other two both:
   `min_gain` or `max_gain`, and refused for homeostatic layers, whose
   `scale_invariant` gives them that.
 
-`min_gain`, `max_gain`, `target_std`, `target_rate` and `silence_evidence`
-also take `None` as a setting (unbounded, the layer's mean, or off); as a
-search-space entry `None` means "not searched" (the base setting, which may
-itself be `None`), so it cannot be one of the values of a list or range.
+`min_gain`, `max_gain`, `target_std`, `target_rate`, `silence_evidence` and
+`max_offset` also take `None` as a setting (unbounded, the layer's mean, or
+off); as a search-space entry `None` means "not searched" (the base setting,
+which may itself be `None`), so it cannot be one of the values of a list or
+range.
 
 Hyper-parameter names are prefixed with `scaling/`, so `scaling/rate` is the
 config key `scaling.rate`. This module does not import keras-tuner: configs
@@ -89,6 +90,7 @@ SETTING_PARAMETERS = (
     "target_std",
     "anchor",
     "silence_evidence",
+    "max_offset",
 )
 # Settings that only act with an absolute set point: registered under
 # `target_mode == "absolute"` when the mode is searched.
@@ -127,6 +129,7 @@ DEFAULT_SEARCH_SPACE = {
     "target_std": None,
     "anchor": {"min": 0.001, "max": 1.0, "sampling": "log"},
     "silence_evidence": None,
+    "max_offset": None,
     "target_mode": list(TARGET_MODES),
     "per_layer_targets": [False, True],
     "target_rate": {"min": 0.3, "max": 0.7, "sampling": "linear"},

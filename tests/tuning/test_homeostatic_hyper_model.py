@@ -508,13 +508,17 @@ def test_a_space_naming_norm_relaxation_relaxes_the_callbacks_held_norms(held):
         assert callback.norm_relaxation == 0.0
 
 
-def test_a_space_naming_silence_evidence_gives_the_callback_its_value():
-    hypermodel = HomeostaticHyperModel(
-        tiny_model, search_space={"silence_evidence": [5, 10, 20]}
-    )
+@pytest.mark.parametrize(
+    "name, values",
+    [("silence_evidence", (5.0, 10.0, 20.0)), ("max_offset", (1.0, 2.0, 3.0))],
+)
+def test_a_space_naming_an_off_by_default_setting_gives_the_callback_its_value(
+    name, values
+):
+    hypermodel = HomeostaticHyperModel(tiny_model, search_space={name: list(values)})
     hp = keras_tuner.HyperParameters()
     model = hypermodel.build(hp)
-    assert hp.values["scaling/silence_evidence"] in (5.0, 10.0, 20.0)
-    hp.values["scaling/silence_evidence"] = 20.0
+    assert hp.values[f"scaling/{name}"] in values
+    hp.values[f"scaling/{name}"] = values[-1]
     (callback,) = hypermodel.scaling_callbacks(hp, model)
-    assert callback.settings["silence_evidence"] == 20.0
+    assert callback.settings[name] == values[-1]
