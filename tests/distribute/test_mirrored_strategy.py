@@ -194,3 +194,16 @@ def test_callback_holding_norms_stays_bit_identical_across_replicas(
     np.testing.assert_allclose(
         norms, np.exp(layer.homeostasis.log_gain.numpy()), rtol=1e-5
     )
+
+
+def test_a_callback_bounding_offsets_stays_bit_identical_across_replicas(strategy):
+    # `max_offset` moves a unit's bias by its whole offset error in one
+    # step: computed from the all-reduced statistics, the same on both
+    # replicas, as on one device.
+    settings = {**FAST, "hold_norms": True, "center_inputs": True}
+    bounded = trained_like_one_device(
+        strategy, {**settings, "max_offset": 0.5}, homeostatic=False
+    )
+    unbounded = train(False, strategy, settings)
+    conv = [m.get_layer("conv").bias.numpy() for m in (bounded, unbounded)]
+    assert np.max(np.abs(conv[0] - conv[1])) > 1e-2  # the bound acted
