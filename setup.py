@@ -46,6 +46,7 @@ TUNING = ["keras-tuner>=1.4.8,<2", "scipy>=1.10"]
 TEST = [
     "pytest>=8",
     "pytest-timeout>=2.3",
+    "pytest-xdist>=3.5",
     "ruff>=0.6",
     "selenium>=4.20",
     "build>=1.0",
