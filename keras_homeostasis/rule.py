@@ -212,20 +212,6 @@ def is_usable(packed):
     return ops.logical_and(ops.all(ops.isfinite(packed)), packed[-1] > 0)
 
 
-def usable_by_layer(packed):
-    """`is_usable` of each layer's statistics (a list), in one reduction.
-
-    A compiled step pays two or three kernels for every reduction however
-    short its vector: the non-finite values of all layers are counted in
-    one segment sum instead of one check per layer.
-    """
-    ids = _segment_ids([int(p.shape[0]) for p in packed])
-    joined = ops.concatenate(packed, axis=0)
-    bad = ops.where(ops.isfinite(joined), 0.0, 1.0)
-    bad = ops.segment_sum(bad, ids, num_segments=len(packed))
-    return [ops.logical_and(bad[k] == 0, p[-1] > 0) for k, p in enumerate(packed)]
-
-
 def update_trace(trace, observation, momentum):
     """Exponential moving average started at zero (bias-corrected on use)."""
     return momentum * trace + (1.0 - momentum) * observation
@@ -274,15 +260,15 @@ def drive_spread(drive_mean, drive_square):
     return ops.sqrt(ops.maximum(drive_square - ops.square(drive_mean), EPSILON))
 
 
-def synaptic_scaling(spread, log_gain, settings, layer_mean=ops.mean):
+def synaptic_scaling(spread, log_gain, settings):
     """Mechanism 1: bounded log factors moving each spread to its set point.
 
-    `layer_mean` maps a per-unit vector to its layer's mean (a scalar, or a
-    per-unit vector for several layers side by side). Returns the log
-    factors `log s_i` to apply to the units' kernels.
+    `spread` and `log_gain` are one layer's per-unit vectors (the set point
+    is their layer's mean). Returns the log factors `log s_i` to apply to
+    the units' kernels.
     """
     log_spread = ops.log(spread)
-    log_target = layer_mean(log_spread)
+    log_target = ops.mean(log_spread)
     if settings["target_std"] is not None:
         log_set_point = math.log(settings["target_std"])
         pull = settings["anchor"] * (log_set_point - log_target)
@@ -409,13 +395,11 @@ def observed_offset(offset, firing, examples, evidence):
     return ops.where(refuted, bound, offset)
 
 
-def intrinsic_plasticity(
-    drive_mean, spread, bias, settings, layer_mean=ops.mean, silence=None
-):
+def intrinsic_plasticity(drive_mean, spread, bias, settings, silence=None):
     """Mechanism 2: bias shifts moving each mean pre-activation to its set point.
 
-    `drive_mean` and `spread` are already rescaled by this step's factors;
-    `layer_mean` as in `synaptic_scaling`. `silence`, with the setting
+    `drive_mean` and `spread` are one layer's, already rescaled by this
+    step's factors. `silence`, with the setting
     `silence_evidence`, is the step's `(firing rate, examples)`, which can
     refute a unit's offset (`observed_offset`). With `max_offset`, the
     offsets it moves to are clipped to `[-max_offset, max_offset]`.
@@ -423,7 +407,7 @@ def intrinsic_plasticity(
     offset = (drive_mean + bias) / spread
     if settings["silence_evidence"] is not None and silence is not None:
         offset = observed_offset(offset, *silence, settings["silence_evidence"])
-    goal = layer_mean(offset)
+    goal = ops.mean(offset)
     if settings["target_rate"] is not None:
         goal += settings["anchor"] * (rate_quantile(settings["target_rate"]) - goal)
     bound = settings["max_offset"]
@@ -449,86 +433,30 @@ def homeostatic_step(packed, state, bias, settings):
     finite leaves the state unchanged (factor 1, shift 0).
     """
     means, _ = split_statistics(packed)
-    # One segment: the layer means sum as `homeostatic_steps` sums them.
-    layer_mean = segment_mean([int(bias.shape[0])])
-    return step_on_means(means, is_usable(packed), state, bias, settings, layer_mean)
+    return step_on_means(means, is_usable(packed), state, bias, settings)
 
 
 def homeostatic_steps(packed, states, biases, settings):
-    """`homeostatic_step` for several layers sharing `settings`, at once.
+    """`homeostatic_step` for several layers sharing `settings`.
 
-    `packed`, `states` and `biases` are lists, one entry per layer. The
-    layers' units are concatenated and stepped together, each layer's means
-    taken over its own segment: the same arithmetic as one call per layer,
-    in a quarter of the operations for four layers (a compiled step pays for
-    every operation, however short its vectors). Returns the list of new
-    states.
+    `packed`, `states` and `biases` are lists, one entry per layer; returns
+    the list of new states. Each layer is stepped on its own vectors, as
+    a homeostatic layer steps itself, so the callback and the layers stay
+    bit-identical. Joining the layers' units instead (a concatenation per
+    state field, a scatter and a gather per layer mean, a slice per
+    result) gave fewer compiled kernels but a dearer online step: 1.40-1.66
+    times no homeostasis's CPU time against 1.18-1.20 now
+    (`docs/distributed.md`).
     """
-    if len(packed) == 1:
-        return [homeostatic_step(packed[0], states[0], biases[0], settings)]
-    sizes = [int(b.shape[0]) for b in biases]
-    means = [split_statistics(p)[0] for p in packed]
-    usable = usable_by_layer(packed)
-
-    def joined(values):
-        return ops.concatenate(values, axis=0)
-
-    def per_unit(scalars):
-        return joined([ops.broadcast_to(x, (n,)) for x, n in zip(scalars, sizes)])
-
-    new = step_on_means(
-        {
-            **{name: joined([m[name] for m in means]) for name in STATISTICS},
-            "examples": per_unit([m["examples"] for m in means]),
-        },
-        per_unit(usable),
-        {
-            **{name: joined([s[name] for s in states]) for name in TRACES},
-            "log_gain": joined([s["log_gain"] for s in states]),
-            "steps": per_unit([s["steps"] for s in states]),
-        },
-        joined(biases),
-        settings,
-        segment_mean(sizes),
-    )
-    return _split_units(new, sizes)
+    return [
+        homeostatic_step(p, state, bias, settings)
+        for p, state, bias in zip(packed, states, biases)
+    ]
 
 
-def segment_mean(sizes):
-    """For layers of `sizes` units side by side: a function giving each
-    unit the mean of its own layer's values."""
-    ids = _segment_ids(sizes)
-    counts = ops.convert_to_tensor([float(n) for n in sizes], dtype="float32")
-
-    def mean(values):
-        sums = ops.segment_sum(values, ids, num_segments=len(sizes))
-        return ops.take(sums / counts, ids)
-
-    return mean
-
-
-def _segment_ids(sizes):
-    """Which segment each of `sum(sizes)` values side by side belongs to."""
-    return ops.convert_to_tensor(
-        [k for k, n in enumerate(sizes) for _ in range(n)], dtype="int32"
-    )
-
-
-def _split_units(new, sizes):
-    out, offset = [], 0
-    for n in sizes:
-        layer = {name: value[offset : offset + n] for name, value in new.items()}
-        layer["steps"] = new["steps"][offset]
-        out.append(layer)
-        offset += n
-    return out
-
-
-def step_on_means(means, usable, state, bias, settings, layer_mean):
-    """The rule on per-unit means (`split_statistics`, with the step's
-    `examples`); `usable`, `examples` and `state["steps"]` are scalars for
-    one layer or per-unit vectors, and
-    `layer_mean` gives each unit its layer's mean (`segment_mean`)."""
+def step_on_means(means, usable, state, bias, settings):
+    """The rule on one layer's per-unit means (`split_statistics`, with the
+    step's `examples`); `usable` is a scalar."""
     momentum = trace_momentum(settings)
     settings = per_run(settings)
     steps = state["steps"] + 1
@@ -545,14 +473,13 @@ def step_on_means(means, usable, state, bias, settings, layer_mean):
     # Chosen before `exp`, so that the factor reaches the kernel rescale as
     # one vector: selected after it, the compiled update re-evaluated the
     # choice for every weight (a third of the first kernel's update time).
-    log_s = synaptic_scaling(spread, state["log_gain"], settings, layer_mean)
+    log_s = synaptic_scaling(spread, state["log_gain"], settings)
     factor = ops.exp(ops.where(apply_now, log_s, 0.0))
     shift = intrinsic_plasticity(
         drive_mean * factor,
         spread * factor,
         bias,
         settings,
-        layer_mean,
         silence=(means["firing"], means["examples"]),
     )
     shift = ops.where(apply_now, shift, 0.0)
