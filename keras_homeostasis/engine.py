@@ -91,11 +91,16 @@ class HomeostasisEngine:
         if _replicas() > 1:
             # Every replica reaches the one all-reduce, whatever step it is.
             packed = all_reduce_sum(
-                ops.concatenate([_statistics(g, recorded) for g in groups], axis=0)
+                ops.concatenate(
+                    [s for g in groups for s in _statistics(g, recorded)], axis=0
+                )
             )
-            sizes = [sum(_sizes(g)) for g in groups]
-            collected = [lambda p=p: p for p in _split(packed, sizes)]
+            pieces = iter(_split(packed, [n for g in groups for n in _sizes(g)]))
+            summed = [[next(pieces) for _ in g] for g in groups]
+            collected = [lambda s=s: s for s in summed]
         else:
+            # One device: each state's sums go to the rule as they are (a
+            # join and a cut per layer on every step would serve nothing).
             collected = [lambda g=g: _statistics(g, recorded) for g in groups]
         for group, statistics in zip(groups, collected):
             run = _run_rule if group[0][1]["period"] == 1 else _run_rule_every_period
@@ -108,11 +113,9 @@ def _replicas():
 
 
 def _statistics(group, recorded):
-    """A group's per-unit sums, joined: its recorded passes, else its
-    accumulators."""
-    return ops.concatenate(
-        [_state_statistics(state, recorded) for state, _, _ in group], axis=0
-    )
+    """Each state's per-unit sums, in group order: its recorded passes, else
+    its accumulator."""
+    return [_state_statistics(state, recorded) for state, _, _ in group]
 
 
 def _state_statistics(state, recorded):
@@ -143,7 +146,7 @@ def _sizes(group):
 def _run_rule(group, statistics, clear=True, steps=None):
     """One run of the rule on a group's states; writes their new states.
 
-    `statistics()` gives the group's joined per-unit sums. `steps`, when
+    `statistics()` gives each state's per-unit sums, in group order. `steps`, when
     given, is the optimizer step count each state keeps instead of the
     rule's own count (`period > 1`). `clear` empties the accumulators.
     """
@@ -155,7 +158,7 @@ def _run_rule(group, statistics, clear=True, steps=None):
         for state in current:
             state["steps"] = steps // settings["period"] - 1
     new = step_function()(
-        _split(statistics(), _sizes(group)),
+        statistics(),
         current,
         [bias_value(bias, state) for state, _, bias in group],
         settings,
