@@ -90,12 +90,11 @@ class HomeostasisEngine:
         groups = _groups_by_settings(self.bindings)
         if _replicas() > 1:
             # Every replica reaches the one all-reduce, whatever step it is.
+            ordered = [binding for group in groups for binding in group]
             packed = all_reduce_sum(
-                ops.concatenate(
-                    [s for g in groups for s in _statistics(g, recorded)], axis=0
-                )
+                ops.concatenate(_statistics(ordered, recorded), axis=0)
             )
-            pieces = iter(_split(packed, [n for g in groups for n in _sizes(g)]))
+            pieces = iter(_split(packed, _sizes(ordered)))
             summed = [[next(pieces) for _ in g] for g in groups]
             collected = [lambda s=s: s for s in summed]
         else:
@@ -112,10 +111,10 @@ def _replicas():
     return 1 if context is None else context.num_replicas_in_sync
 
 
-def _statistics(group, recorded):
-    """Each state's per-unit sums, in group order: its recorded passes, else
-    its accumulator."""
-    return [_state_statistics(state, recorded) for state, _, _ in group]
+def _statistics(bindings, recorded):
+    """Each state's per-unit sums, in `bindings` order: its recorded passes,
+    else its accumulator."""
+    return [_state_statistics(state, recorded) for state, _, _ in bindings]
 
 
 def _state_statistics(state, recorded):
@@ -138,9 +137,9 @@ def _split(packed, sizes):
     return pieces
 
 
-def _sizes(group):
-    """The length of each state's packed sums, in group order."""
-    return [int(state.accumulator.shape[0]) for state, _, _ in group]
+def _sizes(bindings):
+    """The length of each state's packed sums, in `bindings` order."""
+    return [int(state.accumulator.shape[0]) for state, _, _ in bindings]
 
 
 def _run_rule(group, statistics, clear=True, steps=None):
