@@ -141,7 +141,7 @@ def check_optimizer(optimizer):
                 "`hold_norms=True` takes each optimizer step as a change added "
                 f"to the kernel; {type(inner).__name__} sets the weights from "
                 "state of its own, so the held norms would be lost (the run "
-                "turns NaN). Use another optimizer, or leave hold_norms False. "
+                "turns NaN). Use another optimizer, or pass hold_norms=False. "
                 f"Received: optimizer={type(inner).__name__}"
             )
 

@@ -129,7 +129,8 @@ def refuse_gain_bounds(option, settings):
     if bounded:
         raise ValueError(
             f"`{option}=True` leaves each unit's kernel norm to the rule "
-            f"without bounds; do not pass {bounded}. Received: "
+            f"without bounds; do not pass {bounded}, or pass {option}=False "
+            "to bound cumulative factors. Received: "
             + ", ".join(f"{k}={settings[k]!r}" for k in bounded)
         )
 

@@ -38,6 +38,17 @@ class SynapticScalingCallback(keras.callbacks.Callback):
     a layer is held at one spread and one firing rate, as BatchNormalization
     holds them, through its own weights: the trained model is a plain model.
 
+    By default (`center_inputs=True, hold_norms=True`) the callback also
+    holds each unit's offset against the kernel's changes and lets the rule
+    alone set each unit's kernel norm, so the optimizer turns the units and
+    homeostasis sets their scale and offset: plain layers train as the
+    centered, scale-invariant homeostatic layers, and every unit is used
+    as evenly as under BatchNormalization (README, "Results"). That costs a
+    copy of each scaled kernel and passes over it every step (README,
+    "Overhead"); `center_inputs=False, hold_norms=False` is the rule alone,
+    cheaper and less balanced, which also takes `min_gain`/`max_gain` and
+    every optimizer.
+
     The work runs inside the compiled train function (through the kernel and
     bias constraints, which Keras applies once per optimizer step), so it
     costs no per-batch Python work, works for any `steps_per_execution`, under
@@ -148,8 +159,9 @@ class SynapticScalingCallback(keras.callbacks.Callback):
         log_freq: log every `log_freq` optimizer steps and at epoch ends
             (`"batch"`: every step, as Keras' TensorBoard `update_freq`), or
             `"epoch"` for epoch ends only.
-        center_inputs: hold each unit's offset against the kernel's changes,
-            as the homeostatic layers' `center_inputs=True` does: after
+        center_inputs: (default True) hold each unit's offset against the
+            kernel's changes, as the homeostatic layers' `center_inputs=True`
+            does: after
             every step, each scaled layer's bias gives back what the
             kernel's change did to its units' drive at a trace of the
             layer's input mean (`keras_homeostasis.input_centering`). The
@@ -165,7 +177,8 @@ class SynapticScalingCallback(keras.callbacks.Callback):
             plain gradient: better where a Dense layer reads convolutions'
             features (the small CNN, README "The callback with centered
             inputs"), worse in an MLP under Adam.
-        hold_norms: let the rule alone set each unit's kernel norm, as the
+        hold_norms: (default True) let the rule alone set each unit's
+            kernel norm, as the
             homeostatic layers' `scale_invariant=True` does: after every
             optimizer step each scaled unit's incoming weights are put back
             to the norm the rule holds for it (`exp(log_gain)`, from the
@@ -179,7 +192,8 @@ class SynapticScalingCallback(keras.callbacks.Callback):
             weights (AdamW's and Muon's decay, Lamb's trust ratio,
             Adafactor's relative step) train them close to the layers;
             `Ftrl` and `ScheduleFreeAdamW`, which set the weights from
-            state of their own, are refused at `on_train_begin`. The
+            state of their own, are refused at `on_train_begin` (train
+            them with `hold_norms=False`). The
             model stays a plain model. With
             `center_inputs=True` it keeps batch-size-1 training with
             momentum SGD from diverging at steps where centering alone
@@ -208,9 +222,9 @@ class SynapticScalingCallback(keras.callbacks.Callback):
         exclude=None,
         log_dir=None,
         log_freq=100,
-        center_inputs=False,
+        center_inputs=True,
         center_gradients=True,
-        hold_norms=False,
+        hold_norms=True,
         norm_relaxation=0.0,
         **settings,
     ):

@@ -27,6 +27,22 @@ def load_script(path):
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
+# `SynapticScalingCallback`'s options for the rule alone, which its defaults
+# (inputs centered, norms held) go beyond: the homeostatic layers' defaults.
+RULE_ALONE = {"center_inputs": False, "hold_norms": False}
+# The rule alone with gain bounds, scaling from the first step and moving
+# every unit visibly: what the rule does to each layer and model kind (its
+# factors); the callback's defaults are checked beside it.
+FAST = dict(
+    warmup=0,
+    momentum=0.0,
+    rate=0.5,
+    max_step=0.1,
+    min_gain=0.1,
+    max_gain=10.0,
+    **RULE_ALONE,
+)
+
 # Input shape of each layer kind's tiny model (channels_last).
 INPUT_SHAPES = {
     "Dense": (8,),
@@ -181,6 +197,7 @@ def held_and_layers_gaps(kind, make_optimizer, settings, **options):
         make_optimizer(),
     )
     fit = dict(epochs=3, batch_size=32, verbose=0, shuffle=False)
+    options = {"center_inputs": False, **options}
     callback = SynapticScalingCallback(hold_norms=True, **options, **settings)
     plain.fit(x, y, callbacks=[callback], **fit)
     layers.fit(x, y, **fit)

@@ -97,7 +97,7 @@ def test_kernel_steps_leave_each_units_offset_at_the_input_mean(build):
     model = build()
     x, y = data(model.input_shape[1:])
     callback = SynapticScalingCallback(
-        center_inputs=True, bias_rate=0.0, warmup=0, rate=0.5
+        center_inputs=True, bias_rate=0.0, warmup=0, rate=0.5, hold_norms=False
     )
     optimizer = keras.optimizers.SGD(0.5)
     callback.set_model(model)
@@ -126,7 +126,7 @@ def test_fit_with_xla_keeps_a_plain_model_and_saves_the_centering(tmp_path):
     model = conv_model()
     model.compile("adam", "sparse_categorical_crossentropy", jit_compile=True)
     x, y = data(model.input_shape[1:], n=96)
-    callback = SynapticScalingCallback(center_inputs=True, warmup=0)
+    callback = SynapticScalingCallback(center_inputs=True, warmup=0, hold_norms=False)
     model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[callback])
     layer = model.get_layer("h")
     centering = layer.homeostasis.centering
@@ -141,7 +141,7 @@ def test_fit_with_xla_keeps_a_plain_model_and_saves_the_centering(tmp_path):
     path = str(tmp_path / "centered.weights.h5")
     model.save_weights(path)
     fresh = conv_model()
-    SynapticScalingCallback(center_inputs=True).set_model(fresh)
+    SynapticScalingCallback(center_inputs=True, hold_norms=False).set_model(fresh)
     fresh.load_weights(path)
     restored = fresh.get_layer("h").homeostasis.centering
     for saved, loaded in zip(centering.variables, restored.variables):
@@ -151,7 +151,7 @@ def test_fit_with_xla_keeps_a_plain_model_and_saves_the_centering(tmp_path):
 
 def test_center_inputs_must_be_a_bool():
     with pytest.raises(ValueError, match="center_inputs=1"):
-        SynapticScalingCallback(center_inputs=1)
+        SynapticScalingCallback(center_inputs=1, hold_norms=False)
 
 
 def test_a_layer_without_bias_named_in_layers_is_refused():
@@ -159,19 +159,21 @@ def test_a_layer_without_bias_named_in_layers_is_refused():
     # (tests/test_layer_modes.py).
     model = conv_model(use_bias=False)
     with pytest.raises(ValueError, match="layer 'h' has none"):
-        SynapticScalingCallback(layers=["h"], center_inputs=True).set_model(model)
+        SynapticScalingCallback(
+            layers=["h"], center_inputs=True, hold_norms=False
+        ).set_model(model)
 
 
 def test_the_state_of_another_centering_setting_is_refused():
     model = dense_model()
-    SynapticScalingCallback().set_model(model)
+    SynapticScalingCallback(center_inputs=False, hold_norms=False).set_model(model)
     with pytest.raises(ValueError, match="center_inputs=False"):
-        SynapticScalingCallback(center_inputs=True).set_model(model)
+        SynapticScalingCallback(center_inputs=True, hold_norms=False).set_model(model)
 
 
 def test_config_round_trip_keeps_center_inputs():
     callback = SynapticScalingCallback(
-        center_inputs=True, center_gradients=False, rate=0.1
+        center_inputs=True, center_gradients=False, rate=0.1, hold_norms=False
     )
     again = SynapticScalingCallback.from_config(callback.get_config())
     assert again.center_inputs is True and again.center_gradients is False
@@ -180,7 +182,9 @@ def test_config_round_trip_keeps_center_inputs():
 
 def test_center_gradients_must_be_a_bool():
     with pytest.raises(ValueError, match="center_gradients='no'"):
-        SynapticScalingCallback(center_inputs=True, center_gradients="no")
+        SynapticScalingCallback(
+            center_inputs=True, center_gradients="no", hold_norms=False
+        )
 
 
 def test_a_layer_of_another_kind_named_in_layers_is_refused():
@@ -194,7 +198,9 @@ def test_a_layer_of_another_kind_named_in_layers_is_refused():
         ]
     )
     with pytest.raises(ValueError, match="layer 'up' is a Conv2DTranspose"):
-        SynapticScalingCallback(layers=["up"], center_inputs=True).set_model(model)
+        SynapticScalingCallback(
+            layers=["up"], center_inputs=True, hold_norms=False
+        ).set_model(model)
 
 
 @pytest.mark.parametrize(
@@ -224,7 +230,7 @@ def test_a_dense_kernel_gets_the_centered_gradient_and_the_outputs_stay(
 
     plain_outputs, plain_kernel, plain_bias = gradients()
     callback = SynapticScalingCallback(
-        center_inputs=True, center_gradients=center_gradients
+        center_inputs=True, center_gradients=center_gradients, hold_norms=False
     )
     callback.set_model(model)
     with callback.attached(model):
@@ -248,7 +254,7 @@ def test_a_subclassed_model_with_a_nested_block_is_centered_at_batch_size_1():
     model = Subclassed()
     model.compile("sgd", "sparse_categorical_crossentropy", jit_compile=True)
     x, y = data((12,), n=40)
-    callback = SynapticScalingCallback(center_inputs=True, warmup=0)
+    callback = SynapticScalingCallback(center_inputs=True, warmup=0, hold_norms=False)
     model.fit(x, y, batch_size=1, epochs=2, verbose=0, callbacks=[callback])
     inner = model.block.get_layer("inner")
     for layer in (model.first, inner):

@@ -6,6 +6,7 @@ layers' training under SGD: `test_equivalence.py`)."""
 import keras
 import numpy as np
 import pytest
+from homeostasis_testing import RULE_ALONE
 from test_callback_centering import conv_model
 from test_callback_centering import data
 from test_callback_centering import dense_model
@@ -36,14 +37,15 @@ def fit(model, callback, epochs=3, optimizer=None, jit_compile=False):
 def test_the_optimizer_turns_the_kernels_and_the_norms_stay(build):
     model = build()
     start = model.get_layer("h").kernel.numpy()
-    layer = fit(model, SynapticScalingCallback(hold_norms=True, **INERT))
-    kernel = layer.kernel.numpy()
+    held = SynapticScalingCallback(hold_norms=True, center_inputs=False, **INERT)
+    kernel = fit(model, held).kernel.numpy()
     assert np.abs(kernel - start).max() > 0.05
     # The inert rule's factors differ from 1 by about its rate per step.
     np.testing.assert_allclose(unit_norms(kernel), unit_norms(start), rtol=1e-4)
     # Without the hold, the same steps lengthen and shorten the units.
     plain = build()
-    plain_kernel = fit(plain, SynapticScalingCallback(**INERT)).kernel.numpy()
+    alone = SynapticScalingCallback(**RULE_ALONE, **INERT)
+    plain_kernel = fit(plain, alone).kernel.numpy()
     assert np.abs(unit_norms(plain_kernel) / unit_norms(start) - 1).max() > 0.05
 
 
@@ -135,6 +137,22 @@ def test_gain_bounds_are_refused_with_hold_norms():
         SynapticScalingCallback(hold_norms=True, max_gain=2.0)
 
 
+def test_the_callback_centers_and_holds_by_default():
+    callback = SynapticScalingCallback()
+    assert callback.center_inputs and callback.hold_norms
+    callback.set_model(dense_model())
+    assert callback.bindings
+    for _, state in callback.bindings:
+        assert state.centering is not None and state.held is not None
+
+
+def test_gain_bounds_with_the_defaults_name_the_option_to_pass():
+    with pytest.raises(ValueError, match="or pass hold_norms=False"):
+        SynapticScalingCallback(min_gain=0.5)
+    callback = SynapticScalingCallback(hold_norms=False, min_gain=0.5)
+    assert callback.settings["min_gain"] == 0.5
+
+
 def test_a_transposed_convolution_is_named():
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
@@ -151,9 +169,9 @@ def test_a_transposed_convolution_is_named():
 
 def test_the_state_of_another_hold_setting_is_refused():
     model = dense_model()
-    SynapticScalingCallback().set_model(model)
+    SynapticScalingCallback(hold_norms=False).set_model(model)
     with pytest.raises(ValueError, match="hold_norms=False"):
-        SynapticScalingCallback(hold_norms=True).set_model(model)
+        SynapticScalingCallback().set_model(model)
 
 
 def test_config_round_trip_keeps_hold_norms():
@@ -186,13 +204,15 @@ def test_a_layer_without_keras_kernel_attribute_is_named():
         ]
     )
     with pytest.raises(ValueError, match="layer 'own' \\(OwnKernelDense\\)"):
-        SynapticScalingCallback(layers=["own"], hold_norms=True).set_model(model)
+        SynapticScalingCallback(
+            layers=["own"], hold_norms=True, center_inputs=False
+        ).set_model(model)
 
 
 @pytest.mark.parametrize(
     "options, match",
     [
-        ({"norm_relaxation": 1e-4}, "pass `hold_norms=True`"),
+        ({"hold_norms": False, "norm_relaxation": 1e-4}, "pass `hold_norms=True`"),
         ({"hold_norms": True, "norm_relaxation": 2.0}, "norm_relaxation=2.0"),
         ({"hold_norms": True, "norm_relaxation": "1e-4"}, "norm_relaxation='1e-4'"),
     ],

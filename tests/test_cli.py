@@ -38,7 +38,7 @@ def test_train_quickstart_writes_every_run_file(tmp_path, capsys):
     assert len(history) == 1 and "val_accuracy" in history[0]
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["training"]["epochs"] == 1
-    assert saved["model"]["normalization"] == "scaling"
+    assert saved["model"]["normalization"] == "held_centered_scaling"
     usage = json.loads((run_dir / "usage.json").read_text())
     assert set(usage["layers"]) == {"hidden_1", "hidden_2"}
     assert "hidden_1" in (run_dir / "usage.md").read_text()

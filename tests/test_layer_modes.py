@@ -118,8 +118,8 @@ def test_every_layer_that_takes_the_options_gives_no_warning():
 @pytest.mark.parametrize(
     "options, match",
     [
-        ({"center_inputs": True}, "layer 'nobias' has none \\(use_bias=False\\)"),
-        ({"hold_norms": True}, None),
+        ({"hold_norms": False}, "layer 'nobias' has none \\(use_bias=False\\)"),
+        ({"center_inputs": False}, None),
     ],
 )
 def test_a_layer_named_in_layers_takes_every_option_or_is_refused(options, match):

@@ -8,15 +8,15 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from homeostasis_testing import FAST
 from homeostasis_testing import LOSS
+from homeostasis_testing import RULE_ALONE
 from homeostasis_testing import assert_bit_equal
 from homeostasis_testing import noise
 from homeostasis_testing import snapshot
 
 from keras_homeostasis import SynapticScalingCallback
 from keras_homeostasis import layer_selection
-
-FAST = dict(warmup=0, momentum=0.0, rate=0.5, max_step=0.1, min_gain=0.1, max_gain=10.0)
 
 
 class Subclassed(keras.Model):
@@ -130,7 +130,7 @@ def unbuilt(kind, build):
 HELD_CENTERED = {"center_inputs": True, "hold_norms": True}
 
 
-@pytest.mark.parametrize("options", [{}, HELD_CENTERED])
+@pytest.mark.parametrize("options", [RULE_ALONE, {}], ids=["rule_alone", "defaults"])
 @pytest.mark.parametrize("kind", ["Dense", "Conv1D", "Sequential"])
 def test_an_unbuilt_model_is_bound_in_its_first_step(kind, options, tmp_path):
     """Keras builds a subclassed model, or a Sequential without an `Input`,
@@ -161,7 +161,7 @@ def test_an_unbuilt_model_is_bound_in_its_first_step(kind, options, tmp_path):
     }
     layers = {"h0", "h1"}
     extra = {f"{x}/{h}" for x in layers for h in ("input_mean", "step_scale")}
-    assert tags == (layers | extra if options else layers)
+    assert tags == (layers if options == RULE_ALONE else layers | extra)
 
 
 def custom_step(model):

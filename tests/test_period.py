@@ -28,7 +28,9 @@ def trained(homeostatic, steps, model=None, jit_compile=False):
         model = ht.model_of("Dense", homeostatic=layers, seed=1, **settings)
         ht.compiled(model, keras.optimizers.SGD(0.1), jit_compile=jit_compile)
         model.callbacks = (
-            [SynapticScalingCallback(**SETTINGS)] if homeostatic == "callback" else []
+            [SynapticScalingCallback(**SETTINGS, center_inputs=False, hold_norms=False)]
+            if homeostatic == "callback"
+            else []
         )
     x, y = ht.noise(ht.INPUT_SHAPES["Dense"], n=BATCH * steps, seed=steps)
     model.fit(
@@ -74,7 +76,9 @@ def test_runs_fall_on_every_periodth_step_across_fits_and_executions():
     model = ht.compiled(
         ht.model_of("Dense", seed=1), keras.optimizers.SGD(0.1), steps_per_execution=2
     )
-    callback = SynapticScalingCallback(**SETTINGS)
+    callback = SynapticScalingCallback(
+        **SETTINGS, center_inputs=False, hold_norms=False
+    )
     x, y = ht.noise(ht.INPUT_SHAPES["Dense"], n=BATCH * 3)
     gains = []
     for _ in range(5):

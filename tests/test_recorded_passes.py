@@ -37,7 +37,7 @@ def test_a_pass_no_engine_summed_goes_to_the_accumulator(jit_compile):
     model = ht.compiled(head_only("Dense"), keras.optimizers.SGD(0.1))
     model.jit_compile = jit_compile
     x, y = ht.noise(ht.INPUT_SHAPES["Dense"], n=3 * BATCH, seed=2)
-    callback = SynapticScalingCallback()
+    callback = SynapticScalingCallback(center_inputs=False, hold_norms=False)
     model.fit(x, y, batch_size=BATCH, shuffle=False, verbose=0, callbacks=[callback])
 
     # The same sums, pass by pass, outside the train step.
@@ -59,7 +59,7 @@ def test_a_pass_no_engine_summed_goes_to_the_accumulator(jit_compile):
 def test_the_engine_sums_the_passes_of_its_step_and_leaves_the_accumulator():
     model = ht.compiled(ht.model_of("Dense", seed=3), keras.optimizers.SGD(0.1))
     x, y = ht.noise(ht.INPUT_SHAPES["Dense"], n=3 * BATCH, seed=2)
-    callback = SynapticScalingCallback(warmup=0)
+    callback = SynapticScalingCallback(warmup=0, center_inputs=False, hold_norms=False)
     model.fit(x, y, batch_size=BATCH, shuffle=False, verbose=0, callbacks=[callback])
     for layer, state in callback.bindings:
         values = state.numpy_values()
@@ -72,7 +72,9 @@ def fitted(period, jit_compile):
     model = ht.compiled(ht.model_of("Dense", seed=3), keras.optimizers.SGD(0.1, 0.9))
     model.jit_compile = jit_compile
     x, y = ht.noise(ht.INPUT_SHAPES["Dense"], n=8 * BATCH, seed=4)
-    callback = SynapticScalingCallback(warmup=0, rate=0.2, period=period)
+    callback = SynapticScalingCallback(
+        warmup=0, rate=0.2, period=period, center_inputs=False, hold_norms=False
+    )
     model.fit(x, y, batch_size=BATCH, shuffle=False, verbose=0, callbacks=[callback])
     return ht.snapshot(model)
 

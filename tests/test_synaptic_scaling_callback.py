@@ -5,6 +5,7 @@ import copy
 import keras
 import numpy as np
 import pytest
+from homeostasis_testing import FAST
 from homeostasis_testing import INPUT_SHAPES
 from homeostasis_testing import assert_bit_equal
 from homeostasis_testing import assert_close
@@ -19,8 +20,6 @@ from keras_homeostasis.layers import HomeostaticDense
 from keras_homeostasis.unit_state import UnitState
 
 KINDS = list(INPUT_SHAPES)
-# Settings that scale from the first step and move every unit visibly.
-FAST = dict(warmup=0, momentum=0.0, rate=0.5, max_step=0.1, min_gain=0.1, max_gain=10.0)
 
 
 def frozen_sgd():
@@ -298,7 +297,7 @@ def mixed_precision():
 @pytest.mark.parametrize(
     "options",
     [{}, {"hold_norms": True, "center_inputs": True}],
-    ids=["defaults", "held_centered"],
+    ids=["rule_alone", "held_centered"],
 )
 def test_mixed_precision_model_keeps_float32_state(mixed_precision, options):
     x, y = data("Conv2D")
@@ -307,7 +306,7 @@ def test_mixed_precision_model_keeps_float32_state(mixed_precision, options):
     settings = dict(FAST)
     if options:  # the held norms take no gain bounds
         settings.pop("min_gain"), settings.pop("max_gain")
-    callback = SynapticScalingCallback(**options, **settings)
+    callback = SynapticScalingCallback(**{**settings, **options})
     fit(model, x, y, callbacks=[callback], epochs=2)
     iterations = int(model.optimizer.iterations.numpy())
     for _, state in callback.bindings:

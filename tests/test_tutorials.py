@@ -21,7 +21,7 @@ SCRIPTS = render.scripts(TUTORIALS)
 EXPECTED = {
     "synaptic_scaling_quickstart.py": [
         "With scaling:",
-        "Held and centered:",
+        "Rule alone:",
         "restored test accuracy",
     ],
     "tuning_target_activity.py": ["test accuracy", "| hidden_1 |"],

@@ -2,12 +2,14 @@
 
 Variants of the same model (`models.build_model`, SGD with momentum 0.9,
 random data of MNIST shape): `none` (the reference), `batchnorm`,
-`layernorm`, `scaling` (plain layers with the `SynapticScalingCallback`),
-`homeostatic_layers` and `scale_invariant_layers` (the same layers with
-`scale_invariant=True`); on request (`variants`) also `centered_scaling`
-(the callback with `center_inputs=True`), `held_centered_scaling` (with
-`hold_norms=True` too), `centered_layers` and
-`centered_scale_invariant_layers` (`center_inputs=True`). Models: the MLP
+`layernorm`, `held_centered_scaling` (plain layers with
+`SynapticScalingCallback()`, whose defaults center the inputs and hold the
+norms), `scaling` (the callback's rule alone: `center_inputs=False,
+hold_norms=False`), `homeostatic_layers` and `scale_invariant_layers` (the
+same layers with `scale_invariant=True`); on request (`variants`) also
+`centered_scaling` (the callback with `center_inputs=True` alone),
+`centered_layers` and `centered_scale_invariant_layers`
+(`center_inputs=True`). Models: the MLP
 of MNIST shape (784 inputs, 3 x 256 by default; width, depth and batch size
 vary for the growth tables) and the small CNN. How a case is timed: `bench_timing`.
 

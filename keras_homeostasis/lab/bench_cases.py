@@ -17,13 +17,13 @@ VARIANTS = (
     "none",
     "batchnorm",
     "layernorm",
+    "held_centered_scaling",
     "scaling",
     "homeostatic_layers",
     "scale_invariant_layers",
 )
 ALL_VARIANTS = VARIANTS + (
     "centered_scaling",
-    "held_centered_scaling",
     "centered_layers",
     "centered_scale_invariant_layers",
 )
@@ -31,9 +31,9 @@ LABELS = {
     "none": "none",
     "batchnorm": "BatchNorm",
     "layernorm": "LayerNorm",
-    "scaling": "scaling callback",
+    "held_centered_scaling": "callback (defaults)",
+    "scaling": "callback, rule alone",
     "centered_scaling": "centered callback",
-    "held_centered_scaling": "centered callback holding norms",
     "homeostatic_layers": "homeostatic layers",
     "scale_invariant_layers": "scale-invariant layers",
     "centered_layers": "centered layers",

@@ -59,11 +59,17 @@ HOMEOSTATIC_LAYERS = {
 }
 NORM_LAYERS = ("batchnorm", "layernorm", "groupnorm")
 # The methods trained with the callback, and its options for each.
+# Every option is spelled out, so a method names the same training whatever
+# the callback's defaults are (its default is `held_centered_scaling`).
 CALLBACK_METHODS = {
-    "scaling": {},
-    "centered_scaling": {"center_inputs": True},
-    "centered_offsets_scaling": {"center_inputs": True, "center_gradients": False},
-    "held_scaling": {"hold_norms": True},
+    "scaling": {"center_inputs": False, "hold_norms": False},
+    "centered_scaling": {"center_inputs": True, "hold_norms": False},
+    "centered_offsets_scaling": {
+        "center_inputs": True,
+        "center_gradients": False,
+        "hold_norms": False,
+    },
+    "held_scaling": {"center_inputs": False, "hold_norms": True},
     "held_centered_scaling": {"center_inputs": True, "hold_norms": True},
 }
 
@@ -81,8 +87,8 @@ def homeostatic_method(method, **options):
 
 def callback_method(**options):
     """The method of `CALLBACK_METHODS` whose callback takes `options`
-    (`center_inputs`, `hold_norms`) with the rest at their defaults."""
-    kind = {"center_inputs": False, "center_gradients": True, "hold_norms": False}
+    (`center_inputs`, `hold_norms`) with the rest as `scaling` has them."""
+    kind = {"center_gradients": True, **CALLBACK_METHODS["scaling"]}
     wanted = {**kind, **options}
     for name, method_options in CALLBACK_METHODS.items():
         if {**kind, **method_options} == wanted:

@@ -68,6 +68,7 @@ def check_tunable(config):
             config["tune"]["search_space"],
             normalization != "scaling",
             "tune.search_space",
+            held_by_default=False,
         )
     except ValueError as e:
         raise config_lib.ConfigError(str(e)) from None
@@ -130,6 +131,8 @@ def hypermodel_from_config(config, data, log_freq="epoch"):
         log_freq=log_freq,
         seed=config["training"]["seed"],
         homeostatic_layers=layers,
+        # `scaling` is the rule alone; the space may draw either option.
+        callback_options=None if layers else models.CALLBACK_METHODS["scaling"],
     )
 
 

@@ -98,6 +98,13 @@ class HomeostaticHyperModel(keras_tuner.HyperModel):
         homeostatic_layers: whether `build_model(hp, settings)` builds
             homeostatic layers with the trial's settings (see above)
             instead of plain layers scaled by the callback.
+        callback_options: optional options of every trial's
+            `SynapticScalingCallback` that the search space does not draw
+            (`center_inputs`, `center_gradients`, `hold_norms`,
+            `norm_relaxation`); by default the callback's own defaults. An
+            option the space draws replaces its entry, e.g.
+            `{"center_inputs": False, "hold_norms": False}` searches the
+            rule alone.
         name, tunable: as for `keras_tuner.HyperModel`.
 
     Example:
@@ -131,6 +138,7 @@ class HomeostaticHyperModel(keras_tuner.HyperModel):
         log_freq="epoch",
         seed=None,
         homeostatic_layers=False,
+        callback_options=None,
         name=None,
         tunable=True,
     ):
@@ -148,8 +156,11 @@ class HomeostaticHyperModel(keras_tuner.HyperModel):
                 f"homeostatic_layers={homeostatic_layers!r}"
             )
         self.homeostatic_layers = homeostatic_layers
+        self.callback_options = _callback_options(callback_options)
         self.search_space = space_lib.validate_for_model(
-            search_space, homeostatic_layers
+            search_space,
+            homeostatic_layers,
+            held_by_default=self.callback_options.get("hold_norms", True),
         )
         self.settings = validate_settings(**(settings or {}))
         self.entropy_weight = non_negative_number("entropy_weight", entropy_weight)
@@ -222,6 +233,7 @@ class HomeostaticHyperModel(keras_tuner.HyperModel):
         # `center_inputs` and `hold_norms`: the callback's own arguments.
         options = space_lib.declare_layer_options(hp, self.search_space)
         callbacks = []
+        options = {**self.callback_options, **options}
         for group, settings in groups:
             callback = SynapticScalingCallback(
                 layers=self.layers if group is None else group, **options, **settings
@@ -308,3 +320,23 @@ def _seed(seed):
             f">= 0. Received: seed={seed!r}"
         )
     return seed
+
+
+# The `SynapticScalingCallback` options `callback_options` may set.
+CALLBACK_OPTIONS = (
+    "center_inputs",
+    "center_gradients",
+    "hold_norms",
+    "norm_relaxation",
+)
+
+
+def _callback_options(options):
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(CALLBACK_OPTIONS))
+    if unknown:
+        raise ValueError(
+            f"Unknown `callback_options` {unknown}; expected some of "
+            f"{list(CALLBACK_OPTIONS)}. Received: callback_options={options!r}"
+        )
+    return options

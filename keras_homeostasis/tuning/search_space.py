@@ -98,11 +98,14 @@ ABSOLUTE_PARAMETERS = ("target_std", "anchor")
 # Arguments of the homeostatic layers or the callback that are not settings
 # of the rule.
 LAYER_PARAMETERS = ("scale_invariant", "norm_relaxation", "center_inputs", "hold_norms")
+# What each takes when not searched: the callback's options are its own
+# (`SynapticScalingCallback()` centers and holds; a hypermodel's
+# `callback_options` may say otherwise), the layers' are False.
 LAYER_DEFAULTS = {
     "scale_invariant": False,
     "norm_relaxation": 0.0,
-    "center_inputs": False,
-    "hold_norms": False,
+    "center_inputs": "the callback's setting; False for the layers",
+    "hold_norms": "the callback's setting",
 }
 PARAMETERS = (
     SETTING_PARAMETERS
@@ -256,13 +259,17 @@ def validate_search_space(overrides=None, path="search_space"):
     return space
 
 
-def validate_for_model(overrides, homeostatic_layers, path="search_space"):
+def validate_for_model(
+    overrides, homeostatic_layers, path="search_space", held_by_default=True
+):
     """`validate_search_space` for the callback or for homeostatic layers.
 
     Homeostatic layers all take the same settings, so `per_layer_targets`
     defaults to false for them and may not be true; the layers' own
     arguments (`LAYER_PARAMETERS`) are refused for the callback, and the
-    callback's own (`hold_norms`) for the layers.
+    callback's own (`hold_norms`) for the layers. `held_by_default`: the
+    callback holds norms where the space does not draw `hold_norms` (its
+    default), which refuses gain bounds.
     """
     if homeostatic_layers:
         overrides = {"per_layer_targets": False, **(overrides or {})}
@@ -281,6 +288,8 @@ def validate_for_model(overrides, homeostatic_layers, path="search_space"):
                 "`model.normalization: homeostatic_layers` in a config)",
                 space[named[0]],
             )
+        if space["hold_norms"] is None and held_by_default:
+            _check_default_held_norms_unbounded(space, path)
     elif space["hold_norms"] is not None:
         _fail(
             f"{path}.hold_norms",
@@ -331,16 +340,26 @@ def _relaxation_owner(space):
 
 
 def _check_held_norms_unbounded(space, path):
-    if True not in spec_values(space["hold_norms"]):
-        return
+    if True in spec_values(space["hold_norms"]):
+        _refuse_gain_bounds(
+            space, path, "while `hold_norms` may be true (the held norms are unbounded)"
+        )
+
+
+def _check_default_held_norms_unbounded(space, path):
+    # The callback holds norms by default: gain bounds need it said otherwise.
+    _refuse_gain_bounds(
+        space,
+        path,
+        "while the callback holds norms, as it does by default (add "
+        "`hold_norms: false` to search gain bounds)",
+    )
+
+
+def _refuse_gain_bounds(space, path, why):
     for name in ("min_gain", "max_gain"):
         if space[name] is not None:
-            _fail(
-                f"{path}.{name}",
-                "null (not searched) while `hold_norms` may be true (the held "
-                "norms are unbounded)",
-                space[name],
-            )
+            _fail(f"{path}.{name}", f"null (not searched) {why}", space[name])
 
 
 def _check_target(space, path):
@@ -513,7 +532,8 @@ def describe(space):
         spec = space[name]
         if spec is None:
             default = {**LAYER_DEFAULTS, **DEFAULTS}.get(name)
-            lines.append(f"{name}: not searched (default {default!r})")
+            shown = default if isinstance(default, str) else repr(default)
+            lines.append(f"{name}: not searched (default {shown})")
         elif isinstance(spec, dict):
             step = "" if spec["step"] is None else f", step {spec['step']}"
             lines.append(

@@ -83,7 +83,7 @@ def test_headlines_name_each_settings_first_case():
     lines = bench_report.headlines(fake_rows())
     assert len(lines) == 3
     assert lines[0].startswith("bench headline, one device, MLP 784-256x3-10")
-    assert "scaling callback 1.200 / 1.210" in lines[0]
+    assert "callback, rule alone 1.200 / 1.210" in lines[0]
     assert "online, MLP 784-100x3-10, batch 1" in lines[2]
 
 
@@ -96,7 +96,7 @@ def test_state_and_memory_tables(tmp_path):
     ]
     markdown = bench_report.Report(fake_rows(), memory, "cmd", ["env."]).markdown()
     assert "| MLP 784-256x3-10, batch 128 | 1000 | +50 | +50 |" in markdown
-    assert "| scaling callback | 900.0 | 52.5 | +12.5 | n/a |" in markdown
+    assert "| callback, rule alone | 900.0 | 52.5 | +12.5 | n/a |" in markdown
     path = tmp_path / "bench_memory.csv"
     bench_report.write_memory_csv(memory, path)
     with open(path, newline="") as f:
@@ -181,7 +181,7 @@ def test_bench_command_times_the_variants_asked_for(tmp_path, monkeypatch):
     variants = ["none", "scaling", "centered_scale_invariant_layers"]
     assert [r["variant"] for r in rows] == variants
     markdown = (tmp_path / "bench.md").read_text()
-    header = "| none ms/step | scaling callback wall / CPU | "
+    header = "| none ms/step | callback, rule alone wall / CPU | "
     assert header + "centered scale-invariant layers wall / CPU | target |" in markdown
 
 

@@ -58,7 +58,9 @@ def corrected(state, momentum):
 def test_scaling_callback_logs_its_layers(tmp_path, mnist_slice, make_mlp):
     x, y = mnist_slice
     model = make_mlp()
-    callback = SynapticScalingCallback(log_dir=tmp_path / "scaling", log_freq=5)
+    callback = SynapticScalingCallback(
+        log_dir=tmp_path / "scaling", log_freq=5, center_inputs=False, hold_norms=False
+    )
     model.fit(
         x[:512], y[:512], batch_size=32, epochs=2, verbose=0, callbacks=[callback]
     )
@@ -187,7 +189,7 @@ def test_the_centered_callback_logs_its_input_mean(tmp_path, mnist_slice):
     )
     model.compile("sgd", "sparse_categorical_crossentropy")
     callback = SynapticScalingCallback(
-        center_inputs=True, log_dir=str(tmp_path / "run"), log_freq=4
+        center_inputs=True, log_dir=str(tmp_path / "run"), log_freq=4, hold_norms=False
     )
     model.fit(
         x[:128], y[:128], batch_size=32, epochs=1, verbose=0, callbacks=[callback]
@@ -220,9 +222,11 @@ def test_held_norms_log_kernel_norms_and_their_step_scale(tmp_path, mnist_slice)
     )
     run = tmp_path / "run"
     held = SynapticScalingCallback(
-        layers=["h"], hold_norms=True, log_dir=str(run), log_freq=4
+        layers=["h"], hold_norms=True, log_dir=str(run), log_freq=4, center_inputs=False
     )
-    plain = SynapticScalingCallback(layers=["scaled"])
+    plain = SynapticScalingCallback(
+        layers=["scaled"], center_inputs=False, hold_norms=False
+    )
     model.fit(
         x[:128], y[:128], batch_size=32, epochs=1, verbose=0, callbacks=[held, plain]
     )
@@ -368,14 +372,25 @@ def test_deep_copies_and_config(tmp_path, mnist_slice, make_mlp):
     assert clone.get_config() == logger.get_config()
     assert clone._writer is None and clone.model is None
 
-    scaling = SynapticScalingCallback(log_dir=tmp_path / "s", log_freq=7, rate=0.1)
+    scaling = SynapticScalingCallback(
+        log_dir=tmp_path / "s",
+        log_freq=7,
+        rate=0.1,
+        center_inputs=False,
+        hold_norms=False,
+    )
     config = scaling.get_config()
     assert (config["log_dir"], config["log_freq"]) == (str(tmp_path / "s"), 7)
     clone = copy.deepcopy(scaling)
     assert clone.get_config() == config
     assert clone._logger.update_freq == 7
     assert clone._logger.settings["rate"] == 0.1
-    assert SynapticScalingCallback().get_config()["log_dir"] is None
+    assert (
+        SynapticScalingCallback(center_inputs=False, hold_norms=False).get_config()[
+            "log_dir"
+        ]
+        is None
+    )
 
 
 @pytest.mark.parametrize(
@@ -457,7 +472,9 @@ def test_logging_under_mirrored_strategy(
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     with strategy.scope():
         model = make_mlp()
-    callback = SynapticScalingCallback(log_dir=tmp_path / "mirrored", log_freq=4)
+    callback = SynapticScalingCallback(
+        log_dir=tmp_path / "mirrored", log_freq=4, center_inputs=False, hold_norms=False
+    )
     model.fit(
         x[:256], y[:256], batch_size=32, epochs=1, verbose=0, callbacks=[callback]
     )
@@ -473,7 +490,12 @@ def test_logging_under_mirrored_strategy(
 
 def test_batch_frequency_means_every_step_as_in_keras_tensorboard(tmp_path):
     assert HomeostasisLogger(tmp_path / "a", update_freq="batch").update_freq == 1
-    callback = SynapticScalingCallback(log_dir=str(tmp_path / "b"), log_freq="batch")
+    callback = SynapticScalingCallback(
+        log_dir=str(tmp_path / "b"),
+        log_freq="batch",
+        center_inputs=False,
+        hold_norms=False,
+    )
     assert callback._logger.update_freq == 1
     assert callback.get_config()["log_freq"] == "batch"
 

@@ -366,12 +366,31 @@ def test_hyperband_continues_trials_with_their_homeostatic_state(digits, tmp_pat
         ({"search_space": {"target_rate": None}}, "search_space.target_rate"),
         ({"settings": {"rate": 0.0}}, "rate"),
         ({"settings": {"target_rate": 1.0}}, "target_rate"),
+        ({"callback_options": {"rate": 0.1}}, "callback_options"),
+        # The callback holds norms by default: gain bounds need it said.
+        ({"search_space": {"min_gain": [0.5, 0.8]}}, "search_space.min_gain"),
     ],
 )
 def test_bad_arguments_name_the_argument(kwargs, name):
     kwargs = {"build_model": tiny_model, **kwargs}
     with pytest.raises((TypeError, ValueError), match=f"`{name}`"):
         HomeostaticHyperModel(**kwargs)
+
+
+def test_callback_options_shape_every_trials_callback():
+    default = HomeostaticHyperModel(tiny_model)
+    hp = keras_tuner.HyperParameters()
+    (callback,) = default.scaling_callbacks(hp, default.build(hp))
+    assert callback.center_inputs and callback.hold_norms
+    alone = HomeostaticHyperModel(
+        tiny_model,
+        search_space={"min_gain": [0.5, 0.8]},
+        callback_options={"center_inputs": False, "hold_norms": False},
+    )
+    hp = keras_tuner.HyperParameters()
+    (callback,) = alone.scaling_callbacks(hp, alone.build(hp))
+    assert not callback.center_inputs and not callback.hold_norms
+    assert callback.settings["min_gain"] == 0.5
 
 
 def _layers_model(hp, settings):
