@@ -10,26 +10,17 @@ import warnings
 import keras
 import numpy as np
 import pytest
+from homeostasis_testing import FAST as SHARED_FAST
 from homeostasis_testing import LOSS
-from homeostasis_testing import RULE_ALONE
 from homeostasis_testing import noise
 
 from keras_homeostasis import SynapticScalingCallback
 from keras_homeostasis import layer_selection
 from keras_homeostasis import metrics
 
-# Large steps, no warm-up: the gains move and differ between units at once.
-# The rule alone, with gain bounds: what the rule does to each layer kind
-# (its factors); the callback's defaults are checked beside it.
-FAST = dict(
-    warmup=0,
-    momentum=0.0,
-    rate=0.5,
-    max_step=1.0,
-    min_gain=0.1,
-    max_gain=10.0,
-    **RULE_ALONE,
-)
+# The shared fast rule alone, with steps up to 1: the gains move and differ
+# between units at once.
+FAST = {**SHARED_FAST, "max_step": 1.0}
 
 KINDS = {
     "EinsumDense_2d": (
