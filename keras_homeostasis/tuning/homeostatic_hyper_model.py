@@ -1,6 +1,7 @@
 """`HomeostaticHyperModel`: a keras-tuner search over the homeostatic settings."""
 
 import collections
+import inspect
 import math
 import os
 
@@ -160,7 +161,9 @@ class HomeostaticHyperModel(keras_tuner.HyperModel):
         self.search_space = space_lib.validate_for_model(
             search_space,
             homeostatic_layers,
-            held_by_default=self.callback_options.get("hold_norms", True),
+            held_by_default=self.callback_options.get(
+                "hold_norms", _callback_default("hold_norms")
+            ),
         )
         self.settings = validate_settings(**(settings or {}))
         self.entropy_weight = non_negative_number("entropy_weight", entropy_weight)
@@ -340,3 +343,9 @@ def _callback_options(options):
             f"{list(CALLBACK_OPTIONS)}. Received: callback_options={options!r}"
         )
     return options
+
+
+def _callback_default(name):
+    """`SynapticScalingCallback`'s default for its argument `name`."""
+    signature = inspect.signature(SynapticScalingCallback.__init__)
+    return signature.parameters[name].default
