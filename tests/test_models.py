@@ -92,6 +92,21 @@ def test_method_specific_layers():
     ] == [256, 256, 3]
 
 
+@pytest.mark.parametrize("architecture", models.ARCHITECTURES)
+def test_unitnorm_puts_each_hidden_unit_back_to_norm_one(digits, architecture):
+    (x, y), _ = digits
+    model = models.build_model(architecture, "unitnorm", x.shape[1:], 10, hidden=[8])
+    model.compile(models.build_optimizer("sgd"), "sparse_categorical_crossentropy")
+    model.fit(x[:32], y[:32], batch_size=16, epochs=1, verbose=0)
+    for name in models.hidden_layer_names(model):
+        kernel = model.get_layer(name).kernel.numpy()
+        axes = tuple(range(kernel.ndim - 1))
+        norms = np.sqrt(np.sum(np.square(kernel), axis=axes))
+        np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
+    # The output layer is left as the optimizer steps it.
+    assert model.get_layer("output").kernel.constraint is None
+
+
 @pytest.mark.parametrize(
     "kwargs, name",
     [

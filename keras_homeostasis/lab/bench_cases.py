@@ -26,6 +26,8 @@ ALL_VARIANTS = VARIANTS + (
     "centered_scaling",
     "centered_layers",
     "centered_scale_invariant_layers",
+    "weightnorm",
+    "unitnorm",
 )
 LABELS = {
     "none": "none",
@@ -38,12 +40,17 @@ LABELS = {
     "scale_invariant_layers": "scale-invariant layers",
     "centered_layers": "centered layers",
     "centered_scale_invariant_layers": "centered scale-invariant layers",
+    "weightnorm": "WeightNormalization",
+    "unitnorm": "UnitNorm constraint",
 }
+# What the homeostatic variants are measured beside: no normalization, the
+# normalization layers, and the two ways of holding each unit's kernel norm
+# (weight normalization in the forward pass; Keras' `UnitNorm` constraint
+# after each step, the least a norm held between steps costs).
+REFERENCES = ("none", "batchnorm", "layernorm", "weightnorm", "unitnorm")
 # The variants the overhead targets apply to: the callback and the layers,
 # in each of their modes (`bench_report.verdict`).
-HOMEOSTATIC = tuple(
-    v for v in ALL_VARIANTS if v not in ("none", "batchnorm", "layernorm")
-)
+HOMEOSTATIC = tuple(v for v in ALL_VARIANTS if v not in REFERENCES)
 
 
 def chosen_variants(names=None):

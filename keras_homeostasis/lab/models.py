@@ -4,7 +4,7 @@ Every hidden block is `linear -> [normalization] -> ReLU`. Each block's
 post-ReLU output comes from a layer named `hidden_<k>` (k = 1, 2, ...), the
 layer whose units the usage metrics measure:
 
-- `none`, the `CALLBACK_METHODS`, `weightnorm` and the methods of
+- `none`, the `CALLBACK_METHODS`, `weightnorm`, `unitnorm` and the methods of
   `HOMEOSTATIC_LAYERS` (homeostatic layers, with `scale_invariant` and
   `center_inputs` as named there): the Dense/Conv layer itself (ReLU
   inside it, so its output is the post-ReLU activity that synaptic scaling
@@ -40,6 +40,7 @@ NORMALIZATIONS = (
     "layernorm",
     "groupnorm",
     "weightnorm",
+    "unitnorm",
     "scaling",
     "centered_scaling",
     "centered_offsets_scaling",
@@ -151,7 +152,9 @@ def build_model(
             `hidden`) or `"cnn"` (Conv(32, 3)-MaxPool-Conv(64, 3)-MaxPool-
             Flatten-Dense(128), "same" padding).
         normalization: one of `none`, `batchnorm`, `layernorm`, `groupnorm`,
-            `weightnorm`, `scaling`, `centered_scaling`,
+            `weightnorm`, `unitnorm` (Keras' `UnitNorm` constraint on each
+            hidden kernel: every unit's incoming weights put back to norm 1
+            after each step), `scaling`, `centered_scaling`,
             `centered_offsets_scaling`, `homeostatic_layers`,
             `scale_invariant_layers`, `centered_layers` (the homeostatic
             layers with `center_inputs=True`),
@@ -249,6 +252,10 @@ class _Block:
 
     def _block(self, x, cls, args, units, k, spatial=False):
         extra = {"padding": "same"} if spatial else {}
+        if self.normalization == "unitnorm":
+            # Every axis but the units' (the last) holds a unit's weights.
+            axes = [0, 1, 2] if spatial else 0
+            extra["kernel_constraint"] = keras.constraints.UnitNorm(axis=axes)
         if self.normalization not in NORM_LAYERS:
             if self.normalization == "weightnorm":
                 inner = cls(*args, activation="relu", name=f"hidden_{k}_v", **extra)

@@ -67,6 +67,10 @@ def test_the_verdict_covers_every_mode_of_the_callback_and_layers():
     rows += [fake_row(bc.ONLINE, case, "centered_scaling", 1.05)]
     rows += [fake_row(bc.ONLINE, case, "held_centered_scaling", 4.0)]
     assert "<= 1.10: **missed**" in bench_report.headlines(rows)[0]
+    # The norm-holding references are measured beside, never judged.
+    held = [rows[0], fake_row(bc.ONLINE, case, "unitnorm", 1.45)]
+    held += [fake_row(bc.ONLINE, case, "weightnorm", 1.50)]
+    assert "no callback or layers timed" in bench_report.headlines(held)[0]
     alone = [rows[0], fake_row(bc.ONLINE, case, "layernorm", 1.02)]
     assert "no callback or layers timed" in bench_report.headlines(alone)[0]
 

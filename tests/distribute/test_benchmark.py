@@ -1,6 +1,7 @@
 """`keras-homeostasis bench`: real but tiny `fit` runs of every variant, the
 ratio arithmetic, the report and the command line (timings not asserted)."""
 
+import keras
 import numpy as np
 import pytest
 
@@ -69,6 +70,18 @@ def test_rounds_fit_every_variant_and_clock_each_epoch():
             assert all(wall > 0 and cpu > 0 for wall, cpu in fit["epochs"])
             assert fit["wall"] >= sum(wall for wall, _ in fit["epochs"])
     check_rows(bench_timing.rows_of(TINY, runs, steps=2))
+
+
+def test_norm_holding_references_fit_beside_none():
+    variants = ("none", "weightnorm", "unitnorm")
+    runs = bench_timing.run_rounds(TINY, variants, rounds=2, epochs=2, steps=2)
+    assert not runs["unitnorm"].callbacks and not runs["weightnorm"].callbacks
+    hidden = runs["unitnorm"].model.get_layer("hidden_1").kernel
+    assert isinstance(hidden.constraint, keras.constraints.UnitNorm)
+    rows = bench_timing.rows_of(TINY, runs, steps=2)
+    assert [r["variant"] for r in rows] == list(variants)
+    assert all(r["ratio_cpu"] > 0 for r in rows)
+    assert not set(variants) & set(bc.HOMEOSTATIC)
 
 
 def fake_fit(first, steady, epochs=3, fit_extra=0.5):
