@@ -12,7 +12,7 @@ same layers with `scale_invariant=True`); on request (`variants`) also
 (`center_inputs=True`), and the two ways of holding each unit's kernel norm
 that the callback's `hold_norms=True` is weighed against: `weightnorm`
 (weight normalization) and `unitnorm` (Keras' `UnitNorm` constraint, the
-least a norm put back after every step costs). Models: the MLP
+cheapest norm hold Keras ships). Models: the MLP
 of MNIST shape (784 inputs, 3 x 256 by default; width, depth and batch size
 vary for the growth tables) and the small CNN. How a case is timed: `bench_timing`.
 

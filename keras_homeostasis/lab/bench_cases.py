@@ -46,7 +46,7 @@ LABELS = {
 # What the homeostatic variants are measured beside: no normalization, the
 # normalization layers, and the two ways of holding each unit's kernel norm
 # (weight normalization in the forward pass; Keras' `UnitNorm` constraint
-# after each step, the least a norm held between steps costs).
+# after each step, the cheapest norm hold Keras ships).
 REFERENCES = ("none", "batchnorm", "layernorm", "weightnorm", "unitnorm")
 # The variants the overhead targets apply to: the callback and the layers,
 # in each of their modes (`bench_report.verdict`).
