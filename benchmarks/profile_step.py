@@ -122,29 +122,51 @@ def counted(name, xla):
     return ":" in name or "CpuExecutable" in name
 
 
-def kernel_times(path, xla=False):
-    """`{kind: (total microseconds, count)}` of the compute threads' events."""
+def read_profile(path):
+    """The profile's events as `(thread name, event name, microseconds)`."""
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
     space = xplane_pb2.XSpace()
     with open(path, "rb") as f:
         space.ParseFromString(f.read())
-    totals = collections.defaultdict(lambda: [0.0, 0])
     for plane in space.planes:
         names = {k: v.name for k, v in plane.event_metadata.items()}
         for line in plane.lines:
-            # XLA runs its kernels on Eigen's threads (`tf_numa...`) too.
-            threads = ("tf_Compute", "tf_numa") if xla else ("tf_Compute",)
-            if not line.name.startswith(threads):
-                continue
             for event in line.events:
                 name = names.get(event.metadata_id, "?")
-                if not counted(name, xla):
-                    continue
-                entry = totals[op_kind(name)]
-                entry[0] += event.duration_ps / 1e6
-                entry[1] += 1
+                yield line.name, name, event.duration_ps / 1e6
+
+
+def kernel_times(events, xla=False):
+    """`{kind: (total microseconds, count)}` of the compute threads' events."""
+    # XLA runs its kernels on Eigen's threads (`tf_numa...`) too.
+    threads = ("tf_Compute", "tf_numa") if xla else ("tf_Compute",)
+    totals = collections.defaultdict(lambda: [0.0, 0])
+    for thread, name, micros in events:
+        if thread.startswith(threads) and counted(name, xla):
+            entry = totals[op_kind(name)]
+            entry[0] += micros
+            entry[1] += 1
     return totals
+
+
+def offloaded(events):
+    """`(kernels run on XLA's worker threads, microseconds the step's thread
+    waited for them)`, in all.
+
+    XLA's CPU runtime runs a compiled step's kernels on the thread that
+    launched it while at most 8 are ready at once; past that it hands half
+    of the ready ones to its worker threads (Eigen's, `tf_numa...`) and the
+    launching thread waits (`BlockUntilReady`). For a step of small kernels
+    (batch 1) that hand-over costs more than the kernels.
+    """
+    kernels, waited = 0, 0.0
+    for thread, name, micros in events:
+        if thread.startswith("tf_numa") and counted(name, xla=True):
+            kernels += 1
+        elif thread.startswith("tf_Compute") and name.startswith("BlockUntilReady"):
+            waited += micros
+    return kernels, waited
 
 
 def main():
@@ -166,7 +188,8 @@ def main():
     seconds = time.perf_counter() - started
     tf.profiler.experimental.stop()
     path = sorted(glob.glob(os.path.join(out, "**", "*.xplane.pb"), recursive=True))
-    totals = kernel_times(path[-1], xla=args.jit)
+    events = list(read_profile(path[-1]))
+    totals = kernel_times(events, xla=args.jit)
     print(f"{args.variant}: {1e6 * seconds / args.steps:.1f} us per step (profiled)")
     print(f"{'us/step':>9} {'per step':>8}  kind")
     ranked = sorted(totals.items(), key=lambda item: -item[1][0])
@@ -175,6 +198,13 @@ def main():
     kernels = sum(count for _, count in totals.values()) / args.steps
     micros = sum(micros for micros, _ in totals.values()) / args.steps
     print(f"{kernels:.0f} kernels per step in all, {micros:.0f} us per step in them")
+    if args.jit:
+        away, waited = offloaded(events)
+        print(
+            f"{away / args.steps:.0f} of them per step ran on XLA's worker "
+            f"threads; the step's thread waited {waited / args.steps:.0f} us per "
+            "step for them"
+        )
     print(f"profile in {out}")
 
 

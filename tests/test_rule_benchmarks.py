@@ -26,6 +26,7 @@ norm_between_steps = load_script(BENCHMARKS / "norm_between_steps.py")
 centered_inputs = load_script(BENCHMARKS / "centered_inputs.py")
 continual_plots = load_script(BENCHMARKS / "continual_plots.py")
 profile_step = load_script(BENCHMARKS / "profile_step.py")
+xla_cpu_handover = load_script(BENCHMARKS / "xla_cpu_handover.py")
 balance_gain = load_script(BENCHMARKS / "balance_gain.py")
 silent_units = load_script(BENCHMARKS / "silent_units.py")
 large_rate_trace = load_script(BENCHMARKS / "large_rate_trace.py")
@@ -258,6 +259,40 @@ def test_profile_step_counts_the_kernels_of_a_steps_per_execution_loop(
     kernels = int(out.split(" kernels per step in all")[0].split("\n")[-1])
     assert kernels > 30  # 3 layers' matmuls, centering, the rule and SGD
     assert "MatMul" in out
+
+
+def test_profile_step_counts_what_xla_hands_to_its_worker_threads():
+    events = [
+        ("tf_Compute/1", "multiply_fusion.2", 3.0),
+        ("tf_Compute/1", "BlockUntilReady", 40.0),
+        ("tf_numa_-1_Eigen/7", "copy.3", 1.0),
+        ("tf_numa_-1_Eigen/7", "ThunkExecutor::Execute", 9.0),
+        ("tf_numa_-1_Eigen/8", "wrapped_reduce.1", 2.0),
+        ("python", "BlockUntilReady", 99.0),
+        ("tf_Compute/1", "while/body/dense/MatMul:_MklMatMul", 5.0),
+    ]
+    assert profile_step.offloaded(events) == (2, 40.0)
+    totals = profile_step.kernel_times(events, xla=True)
+    assert sorted(totals) == ["copy.3", "multiply_fusion.2", "wrapped_reduce.1"]
+    # Without XLA only TensorFlow's own kernels count, by their type.
+    plain = profile_step.kernel_times(events, xla=False)
+    assert dict(plain) == {"_MklMatMul": [5.0, 1]}
+
+
+def test_xla_cpu_handover_times_the_online_mlp_with_independent_writes():
+    times = xla_cpu_handover.measure([0, 3], steps=12, rounds=2, progress=str)
+    assert list(times) == [0, 3]
+    assert all(len(rows) == 2 for rows in times.values())
+    assert all(cpu > 0 and wall > 0 for rows in times.values() for cpu, wall in rows)
+    lines = xla_cpu_handover.table(times)
+    assert lines[2].startswith("| 0 |") and lines[2].endswith("| 1.00 |")
+    assert lines[3].startswith("| 3 |")
+    # Each write runs once per training step: a fit and 2 rounds of 12.
+    model = xla_cpu_handover.build(3)
+    x, y = _digits(12)
+    model.fit(x, y, batch_size=1, verbose=0)
+    counters = model.layers[-2].counters
+    assert [float(c.numpy()) for c in counters] == [12.0, 12.0, 12.0]
 
 
 def test_balance_gain_measures_a_run_against_another_runs_none(tmp_path):
