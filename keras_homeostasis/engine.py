@@ -13,6 +13,7 @@ import tensorflow as tf
 from keras import ops
 
 from keras_homeostasis import rule
+from keras_homeostasis import traced_passes
 
 # The rule's math for all layers, compiled by XLA as one call. Keras turns
 # `jit_compile` off under tf.distribute strategies; this keeps the rule
@@ -112,19 +113,26 @@ def _replicas():
 
 
 def _statistics(bindings, recorded):
-    """Each state's per-unit sums, in `bindings` order: its recorded passes,
-    else its accumulator."""
+    """Each state's per-unit sums, in `bindings` order: the passes recorded
+    in this train step (the callback's, or a layer's traced into this
+    function), else its accumulator."""
     return [_state_statistics(state, recorded) for state, _, _ in bindings]
 
 
 def _state_statistics(state, recorded):
     if recorded is None:
-        return ops.convert_to_tensor(state.accumulator)
+        # A homeostatic layer's passes in this function: the accumulator
+        # took them too, and the step clears it unread.
+        sums = traced_passes.take(state)
+        if not sums:
+            return ops.convert_to_tensor(state.accumulator)
+    else:
+        _, passes = recorded.pop(id(state), (state, []))
+        sums = [state.statistics(*arguments) for arguments in passes]
     # `0 + x` as the accumulator adds it: a -0.0 sum becomes 0.0 there too.
     total = ops.zeros_like(state.accumulator)
-    _, passes = recorded.pop(id(state), (state, []))
-    for arguments in passes:
-        total = total + state.statistics(*arguments)
+    for packed in sums:
+        total = total + packed
     return total
 
 

@@ -121,14 +121,20 @@ class UnitState(keras.layers.Layer):
 
     def accumulate(self, preactivation, outputs, bias=None, unit_axis=-1):
         """Adds one forward pass's per-unit sums (no-op while not collecting,
-        and on the optimizer steps between two runs of the rule)."""
+        and on the optimizer steps between two runs of the rule). Returns
+        the sums added, or None at `period > 1`, where they are computed
+        behind a conditional."""
         args = (preactivation, outputs, bias, unit_axis)
         if self.period == 1:
-            self._add_statistics(*args)
-            return
+            return self._add_statistics(*args)
         # The statistics of a step the rule will not run on are not computed.
         sensed = ops.mod(self.steps + 1, self.period) == 0
-        tf.cond(sensed, lambda: self._add_statistics(*args), lambda: None)
+
+        def add():
+            self._add_statistics(*args)
+
+        tf.cond(sensed, add, lambda: None)
+        return None
 
     def is_scaling_now(self):
         """True on the optimizer steps the rule ran on (`period`), once its
@@ -146,9 +152,9 @@ class UnitState(keras.layers.Layer):
         return tf.cond(self.is_scaling_now(), lambda: value, lambda: neutral(value))
 
     def _add_statistics(self, preactivation, outputs, bias, unit_axis):
-        self.accumulator.assign_add(
-            self.statistics(preactivation, outputs, bias, unit_axis)
-        )
+        packed = self.statistics(preactivation, outputs, bias, unit_axis)
+        self.accumulator.assign_add(packed)
+        return packed
 
     def statistics(self, preactivation, outputs, bias, unit_axis):
         """One forward pass's per-unit sums, as `accumulate` adds them."""

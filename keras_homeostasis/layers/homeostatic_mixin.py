@@ -8,6 +8,7 @@ from keras import ops
 from keras_homeostasis import engine
 from keras_homeostasis import layer_selection
 from keras_homeostasis import sensor
+from keras_homeostasis import traced_passes
 from keras_homeostasis.input_mean import InputMean
 from keras_homeostasis.input_mean import kernel_times
 from keras_homeostasis.settings import DEFAULTS
@@ -113,7 +114,8 @@ class HomeostaticMixin:
         if not sensed:
             return forward()
         axis = layer_selection.unit_axis(self)
-        return sensor.sensed_call(self, forward, self.homeostasis, axis)
+        target = traced_passes.Recording(self.homeostasis)
+        return sensor.sensed_call(self, forward, target, axis)
 
     def _warn_if_never_sensed(self):
         """Warns once when a train step is built whose forward passes called

@@ -1,0 +1,62 @@
+"""The training passes a homeostatic layer sensed in the function being traced.
+
+A homeostatic layer adds every training pass's sums to its accumulator,
+which the rule's step reads and clears. Where the step is traced into the
+same function as the passes (a Keras `fit`, a custom loop's train
+`tf.function`), it sums the passes' own tensors instead and only clears
+the accumulator: the accumulator's earlier value is then never read, so
+XLA drops the adds and does not copy the variable before its clear. Those
+copies are kernels that start ready and took the layers' online step past
+the number XLA's CPU runtime keeps on the launching thread
+(docs/overhead.md, "XLA's hand-over on a CPU"). A step traced elsewhere
+(another `tf.function`, or eagerly) reads the accumulator, which still
+took every pass, as before.
+
+Passes are kept per thread (each replica of a `tf.distribute` strategy
+traces on its own) and per graph, for as long as the graph lives.
+"""
+
+import threading
+import weakref
+
+import tensorflow as tf
+
+_local = threading.local()
+
+
+def record(state, packed):
+    """Keeps `packed`, one pass's sums added to `state`'s accumulator, for
+    a step traced into the same graph (nothing when running eagerly)."""
+    if not tf.inside_function():
+        return
+    passes = _passes_by_graph().setdefault(tf.compat.v1.get_default_graph(), {})
+    passes.setdefault(id(state), []).append(packed)
+
+
+def take(state):
+    """The passes recorded for `state` in the graph being traced, in order,
+    removed from the record; an empty list where there are none."""
+    if not tf.inside_function():
+        return []
+    passes = _passes_by_graph().get(tf.compat.v1.get_default_graph(), {})
+    return passes.pop(id(state), [])
+
+
+def _passes_by_graph():
+    found = getattr(_local, "passes", None)
+    if found is None:
+        found = _local.passes = weakref.WeakKeyDictionary()
+    return found
+
+
+class Recording:
+    """Stands for a layer's `UnitState` in the sensor: adds each pass to the
+    accumulator, as the state does, and records its sums (`record`)."""
+
+    def __init__(self, state):
+        self.state = state
+
+    def accumulate(self, preactivation, outputs, bias=None, unit_axis=-1):
+        packed = self.state.accumulate(preactivation, outputs, bias, unit_axis)
+        if packed is not None:
+            record(self.state, packed)
