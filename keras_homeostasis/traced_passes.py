@@ -13,7 +13,8 @@ the number XLA's CPU runtime keeps on the launching thread
 took every pass, as before.
 
 Passes are kept per thread (each replica of a `tf.distribute` strategy
-traces on its own) and per graph, for as long as the graph lives.
+traces on its own) and per graph, by weak reference: a graph whose passes
+no step took (a forward-only function) is not kept alive by its record.
 """
 
 import threading
@@ -30,16 +31,20 @@ def record(state, packed):
     if not tf.inside_function():
         return
     passes = _passes_by_graph().setdefault(tf.compat.v1.get_default_graph(), {})
-    passes.setdefault(id(state), []).append(packed)
+    # A strong reference would keep the graph (the dictionary's weak key)
+    # alive through its own tensor.
+    passes.setdefault(id(state), []).append(weakref.ref(packed))
 
 
 def take(state):
     """The passes recorded for `state` in the graph being traced, in order,
-    removed from the record; an empty list where there are none."""
+    removed from the record; an empty list where there are none (or where
+    one is gone: the accumulator holds them all)."""
     if not tf.inside_function():
         return []
     passes = _passes_by_graph().get(tf.compat.v1.get_default_graph(), {})
-    return passes.pop(id(state), [])
+    sums = [ref() for ref in passes.pop(id(state), [])]
+    return [] if any(packed is None for packed in sums) else sums
 
 
 def _passes_by_graph():

@@ -1,6 +1,8 @@
 """A homeostatic layer's step sums the passes traced into its own function;
 a step traced elsewhere reads the accumulator, which takes every pass."""
 
+import gc
+
 import homeostasis_testing as ht
 import keras
 import numpy as np
@@ -98,3 +100,23 @@ def test_passes_are_taken_once_and_only_in_the_graph_they_were_traced_in():
         return len(traced_passes.take(state))
 
     assert elsewhere() == 0
+
+
+def test_a_graph_whose_passes_no_step_took_is_not_kept_alive():
+    state = object()
+
+    def forward_only():
+        @tf.function
+        def traced(x):
+            traced_passes.record(state, 2.0 * x)
+            return x
+
+        traced(tf.ones(3))
+
+    gc.collect()
+    before = len(traced_passes._passes_by_graph())
+    for _ in range(3):
+        forward_only()
+    gc.collect()
+    # Graphs of earlier tests may die too; none of these three stays.
+    assert len(traced_passes._passes_by_graph()) <= before
