@@ -1,7 +1,7 @@
 """Where a training step's time goes: a TensorFlow profile of whole `fit` epochs.
 
-Profiles one `fit` of an MLP (784 inputs, 3 hidden ReLU layers, SGD) with no
-normalization, the scaling callback, or the homeostatic layers (`layers`),
+Profiles one `fit` of an MLP (784 inputs, 3 hidden ReLU layers or `--depth`,
+SGD) with no normalization, the scaling callback, or the homeostatic layers (`layers`),
 with `scale_invariant=True` (`invariant`), `center_inputs=True`
 (`centered`) or both (`centered_invariant`), or the callback with
 `center_inputs=True` (`centered_scaling`, `centered_offsets_scaling`: the
@@ -50,6 +50,7 @@ def parse_args():
     )
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--width", type=int, default=100)
+    parser.add_argument("--depth", type=int, default=3, help="hidden layers")
     parser.add_argument("--steps", type=int, default=1000, help="profiled steps")
     parser.add_argument("--steps-per-execution", type=int, default=250)
     parser.add_argument("--jit", action="store_true", help="jit_compile=True")
@@ -77,10 +78,12 @@ def build(args):
         options = LAYER_OPTIONS[args.variant]
         hidden = [
             HomeostaticDense(args.width, activation="relu", **options, **settings)
-            for _ in range(3)
+            for _ in range(args.depth)
         ]
     else:
-        hidden = [keras.layers.Dense(args.width, activation="relu") for _ in range(3)]
+        hidden = [
+            keras.layers.Dense(args.width, activation="relu") for _ in range(args.depth)
+        ]
     model = keras.Sequential([keras.Input((784,)), *hidden, keras.layers.Dense(10)])
     model.compile(
         keras.optimizers.SGD(0.01),

@@ -459,7 +459,13 @@ def step_on_means(means, usable, state, bias, settings):
     step's `examples`); `usable` is a scalar."""
     momentum = trace_momentum(settings)
     settings = per_run(settings)
-    steps = state["steps"] + 1
+    # Everything below reads the new count, not the old one: a step
+    # counter that several compiled kernels read while the step writes it
+    # in place is copied first by XLA, and on a CPU each such copy is one
+    # more kernel ready at the step's start (docs/overhead.md, "XLA's
+    # hand-over on a CPU"). Where the step is not usable, nothing read
+    # from the count is kept.
+    steps = ops.where(usable, state["steps"] + 1, state["steps"])
     traces = {
         name: update_trace(state[name], means[stat], momentum)
         for name, stat in zip(TRACES, STATISTICS)
@@ -488,7 +494,7 @@ def step_on_means(means, usable, state, bias, settings):
     traces["drive_square"] = traces["drive_square"] * ops.square(factor)
     new = {name: ops.where(usable, traces[name], state[name]) for name in TRACES}
     new["log_gain"] = state["log_gain"] + ops.log(factor)
-    new["steps"] = ops.where(usable, steps, state["steps"])
+    new["steps"] = steps
     new["factor"] = factor
     new["shift"] = shift
     return new

@@ -261,6 +261,18 @@ def test_profile_step_counts_the_kernels_of_a_steps_per_execution_loop(
     assert "MatMul" in out
 
 
+def test_profile_step_builds_the_depth_asked_for(monkeypatch):
+    from keras_homeostasis.layers import HomeostaticDense
+
+    monkeypatch.setattr("sys.argv", ["profile_step.py", "layers", "--depth", "5"])
+    model, callbacks = profile_step.build(profile_step.parse_args())
+    homeostatic = [
+        layer for layer in model.layers if isinstance(layer, HomeostaticDense)
+    ]
+    assert len(homeostatic) == 5 and not callbacks
+    assert len(model.layers) == 6  # and the head
+
+
 def test_profile_step_counts_what_xla_hands_to_its_worker_threads():
     events = [
         ("tf_Compute/1", "multiply_fusion.2", 3.0),

@@ -1,10 +1,12 @@
 """UnitState: float32 state variables, accumulation and one update step."""
 
 import math
+import re
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_homeostasis.settings import validate_settings
 from keras_homeostasis.unit_state import ROWS
@@ -154,6 +156,29 @@ def test_update_with_unusable_statistics_changes_nothing_but_the_factor():
             np.testing.assert_array_equal(after[name], before[name])
         assert np.all(after["factor"] == 1.0) and np.all(after["shift"] == 0.0)
         assert np.all(np.isfinite(after["accumulator"]))
+
+
+def test_a_compiled_update_copies_no_state_variable_before_writing_it():
+    # XLA copies a variable that several kernels read while the step writes
+    # it in place. Each copy needs nothing, so it starts ready, and on a
+    # CPU more than 8 ready kernels make XLA hand kernels to worker threads,
+    # which costs an online step more than its kernels (docs/overhead.md).
+    state = UnitState(8)
+    rule_settings = settings(momentum=0.9)
+
+    @tf.function(jit_compile=True)
+    def step(z, bias):
+        state.update(state.statistics(z, tf.nn.relu(z), bias, -1), bias, rule_settings)
+
+    z = tf.constant(np.random.default_rng(0).normal(size=(4, 8)), tf.float32)
+    bias = tf.zeros((8,))
+    hlo = step.experimental_get_compiler_ir(z, bias)(stage="optimized_hlo")
+    copies = [
+        line.strip() for line in hlo.splitlines() if re.search(r"copy\(%arg", line)
+    ]
+    assert not copies
+    step(z, bias)
+    assert state.steps.numpy() == 1
 
 
 def test_a_file_of_the_first_release_loads_with_its_gains_and_fresh_traces():

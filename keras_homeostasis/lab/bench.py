@@ -24,7 +24,8 @@ Settings:
   GPUs with `gpus=True`; it needs its devices configured before TensorFlow
   starts, so it runs in a child process of this module;
 - `online`: batch size 1, `steps_per_execution=250`, `jit_compile=True`,
-  plain SGD (no momentum), on the MLP 784-100x3-10 (no BatchNorm:
+  plain SGD (no momentum), on the MLP 784-100x3-10 (`online_depth` hidden
+  layers if given; no BatchNorm:
   meaningless at one sample per batch).
 
 Peak memory of one `fit` per variant: `bench_memory`.
@@ -235,7 +236,8 @@ def bench(
     `plan` overrides entries of `bench_cases.QUICK` or `FULL` (`rounds`,
     `epochs`, `steps`, `online_steps`, `period`, `silence_evidence`) and
     may name `variants` (of `bench_cases.ALL_VARIANTS`; default
-    `bench_cases.VARIANTS`);
+    `bench_cases.VARIANTS`) and `online_depth` (the online MLP's hidden
+    layers, default 3);
     `settings` lists entries of `bench_cases.SETTINGS` and
     `bench_cases.MEMORY` (default: all).
     """
@@ -245,7 +247,8 @@ def bench(
     plan = {**(bc.QUICK if quick else bc.FULL), **(plan or {})}
     results = Results(out_dir, command, plan)
     settings = settings or [*bc.SETTINGS, bc.MEMORY]
-    run_bench(results, bc.cases(quick), settings, gpus, log)
+    cases = bc.cases(quick, plan.get("online_depth"))
+    run_bench(results, cases, settings, gpus, log)
     report = results.report()
     log(report.markdown())
     for line in report.headlines():

@@ -112,14 +112,20 @@ QUICK = {"rounds": 3, "epochs": 4, "steps": 30, "online_steps": 1000, "period": 
 FULL = {"rounds": 5, "epochs": 4, "steps": 150, "online_steps": 5000, "period": 1}
 
 
-def cases(quick):
-    """`{setting: [Case, ...]}` of the quick run or of the full grid."""
+def cases(quick, online_depth=None):
+    """`{setting: [Case, ...]}` of the quick run or of the full grid; the
+    online MLP with `online_depth` hidden layers instead of 3 if given (on
+    a CPU with XLA, a deeper online step can pass the number of ready
+    kernels XLA keeps on one thread: docs/overhead.md)."""
+    online = ONLINE_CASE
+    if online_depth is not None:
+        online = ONLINE_CASE._replace(depth=online_depth)
     if quick:
         return {
             ONE_DEVICE: [HEADLINE],
             ONE_DEVICE_XLA: [HEADLINE],
             MIRRORED: [HEADLINE],
-            ONLINE: [ONLINE_CASE],
+            ONLINE: [online],
         }
     growth = [c for axis in GROWTH.values() for c in axis]
     one_device = list(dict.fromkeys([HEADLINE, WIDE, CNN, *growth]))
@@ -127,7 +133,7 @@ def cases(quick):
         ONE_DEVICE: one_device,
         ONE_DEVICE_XLA: [HEADLINE, WIDE, CNN],
         MIRRORED: [HEADLINE, WIDE, CNN],
-        ONLINE: [ONLINE_CASE],
+        ONLINE: [online],
     }
 
 

@@ -6,7 +6,7 @@
                                [--overwrite] [--quiet | --verbose]
     keras-homeostasis bench [--quick] [--out DIR] [--settings ...] [--rounds N]
                             [--epochs N] [--steps N] [--period N]
-                            [--silence-evidence K]
+                            [--silence-evidence K] [--online-depth N]
                             [--variants V ...] [--gpus]
     keras-homeostasis continual CONFIG [--out DIR] [--tasks N] [--methods M ...]
 

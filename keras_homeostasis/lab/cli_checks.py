@@ -76,7 +76,7 @@ def has_section(path, section):
 
 def bench_plan(args):
     """`(plan overrides, error)` from --rounds, --epochs, --steps, --period,
-    --silence-evidence and --variants."""
+    --silence-evidence, --variants and --online-depth."""
     for name in ("rounds", "epochs"):
         value = getattr(args, name)
         if value is not None and value < 2:
@@ -85,5 +85,6 @@ def bench_plan(args):
                 f"apart from the later ones), got {value}"
             )
     names = ("rounds", "epochs", "steps", "period", "silence_evidence", "variants")
+    names += ("online_depth",)
     plan = {k: getattr(args, k) for k in names}
     return {k: v for k, v in plan.items() if v is not None}, None

@@ -129,6 +129,12 @@ def _add_bench(commands):
         help="the homeostatic variants' `silence_evidence` (default: off)",
     )
     bench.add_argument(
+        "--online-depth",
+        type=_positive,
+        metavar="N",
+        help="hidden layers of the online MLP (default 3)",
+    )
+    bench.add_argument(
         "--settings",
         nargs="+",
         choices=list(CLI_NAMES),

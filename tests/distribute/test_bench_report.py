@@ -136,6 +136,7 @@ def test_bench_out_must_be_a_folder(tmp_path, capsys):
             ["--silence-evidence", "0"],
             "argument --silence-evidence: expected a positive integer",
         ),
+        (["--online-depth", "0"], "argument --online-depth: expected a positive"),
         (["--settings", "gpu"], "argument --settings: invalid choice: 'gpu'"),
         (["--variants", "bn"], "argument --variants: invalid choice: 'bn'"),
     ],
@@ -149,7 +150,7 @@ def test_bench_parser_errors(args, message, capsys):
 
 def test_bench_command_writes_csv_and_markdown(tmp_path, monkeypatch, capsys):
     tiny = bc.Case("mlp", 8, 2, 16)
-    monkeypatch.setattr(bc, "cases", lambda quick: {bc.ONE_DEVICE: [tiny]})
+    monkeypatch.setattr(bc, "cases", lambda quick, depth=None: {bc.ONE_DEVICE: [tiny]})
     monkeypatch.setattr(bc, "VARIANTS", ("none", "scaling"))
     status = cli.main(
         ["bench", "--quick", "--settings", "one-device", "--rounds", "2"]
@@ -172,7 +173,7 @@ def test_bench_command_writes_csv_and_markdown(tmp_path, monkeypatch, capsys):
 
 def test_bench_command_times_the_variants_asked_for(tmp_path, monkeypatch):
     tiny = bc.Case("mlp", 8, 2, 16)
-    monkeypatch.setattr(bc, "cases", lambda quick: {bc.ONE_DEVICE: [tiny]})
+    monkeypatch.setattr(bc, "cases", lambda quick, depth=None: {bc.ONE_DEVICE: [tiny]})
     status = cli.main(
         ["bench", "--quick", "--settings", "one-device", "--rounds", "2"]
         + ["--epochs", "2", "--steps", "2", "--out", str(tmp_path)]
@@ -187,6 +188,28 @@ def test_bench_command_times_the_variants_asked_for(tmp_path, monkeypatch):
     markdown = (tmp_path / "bench.md").read_text()
     header = "| none ms/step | callback, rule alone wall / CPU | "
     assert header + "centered scale-invariant layers wall / CPU | target |" in markdown
+
+
+def test_online_depth_sets_the_online_mlps_hidden_layers(tmp_path, monkeypatch):
+    assert bc.cases(True)[bc.ONLINE] == [bc.ONLINE_CASE]
+    for quick in (True, False):
+        assert bc.cases(quick, 5)[bc.ONLINE] == [bc.Case("mlp", 100, 5, 1)]
+        assert bc.cases(quick, 5)[bc.ONE_DEVICE] == bc.cases(quick)[bc.ONE_DEVICE]
+    asked = []
+    tiny = bc.Case("mlp", 8, 2, 1)
+
+    def cases(quick, depth=None):
+        asked.append(depth)
+        return {bc.ONLINE: [tiny._replace(depth=depth)]}
+
+    monkeypatch.setattr(bc, "cases", cases)
+    monkeypatch.setattr(bc, "ONLINE_STEPS_PER_EXECUTION", 2)
+    status = cli.main(
+        ["bench", "--quick", "--settings", "online", "--rounds", "2", "--epochs"]
+        + ["2", "--variants", "scaling", "--online-depth", "4", "--out", str(tmp_path)]
+    )
+    assert status == 0 and asked == [4]
+    assert "| online | MLP 784-8x4-10, batch 1 |" in (tmp_path / "bench.md").read_text()
 
 
 def test_chosen_variants_keep_the_bench_order_and_its_reference():
