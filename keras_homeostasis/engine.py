@@ -13,6 +13,7 @@ import tensorflow as tf
 from keras import ops
 
 from keras_homeostasis import rule
+from keras_homeostasis import step_order
 from keras_homeostasis import traced_passes
 
 # The rule's math for all layers, compiled by XLA as one call. Keras turns
@@ -164,12 +165,17 @@ def _run_rule(group, statistics, clear=True, steps=None):
         # The rule counts its own runs: the optimizer steps over the period.
         for state in current:
             state["steps"] = steps // settings["period"] - 1
+    packed = list(statistics())
+    # After the step traced before this one (another layer's, another
+    # group's): side by side they passed XLA's CPU hand-over (step_order).
+    packed[0] = step_order.after_last(packed[0])
     new = step_function()(
-        statistics(),
+        packed,
         current,
         [bias_value(bias, state) for state, _, bias in group],
         settings,
     )
+    step_order.note(new[-1]["shift"])
     for state, values in zip(states, new):
         state.write(values if steps is None else {**values, "steps": steps}, clear)
 

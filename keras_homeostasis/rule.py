@@ -448,10 +448,33 @@ def homeostatic_steps(packed, states, biases, settings):
     times no homeostasis's CPU time against 1.18-1.20 now
     (`docs/distributed.md`).
     """
-    return [
-        homeostatic_step(p, state, bias, settings)
-        for p, state, bias in zip(packed, states, biases)
-    ]
+    results, last = [], None
+    for p, state, bias in zip(packed, states, biases):
+        if last is not None:
+            p = after(p, last)
+        new = homeostatic_step(p, state, bias, settings)
+        last = new["shift"]
+        results.append(new)
+    return results
+
+
+def after(value, previous):
+    """`value`, bit for bit, computed only once `previous` is.
+
+    Adds `-0.0` computed from `previous` (`x + -0.0` is `x` for every `x`,
+    `-0.0` and NaN included; a subnormal `x` becomes a zero, as TensorFlow
+    and XLA flush it to one in every operation on a CPU, the rule's first
+    included). The callback chains its layers' steps so:
+    side by side, each layer's few small kernels of the rule left more
+    kernels ready at once than XLA's CPU runtime runs on the launching
+    thread, and from five layers on an online step handed kernels to
+    worker threads, which cost more than the kernels (docs/overhead.md).
+    """
+    first = previous[:1]
+    finite = ops.where(ops.isfinite(first), ops.abs(first), 0.0)
+    # `-(0 * finite)`, not `-0.0 * finite`: a constant -0.0 can come back
+    # from TensorFlow's cache of constants as 0.0, which equals it.
+    return value + ops.cast(ops.negative(finite * 0.0), value.dtype)
 
 
 def step_on_means(means, usable, state, bias, settings):
