@@ -10,29 +10,23 @@ threads, which costs an online step more than the kernels (docs/overhead.md,
 only once the one traced before it there is done (`rule.after`): the
 values are bit for bit the same.
 
-The last step is kept per thread (each replica of a `tf.distribute`
-strategy traces on its own) and per graph, by weak reference, as
-`traced_passes` keeps passes: a graph is not kept alive by its record,
-and no tensor is used outside the graph it belongs to (a step inside a
-conditional's branch chains only with steps in that branch).
+The last step is kept per thread and per graph by weak reference
+(`GraphRecord`): a step inside a conditional's branch chains only with
+steps in that branch.
 """
 
-import threading
 import weakref
 
-import tensorflow as tf
-
 from keras_homeostasis import rule
+from keras_homeostasis.graph_record import GraphRecord
 
-_local = threading.local()
+_last = GraphRecord()
 
 
 def after_last(packed):
     """`packed` (one layer's statistics, the first a step reads) computed
     after the last step traced into the current graph, if any."""
-    if not tf.inside_function():
-        return packed
-    ref = _last_by_graph().get(tf.compat.v1.get_default_graph())
+    ref = _last.get()
     last = None if ref is None else ref()
     return packed if last is None else rule.after(packed, last)
 
@@ -40,12 +34,4 @@ def after_last(packed):
 def note(result):
     """Records `result` (a tensor of the step just traced: its last
     layer's shift) as the one the next step in this graph waits for."""
-    if tf.inside_function():
-        _last_by_graph()[tf.compat.v1.get_default_graph()] = weakref.ref(result)
-
-
-def _last_by_graph():
-    found = getattr(_local, "last", None)
-    if found is None:
-        found = _local.last = weakref.WeakKeyDictionary()
-    return found
+    _last.put(weakref.ref(result))

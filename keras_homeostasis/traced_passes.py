@@ -12,17 +12,18 @@ the number XLA's CPU runtime keeps on the launching thread
 (another `tf.function`, or eagerly) reads the accumulator, which still
 took every pass, as before.
 
-Passes are kept per thread (each replica of a `tf.distribute` strategy
-traces on its own) and per graph, by weak reference: a graph whose passes
-no step took (a forward-only function) is not kept alive by its record.
+Passes are kept per thread and per graph by weak reference
+(`GraphRecord`): a graph whose passes no step took (a forward-only
+function) is not kept alive by its record.
 """
 
-import threading
 import weakref
 
 import tensorflow as tf
 
-_local = threading.local()
+from keras_homeostasis.graph_record import GraphRecord
+
+_passes = GraphRecord()
 
 
 def record(state, packed):
@@ -30,7 +31,10 @@ def record(state, packed):
     a step traced into the same graph (nothing when running eagerly)."""
     if not tf.inside_function():
         return
-    passes = _passes_by_graph().setdefault(tf.compat.v1.get_default_graph(), {})
+    passes = _passes.get()
+    if passes is None:
+        passes = {}
+        _passes.put(passes)
     # A strong reference would keep the graph (the dictionary's weak key)
     # alive through its own tensor.
     passes.setdefault(id(state), []).append(weakref.ref(packed))
@@ -40,18 +44,9 @@ def take(state):
     """The passes recorded for `state` in the graph being traced, in order,
     removed from the record; an empty list where there are none (or where
     one is gone: the accumulator holds them all)."""
-    if not tf.inside_function():
-        return []
-    passes = _passes_by_graph().get(tf.compat.v1.get_default_graph(), {})
+    passes = _passes.get({})
     sums = [ref() for ref in passes.pop(id(state), [])]
     return [] if any(packed is None for packed in sums) else sums
-
-
-def _passes_by_graph():
-    found = getattr(_local, "passes", None)
-    if found is None:
-        found = _local.passes = weakref.WeakKeyDictionary()
-    return found
 
 
 class Recording:

@@ -84,7 +84,14 @@ def bench_plan(args):
                 f"argument --{name}: expected at least 2 (the first is reported "
                 f"apart from the later ones), got {value}"
             )
-    names = ("rounds", "epochs", "steps", "period", "silence_evidence", "variants")
-    names += ("online_depth",)
+    names = (
+        "rounds",
+        "epochs",
+        "steps",
+        "period",
+        "silence_evidence",
+        "variants",
+        "online_depth",
+    )
     plan = {k: getattr(args, k) for k in names}
     return {k: v for k, v in plan.items() if v is not None}, None
