@@ -35,7 +35,7 @@ def step_function():
     )
 
 
-def _compiled_on_values(packed, states, biases, settings):
+def _compiled_on_values(packed, states, biases, settings, checked=None):
     # Read the (mirrored) variables here, in the replica's graph, so that
     # `compiled_steps` only ever receives tensors. Given the variables
     # themselves, its first trace captured them and later calls with other
@@ -44,7 +44,7 @@ def _compiled_on_values(packed, states, biases, settings):
     states = [{k: tf.identity(v) for k, v in state.items()} for state in states]
     packed = [tf.identity(p) for p in packed]
     biases = [tf.identity(b) for b in biases]
-    return compiled_steps(packed, states, biases, settings)
+    return compiled_steps(packed, states, biases, settings, checked)
 
 
 def all_reduce_sum(value):
@@ -93,12 +93,12 @@ class HomeostasisEngine:
         if _replicas() > 1:
             # Every replica reaches the one all-reduce, whatever step it is.
             ordered = [binding for group in groups for binding in group]
-            packed = all_reduce_sum(
-                ops.concatenate(_statistics(ordered, recorded), axis=0)
-            )
+            sums, _ = _statistics(ordered, recorded)
+            packed = all_reduce_sum(ops.concatenate(sums, axis=0))
             pieces = iter(_split(packed, _sizes(ordered)))
             summed = [[next(pieces) for _ in g] for g in groups]
-            collected = [lambda s=s: s for s in summed]
+            # Replicas' sums added up are tested whole (`rule.homeostatic_step`).
+            collected = [lambda s=s: (s, None) for s in summed]
         else:
             # One device: each state's sums go to the rule as they are (a
             # join and a cut per layer on every step would serve nothing).
@@ -116,8 +116,11 @@ def _replicas():
 def _statistics(bindings, recorded):
     """Each state's per-unit sums, in `bindings` order: the passes recorded
     in this train step (the callback's, or a layer's traced into this
-    function), else its accumulator."""
-    return [_state_statistics(state, recorded) for state, _, _ in bindings]
+    function), else its accumulator; and a tuple of flags, True where the
+    sums are one pass's as the sensor checked them (`rule.homeostatic_step`'s
+    `checked`)."""
+    found = [_state_statistics(state, recorded) for state, _, _ in bindings]
+    return [sums for sums, _ in found], tuple(one for _, one in found)
 
 
 def _state_statistics(state, recorded):
@@ -126,15 +129,15 @@ def _state_statistics(state, recorded):
         # took them too, and the step clears it unread.
         sums = traced_passes.take(state)
         if not sums:
-            return ops.convert_to_tensor(state.accumulator)
+            return ops.convert_to_tensor(state.accumulator), False
     else:
         _, passes = recorded.pop(id(state), (state, []))
-        sums = [state.statistics(*arguments) for arguments in passes]
+        sums = [state.step_statistics(*arguments) for arguments in passes]
     # `0 + x` as the accumulator adds it: a -0.0 sum becomes 0.0 there too.
     total = ops.zeros_like(state.accumulator)
     for packed in sums:
         total = total + packed
-    return total
+    return total, len(sums) == 1
 
 
 def _split(packed, sizes):
@@ -154,9 +157,10 @@ def _sizes(bindings):
 def _run_rule(group, statistics, clear=True, steps=None):
     """One run of the rule on a group's states; writes their new states.
 
-    `statistics()` gives each state's per-unit sums, in group order. `steps`, when
-    given, is the optimizer step count each state keeps instead of the
-    rule's own count (`period > 1`). `clear` empties the accumulators.
+    `statistics()` gives each state's per-unit sums, in group order, and
+    their `rule.homeostatic_steps` flags (None: test every one). `steps`,
+    when given, is the optimizer step count each state keeps instead of
+    the rule's own count (`period > 1`). `clear` empties the accumulators.
     """
     states = [state for state, _, _ in group]
     settings = group[0][1]
@@ -165,7 +169,8 @@ def _run_rule(group, statistics, clear=True, steps=None):
         # The rule counts its own runs: the optimizer steps over the period.
         for state in current:
             state["steps"] = steps // settings["period"] - 1
-    packed = list(statistics())
+    packed, checked = statistics()
+    packed = list(packed)
     # After the step traced before this one (another layer's, another
     # group's): side by side they passed XLA's CPU hand-over (step_order).
     packed[0] = step_order.after_last(packed[0])
@@ -174,6 +179,7 @@ def _run_rule(group, statistics, clear=True, steps=None):
         current,
         [bias_value(bias, state) for state, _, bias in group],
         settings,
+        checked,
     )
     step_order.note(new[-1]["shift"])
     for state, values in zip(states, new):

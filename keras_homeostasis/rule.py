@@ -417,7 +417,7 @@ def intrinsic_plasticity(drive_mean, spread, bias, settings, silence=None):
     return spread * (ops.clip(moved, -bound, bound) - offset)
 
 
-def homeostatic_step(packed, state, bias, settings):
+def homeostatic_step(packed, state, bias, settings, checked=False):
     """One whole step of the rule, as a pure function of the state.
 
     Args:
@@ -427,32 +427,41 @@ def homeostatic_step(packed, state, bias, settings):
             per optimizer step, or per `period` steps).
         bias: the layer's bias after the optimizer update (zeros if none).
         settings: the validated settings dict (`settings.validate_settings`).
+        checked: True when `packed` is one pass's sums as the sensor keeps
+            them (`UnitState.statistics`: zeros where they were not finite),
+            so only their count is tested. A sum of several passes can
+            overflow, so it is tested whole (the default).
 
     Returns a dict with the new traces, `log_gain`, `steps`, and this step's
     kernel `factor` (s_i) and bias `shift`. A batch whose statistics are not
     finite leaves the state unchanged (factor 1, shift 0).
     """
     means, _ = split_statistics(packed)
-    return step_on_means(means, is_usable(packed), state, bias, settings)
+    # The whole test is a reduction over every unit's statistics: on a CPU
+    # with XLA, three kernels per layer and step (docs/overhead.md).
+    usable = packed[-1] > 0 if checked else is_usable(packed)
+    return step_on_means(means, usable, state, bias, settings)
 
 
-def homeostatic_steps(packed, states, biases, settings):
+def homeostatic_steps(packed, states, biases, settings, checked=None):
     """`homeostatic_step` for several layers sharing `settings`.
 
-    `packed`, `states` and `biases` are lists, one entry per layer; returns
-    the list of new states. Each layer is stepped on its own vectors, as
-    a homeostatic layer steps itself, so the callback and the layers stay
-    bit-identical. Joining the layers' units instead (a concatenation per
-    state field, a scatter and a gather per layer mean, a slice per
-    result) gave fewer compiled kernels but a dearer online step: 1.40-1.66
-    times no homeostasis's CPU time against 1.18-1.20 now
+    `packed`, `states` and `biases` are lists, one entry per layer, and
+    `checked` a tuple of each one's `homeostatic_step` flag (default: none
+    checked); returns the list of new states. Each layer is stepped on its
+    own vectors, as a homeostatic layer steps itself, so the callback and
+    the layers stay bit-identical. Joining the layers' units instead (a
+    concatenation per state field, a scatter and a gather per layer mean,
+    a slice per result) gave fewer compiled kernels but a dearer online
+    step: 1.40-1.66 times no homeostasis's CPU time against 1.18-1.20 now
     (`docs/distributed.md`).
     """
+    checked = checked or (False,) * len(packed)
     results, last = [], None
-    for p, state, bias in zip(packed, states, biases):
+    for p, state, bias, one_pass in zip(packed, states, biases, checked):
         if last is not None:
             p = after(p, last)
-        new = homeostatic_step(p, state, bias, settings)
+        new = homeostatic_step(p, state, bias, settings, one_pass)
         last = new["shift"]
         results.append(new)
     return results

@@ -157,13 +157,23 @@ class UnitState(keras.layers.Layer):
         return packed
 
     def statistics(self, preactivation, outputs, bias, unit_axis):
-        """One forward pass's per-unit sums, as `accumulate` adds them."""
+        """One forward pass's per-unit sums, as `accumulate` adds them: the
+        `step_statistics` while collecting, zeros while not."""
+        packed = self.step_statistics(preactivation, outputs, bias, unit_axis)
+        return packed * self.collecting
+
+    def step_statistics(self, preactivation, outputs, bias, unit_axis):
+        """One training pass's per-unit sums (zeros where not finite), for
+        a step of the rule in the same train step: the callback's recorded
+        passes. `collecting` pauses the passes outside a train step
+        (evaluation, usage probes), so it is not read here: each variable a
+        compiled step reads is one more argument of its call, and costs an
+        online step a few microseconds (docs/overhead.md)."""
         packed = ops.stop_gradient(
             rule.sensor_statistics(preactivation, outputs, bias, unit_axis)
         )
         # A non-finite batch is dropped here so it never reaches the traces.
-        packed = ops.where(rule.is_usable(packed), packed, ops.zeros_like(packed))
-        return packed * self.collecting
+        return ops.where(rule.is_usable(packed), packed, ops.zeros_like(packed))
 
     def numpy_values(self):
         """Every vector and counter of the state by name, as NumPy arrays."""

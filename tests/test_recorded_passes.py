@@ -89,3 +89,50 @@ def test_recorded_passes_train_bit_for_bit_as_the_accumulator(
     # Outside a recorded train step the sensor writes the accumulator.
     monkeypatch.setattr(call_hooks, "_recorded", lambda: None)
     ht.assert_bit_equal(fitted(period, jit_compile), recorded)
+
+
+def _checked_flags(monkeypatch, model, data, callbacks=()):
+    """The `checked` flags the engines hand the rule in one traced `fit`."""
+    from keras_homeostasis import engine
+
+    seen = []
+    plain = engine.step_function
+
+    def spying():
+        step = plain()
+
+        def run(packed, states, biases, settings, checked=None):
+            seen.append(checked)
+            return step(packed, states, biases, settings, checked)
+
+        return run
+
+    monkeypatch.setattr(engine, "step_function", spying)
+    model.fit(*data, batch_size=BATCH, verbose=0, callbacks=list(callbacks))
+    return seen
+
+
+def test_one_pass_per_step_is_handed_over_as_the_sensor_checked_it(monkeypatch):
+    # The rule's own finiteness test is left out only for one pass's sums:
+    # a layer called twice per step has its sum tested whole.
+    inputs = keras.Input((8,))
+    shared = keras.layers.Dense(8, activation="relu", name="shared")
+    once = keras.layers.Dense(8, activation="relu", name="once")
+    model = keras.Model(inputs, keras.layers.Dense(8)(once(shared(shared(inputs)))))
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    callback = SynapticScalingCallback(warmup=0, center_inputs=False, hold_norms=False)
+    x = np.random.default_rng(0).normal(size=(2 * BATCH, 8)).astype("f4")
+    seen = _checked_flags(monkeypatch, model, (x, x), [callback])
+    names = [layer.name for layer, _ in callback.bindings]
+    assert seen and all(flags == tuple(n == "once" for n in names) for flags in seen)
+    assert "shared" in names
+
+
+def test_homeostatic_layers_hand_over_their_one_traced_pass(monkeypatch):
+    model = ht.model_of("Dense", homeostatic=True, seed=3, warmup=0)
+    model = ht.compiled(model, keras.optimizers.SGD(0.01))
+    data = ht.noise(ht.INPUT_SHAPES["Dense"], n=2 * BATCH, seed=2)
+    seen = _checked_flags(monkeypatch, model, data)
+    # One engine per layer, each traced once.
+    assert len(seen) == len(ht.states(model)) > 0
+    assert all(flags == (True,) for flags in seen)

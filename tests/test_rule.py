@@ -463,6 +463,78 @@ def test_layers_stepped_together_match_one_call_per_layer(set_points):
     assert np.all(numpy(together[2]["factor"]) == 1.0)
 
 
+# One pass's sums as the sensor keeps them (`checked`): finite, or zeros.
+
+
+def sensor_kept(packed):
+    """`packed` as `UnitState.statistics` keeps it: zeros where unusable."""
+    return ops.where(rule.is_usable(packed), packed, ops.zeros_like(packed))
+
+
+@pytest.mark.parametrize(
+    "bad", [None, math.nan, math.inf], ids=["finite", "nan", "inf"]
+)
+def test_a_checked_pass_steps_bit_for_bit_as_a_tested_one(bad):
+    rng = np.random.default_rng(1)
+    drive = rng.normal(size=(6, 4)).astype("f4") * [0.5, 1.0, 2.0, 4.0]
+    if bad is not None:
+        drive[3, 2] = bad
+    packed = sensor_kept(packed_from(drive))
+    settings = validate_settings(warmup=1, momentum=0.9)
+    state = fresh_state(4, steps=np.int64(3), log_gain=np.full(4, 0.1, "f4"))
+    bias = ops.convert_to_tensor(rng.normal(size=4).astype("f4"))
+    tested = rule.homeostatic_step(packed, state, bias, settings)
+    checked = rule.homeostatic_step(packed, state, bias, settings, checked=True)
+    for name in tested:
+        np.testing.assert_array_equal(
+            numpy(checked[name]), numpy(tested[name]), err_msg=name
+        )
+    assert int(numpy(checked["steps"])) == (3 if bad is not None else 4)
+
+
+def test_a_sum_of_finite_passes_that_overflows_is_dropped():
+    # Two finite passes whose squares' sum overflows: the default test,
+    # which a sum of several passes gets, drops the step (`checked` is for
+    # one pass's sums only, which the sensor tested).
+    packed = packed_from(np.full((1, 3), 1.5e19, "f4"))
+    assert np.all(np.isfinite(numpy(packed)))
+    total = packed + packed
+    assert not np.all(np.isfinite(numpy(total)))
+    assert int(step(total)["steps"]) == 0
+
+
+def test_several_layers_take_their_own_checked_flags():
+    rng = np.random.default_rng(2)
+    settings = validate_settings(warmup=0, momentum=0.9)
+    packed = [sensor_kept(packed_from(rng.normal(size=(4, n)))) for n in (3, 2)]
+    states = [fresh_state(3), fresh_state(2)]
+    biases = [ops.zeros(3), ops.zeros(2)]
+    tested = rule.homeostatic_steps(packed, states, biases, settings)
+    checked = rule.homeostatic_steps(packed, states, biases, settings, (True, False))
+    for new, old in zip(checked, tested):
+        for name in old:
+            np.testing.assert_array_equal(numpy(new[name]), numpy(old[name]))
+
+
+def test_a_checked_step_compiles_without_the_finiteness_reduction():
+    # With XLA on a CPU the whole test is three kernels per layer and step.
+    settings = validate_settings(warmup=0, momentum=0.9)
+    state = fresh_state(8)
+
+    def optimized_hlo(checked):
+        @tf.function(jit_compile=True)
+        def compiled(packed, bias):
+            return rule.homeostatic_step(packed, state, bias, settings, checked)
+
+        packed = packed_from(np.ones((4, 8), "f4"))
+        return compiled.experimental_get_compiler_ir(packed, tf.zeros(8))(
+            stage="optimized_hlo"
+        )
+
+    assert "is-finite" in optimized_hlo(False)
+    assert "is-finite" not in optimized_hlo(True)
+
+
 @pytest.mark.parametrize("shape", [(5, 4), (3, 3, 2, 4)], ids=["dense", "conv"])
 def test_direction_gradient_is_a_scale_invariant_layers_vector_gradient(shape):
     # A kernel `w = g v / |v|`: the gradient the optimizer of a layer

@@ -106,8 +106,10 @@ def test_compiled_step_lowers_to_hlo():
     zeros = tf.zeros((units,), "float32")
     state = {name: zeros + 0.25 for name in rule.TRACES}
     state.update(log_gain=zeros, steps=tf.constant(3, "int64"))
-    # Two layers in one compiled call, as the engine steps them.
-    args = ([packed, packed * 2.0], [state, state], [zeros + 0.1, zeros], settings)
+    # Two layers in one compiled call, as the engine steps them (replicas'
+    # sums: tested whole, `checked` None).
+    biases = [zeros + 0.1, zeros]
+    args = ([packed, packed * 2.0], [state, state], biases, settings, None)
     hlo = engine.compiled_steps.experimental_get_compiler_ir(*args)(stage="hlo")
     assert "HloModule" in hlo and "log" in hlo
     for compiled, plain in zip(
