@@ -399,3 +399,30 @@ def test_large_rate_trace_shows_held_kernels_keeping_their_norms():
     assert everything["hidden_2"][0] != everything["hidden_2"][1]
     # A wrapped layer is traced with the kernel it computes with.
     assert list(_norms("weightnorm", x, y)) == ["hidden_1", "hidden_2", "output"]
+
+
+ab_compare = load_script(BENCHMARKS / "ab_compare.py")
+REPO = BENCHMARKS.parent
+
+
+def test_ab_compare_times_two_trees_round_by_round(capsys):
+    # The same tree twice, two short rounds: each worker builds the online
+    # case in its own process and answers a ratio per round.
+    ab_compare.main(
+        [str(REPO), str(REPO), "--variant", "scaling", "--rounds", "2"]
+        + ["--epochs", "2", "--steps", "250"]
+    )
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "scaling, online, 2 rounds of 2 epochs"
+    rows = {line.split(" | ")[0]: line for line in lines if line.startswith("| ")}
+    for clock in ("cpu", "wall"):
+        cells = rows[f"| {clock}"].strip("| ").split(" | ")
+        before, after = float(cells[1]), float(cells[2])
+        assert 0.5 < before < 5.0 and 0.5 < after < 5.0
+        assert len(cells[3].split(", ")) == 3
+
+
+def test_ab_compare_names_a_tree_without_the_package(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        ab_compare.parse_args([str(REPO), str(tmp_path)])
+    assert str(tmp_path) in capsys.readouterr().err
