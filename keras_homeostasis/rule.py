@@ -427,7 +427,7 @@ def homeostatic_step(packed, state, bias, settings, checked=False):
         bias: the layer's bias after the optimizer update (zeros if none).
         settings: the validated settings dict (`settings.validate_settings`).
         checked: True when `packed` is one pass's sums as the sensor keeps
-            them (`UnitState.statistics`: zeros where they were not finite),
+            them (`UnitState.step_statistics`: zeros where not finite),
             so only their count is tested. A sum of several passes can
             overflow, so it is tested whole (the default).
 
