@@ -73,18 +73,14 @@ def worker(setting, variant, epochs, steps):
             break
         for run in runs[turn % 2 :] + runs[: turn % 2]:
             run.fit(x, y, epochs)
-        none, scaled = (steady(run.fits[-1]) for run in runs)
-        ratios = {k: scaled[k] / none[k] for k in ("wall", "cpu")}
+        # The bench's steady state: the median epoch after a fit's first
+        # (clock 0 wall, 1 process CPU).
+        none, scaled = (run.fits[-1] for run in runs)
+        clocks = {"wall": 0, "cpu": 1}
+        ratios = {
+            k: bt._steady(scaled, c) / bt._steady(none, c) for k, c in clocks.items()
+        }
         print(json.dumps(ratios), flush=True)
-
-
-def steady(fit):
-    """A fit's median epoch after its first, wall and process CPU seconds."""
-    later = fit["epochs"][1:]
-    return {
-        "wall": statistics.median(wall for wall, _ in later),
-        "cpu": statistics.median(cpu for _, cpu in later),
-    }
 
 
 def start(tree, args):
