@@ -281,9 +281,7 @@ class CallHooks:
                 return _sensed_call(layer, state, target, axis, forward, args, kwargs)
             # The pass's kernel reads (the centered gradient's too) get the
             # direction vectors' gradient.
-            kernel = state.held.direction_kernel(
-                layer._kernel, lambda: state.row("log_gain")
-            )
+            kernel = state.held.direction_kernel(layer._kernel)
             forward = held_norms.computing_with(layer, kernel, forward)
             return _sensed_call(
                 layer, state, target, axis, forward, args, kwargs, kernel

@@ -9,8 +9,8 @@ each unit's incoming weights and the rule's factors alone change their
 length. `log_gain` starts at the log of each unit's initial norm, so the
 first step starts from the layer as built; a unit whose weights are set
 between fits holds its new norm. Every step thus starts from a kernel
-whose norms are `exp(log_gain)`: the hold and the vectors' gradient read
-them from the state instead of summing over the kernel.
+whose norms are `exp(log_gain)`: the hold reads them from the state
+instead of summing over the kept kernel.
 
 A scale-invariant layer's optimizer also steps its direction vectors, not
 its kernels: their gradient is the kernel's without its part along each
@@ -74,16 +74,10 @@ class HeldNorms(keras.layers.Layer):
         self.relaxation = 0.0
         self.built = True
 
-    def direction_kernel(self, kernel, log_gain):
+    def direction_kernel(self, kernel):
         """`kernel`'s value (autocast as the layer reads it), with the
         gradient of each unit's direction vector (`rule.direction_gradient`):
-        the optimizer steps the kernel as a scale-invariant layer's `v`.
-
-        `log_gain()` reads the held gains, whose `exp` are the kernel's
-        norms (the hold put them back). It is called in the backward pass,
-        as the lengths are read there: a read in the forward pass that only
-        the backward pass consumes was not ordered before the rule's write
-        of the gains in the same step."""
+        the optimizer steps the kernel as a scale-invariant layer's `v`."""
         length = ops.convert_to_tensor(self.length)
 
         @ops.custom_gradient
@@ -91,10 +85,7 @@ class HeldNorms(keras.layers.Layer):
             def gradient(*args, upstream=None):
                 upstream = args[0] if upstream is None else upstream
                 direction = rule.direction_gradient(
-                    ops.cast(w, "float32"),
-                    ops.cast(upstream, "float32"),
-                    length,
-                    ops.exp(log_gain()),
+                    ops.cast(w, "float32"), ops.cast(upstream, "float32"), length
                 )
                 return ops.cast(direction, upstream.dtype)
 

@@ -310,22 +310,23 @@ def unit_drive(z, bias, unit_axis):
     return z - ops.reshape(ops.cast(bias, "float32"), shape)
 
 
-def direction_gradient(kernel, gradient, length, norm):
+def direction_gradient(kernel, gradient, length):
     """The gradient of a scale-invariant layer's direction vector `v`, of
     length `length` per unit, from that of the kernel it computes with,
-    `w = g v / |v|` (units on the last axis; `norm` is `g = |w|`):
+    `w = g v / |v|` (units on the last axis; `g = |w|`):
 
         dL/dv = (g / l) (dL/dw - w (w . dL/dw) / g^2)
 
     (`hold_norms=True`: a plain layer's kernel gets it in the backward
-    pass, so the optimizer steps as it would on `v`). The caller passes
-    the norms it holds, the state's gains: summing the kernel's squares
-    again was a pass over every weight each step, one of the three
-    largest kernels of the defaults' online step (docs/overhead.md).
+    pass, so the optimizer steps as it would on `v`). `g` is summed from
+    the kernel itself, not read from the state: a read of the state's
+    gains in the forward pass, consumed only here, is not ordered before
+    the rule's write of them in the same step.
     """
     axes = tuple(range(len(kernel.shape) - 1))
-    along = ops.sum(kernel * gradient, axis=axes) / (ops.square(norm) + EPSILON)
-    return (norm / length) * (gradient - along * kernel)
+    square = ops.sum(ops.square(kernel), axis=axes) + EPSILON
+    along = ops.sum(kernel * gradient, axis=axes) / square
+    return (ops.sqrt(square) / length) * (gradient - along * kernel)
 
 
 def scale_invariant_step(kernel, previous, length, norm):

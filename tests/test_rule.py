@@ -550,7 +550,7 @@ def test_direction_gradient_is_a_scale_invariant_layers_vector_gradient(shape):
         loss = tf.reduce_sum(tf.sin(kernel * target))
     expected = tape.gradient(loss, vector).numpy()
     kernel_gradient = tape.gradient(loss, kernel)
-    found = rule.direction_gradient(kernel, kernel_gradient, length, gain)
+    found = rule.direction_gradient(kernel, kernel_gradient, length)
     np.testing.assert_allclose(np.asarray(found), expected, rtol=1e-4, atol=1e-6)
 
 
